@@ -1,0 +1,97 @@
+/*
+ * conf.h - larder's configuration and process-wide logging.
+ *
+ * Settings are layered: the embedded defaults, then a JSON file
+ * (--config FILE or LARDER_CONFIG), then LARDER_* environment variables, then
+ * command-line flags. Each layer overrides the one before it. Every setting
+ * has one dotted key ("upstream.base_url"); the environment variable is that
+ * key upper-cased with dots as underscores (LARDER_UPSTREAM_BASE_URL) and the
+ * flag is --key=value (--upstream.base_url=...). Listeners are a list, so the
+ * flag and variable take a compact spec; see conf_print_help().
+ *
+ * A bad setting is reported as one line naming the key, the bad value and
+ * what was expected. Unknown keys are errors.
+ */
+#ifndef LARDER_CONF_H
+#define LARDER_CONF_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define LARDER_VERSION "0.1.0"
+
+typedef struct conf_listener {
+    char *address;   /* numeric IPv4 or IPv6 address, or "localhost" */
+    uint16_t port;
+    char *tls_cert;  /* PEM certificate chain; NULL for plain HTTP */
+    char *tls_key;   /* PEM private key; set exactly when tls_cert is */
+    bool http2;      /* h2 via ALPN on TLS, h2c on plain listeners */
+} conf_listener_t;
+
+typedef enum { LOG_LEVEL_ERROR, LOG_LEVEL_WARN, LOG_LEVEL_INFO, LOG_LEVEL_DEBUG } log_level_t;
+typedef enum { LOG_FORMAT_JSON, LOG_FORMAT_TEXT } log_format_t;
+
+typedef struct conf {
+    conf_listener_t *listeners;
+    size_t num_listeners;
+
+    struct {
+        char *base_url;                 /* scheme://host[:port], no trailing slash */
+        char *ca_file;                  /* NULL: system trust store */
+        unsigned connect_timeout_ms;
+        unsigned response_timeout_ms;   /* request sent -> response headers */
+        unsigned idle_timeout_ms;       /* longest silence inside a response body */
+        unsigned max_connections;       /* per worker thread, all hosts */
+        unsigned max_connections_per_host; /* per worker thread */
+    } upstream;
+
+    char *public_url;          /* NULL: derived from each request's scheme and Host */
+    char *virtual_host_suffix; /* "BUCKET.<suffix>" hosts are XML-API bucket hosts */
+    unsigned worker_threads;   /* resolved: never 0 after conf_load */
+    unsigned max_client_connections; /* per process */
+    unsigned client_timeout_ms; /* watchdog: a client that accepts no bytes this long is closed */
+    uint64_t max_request_body; /* bytes; larger bodies get 413 */
+
+    struct {
+        char *path;
+        uint64_t budget;       /* bytes */
+    } store;
+
+    struct {
+        log_level_t level;
+        log_format_t format;
+        bool access_log;
+    } log;
+} conf_t;
+
+typedef enum {
+    CONF_ACTION_RUN,      /* start the server */
+    CONF_ACTION_HELP,     /* --help: conf_print_help() and exit 0 */
+    CONF_ACTION_VERSION,  /* --version */
+    CONF_ACTION_CHECK     /* --check-config FILE: load, validate, print, exit */
+} conf_action_t;
+
+/*
+ * Builds *conf from defaults, file, environment and flags. envp may be NULL
+ * (then the process environment is not consulted). On failure returns -1 and
+ * writes one line, without a trailing newline, into err. On success returns 0
+ * and sets *action. conf must be released with conf_dispose() either way.
+ */
+int conf_load(conf_t *conf, int argc, char **argv, char **envp, conf_action_t *action, char *err, size_t errlen);
+void conf_dispose(conf_t *conf);
+void conf_print_help(FILE *out);
+/* Prints the effective configuration as JSON (what --check-config shows). */
+void conf_print_effective(const conf_t *conf, FILE *out);
+
+/* Logging: structured (one JSON object a line) or text, to stderr. */
+void log_configure(log_level_t level, log_format_t format);
+bool log_enabled(log_level_t level);
+/* fmt yields the message text; it is escaped for JSON as needed. */
+void log_msg(log_level_t level, const char *component, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Writes one prebuilt line (already formatted by the caller) atomically. */
+void log_write_line(const char *line, size_t len);
+log_format_t log_format(void);
+
+#endif

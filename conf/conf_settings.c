@@ -1,0 +1,207 @@
+/*
+ * conf_settings.c - the table of larder's scalar settings: each key's type,
+ * limits, embedded default and help text, and storing a value into conf_t.
+ *
+ * The table is the single source of truth: the defaults layer, the file's
+ * schema, the environment names, the flags, --help and the effective-config
+ * printout are all derived from it. Listeners are a list and live in
+ * conf_listeners.c instead.
+ */
+#include <ctype.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "conf_internal.h"
+
+#define FIELD(member) offsetof(conf_t, member)
+/* Ceiling for any millisecond value, so nobody's arithmetic on it overflows an int. */
+#define MS_MAX 2147483647
+#define KiB (1ULL << 10)
+#define MiB (1ULL << 20)
+
+const setting_t conf_settings[] = {
+    {"upstream.base_url", SETTING_URL, FIELD(upstream.base_url), false, false, 0, 0, "https://storage.googleapis.com",
+     "URL", "where requests go: GCS, or an emulator such as http://127.0.0.1:9000"},
+    {"upstream.ca_file", SETTING_STRING, FIELD(upstream.ca_file), true, true, 0, 0, NULL, "PATH",
+     "CA bundle (PEM) for upstream TLS; unset: the system trust store"},
+    {"upstream.connect_timeout_ms", SETTING_UINT, FIELD(upstream.connect_timeout_ms), false, false, 1, MS_MAX, "5000",
+     "MS", "give up connecting to upstream after this long"},
+    {"upstream.response_timeout_ms", SETTING_UINT, FIELD(upstream.response_timeout_ms), false, false, 1, MS_MAX,
+     "60000", "MS", "longest wait from request sent to response headers"},
+    {"upstream.idle_timeout_ms", SETTING_UINT, FIELD(upstream.idle_timeout_ms), false, false, 1, MS_MAX, "60000",
+     "MS", "longest silence inside an upstream response body"},
+    {"upstream.max_connections", SETTING_UINT, FIELD(upstream.max_connections), false, false, 1, 65536, "256", "N",
+     "upstream connections per worker thread, all hosts together"},
+    {"upstream.max_connections_per_host", SETTING_UINT, FIELD(upstream.max_connections_per_host), false, false, 1,
+     65536, "64", "N", "upstream connections per worker thread to any one host"},
+    {"public_url", SETTING_URL, FIELD(public_url), true, false, 0, 0, NULL, "URL",
+     "how clients reach larder, for returned links; unset: each request's Host"},
+    {"virtual_host_suffix", SETTING_HOSTNAME, FIELD(virtual_host_suffix), false, false, 0, 0,
+     "storage.googleapis.com", "HOST", "requests to BUCKET.HOST are XML-API requests for bucket BUCKET"},
+    {"worker_threads", SETTING_UINT, FIELD(worker_threads), false, false, 0, 1024, "0", "N",
+     "event-loop threads; 0: one per online CPU"},
+    {"max_client_connections", SETTING_UINT, FIELD(max_client_connections), false, false, 1, 1048576, "4096", "N",
+     "client connections open at once, whole process"},
+    {"client_timeout_ms", SETTING_UINT, FIELD(client_timeout_ms), false, false, 1, MS_MAX, "60000", "MS",
+     "close a client that accepts no bytes for this long"},
+    {"max_request_body", SETTING_SIZE, FIELD(max_request_body), false, false, KiB, 0, "1GiB", "SIZE",
+     "larger request bodies are refused with 413"},
+    {"store.path", SETTING_STRING, FIELD(store.path), false, false, 0, 0, "./var/store", "PATH",
+     "directory holding the cache"},
+    {"store.budget", SETTING_SIZE, FIELD(store.budget), false, false, MiB, 0, "10GiB", "SIZE",
+     "disk space the cache may fill before evicting"},
+    {"log.level", SETTING_LOG_LEVEL, FIELD(log.level), false, false, 0, 0, "info", "LEVEL",
+     "error, warn, info or debug"},
+    {"log.format", SETTING_LOG_FORMAT, FIELD(log.format), false, false, 0, 0, "json", "FORMAT",
+     "json (one object a line) or text"},
+    {"log.access_log", SETTING_BOOL, FIELD(log.access_log), false, false, 0, 0, "true", "BOOL",
+     "log one line per request"},
+};
+const size_t conf_num_settings = sizeof(conf_settings) / sizeof(conf_settings[0]);
+
+/* Indexed by log_level_t and log_format_t. */
+static const char *const level_names[] = {"error", "warn", "info", "debug"};
+static const char *const format_names[] = {"json", "text"};
+
+const char *conf_log_level_name(log_level_t level)
+{
+    return (unsigned)level < 4 ? level_names[level] : "?";
+}
+
+const char *conf_log_format_name(log_format_t format)
+{
+    return (unsigned)format < 2 ? format_names[format] : "?";
+}
+
+const setting_t *conf_setting_find(const char *key)
+{
+    for (size_t i = 0; i < conf_num_settings; i++) {
+        if (strcmp(conf_settings[i].key, key) == 0)
+            return &conf_settings[i];
+    }
+    return NULL;
+}
+
+/* LARDER_UPSTREAM_BASE_URL for upstream.base_url. */
+void conf_setting_env_name(const setting_t *s, char *buf, size_t size)
+{
+    size_t n = (size_t)snprintf(buf, size, "LARDER_");
+
+    for (const char *k = s->key; *k && n + 1 < size; k++)
+        buf[n++] = *k == '.' ? '_' : (char)toupper((unsigned char)*k);
+    if (n < size)
+        buf[n] = '\0';
+}
+
+const setting_t *conf_setting_find_env(const char *name, size_t len)
+{
+    char env[CONF_KEY_MAX];
+
+    for (size_t i = 0; i < conf_num_settings; i++) {
+        conf_setting_env_name(&conf_settings[i], env, sizeof(env));
+        if (strlen(env) == len && memcmp(env, name, len) == 0)
+            return &conf_settings[i];
+    }
+    return NULL;
+}
+
+/* "upstream" is a section: the file holds it as an object of its keys. */
+bool conf_is_section(const char *name)
+{
+    size_t len = strlen(name);
+
+    for (size_t i = 0; i < conf_num_settings; i++) {
+        if (strncmp(conf_settings[i].key, name, len) == 0 && conf_settings[i].key[len] == '.')
+            return true;
+    }
+    return false;
+}
+
+const char *conf_setting_near_miss(const char *key)
+{
+    if (conf_is_near_miss(key, "listeners"))
+        return "listeners";
+    for (size_t i = 0; i < conf_num_settings; i++) {
+        if (conf_is_near_miss(key, conf_settings[i].key))
+            return conf_settings[i].key;
+    }
+    return NULL;
+}
+
+static int read_name(const setting_t *s, const conf_value_t *value, const char *const *names, size_t num_names,
+                     int *out, conf_err_t *err)
+{
+    const char *text;
+    char expected[64];
+    size_t n = 0;
+
+    if (conf_read_string(s->key, value, false, &text, err) < 0)
+        return -1;
+    for (size_t i = 0; i < num_names; i++) {
+        if (strcmp(text, names[i]) == 0) {
+            *out = (int)i;
+            return 0;
+        }
+        n += (size_t)snprintf(expected + n, sizeof(expected) - n, "%s%s", i ? ", " : "", names[i]);
+    }
+    return conf_invalid(err, s->key, value, "one of %s", expected);
+}
+
+static int set_string(conf_t *conf, const setting_t *s, const conf_value_t *value, conf_err_t *err)
+{
+    char **field = conf_field(conf, s);
+    const char *text;
+    size_t len;
+
+    if (conf_read_string(s->key, value, s->nullable, &text, err) < 0)
+        return -1;
+    if (text == NULL)
+        return conf_replace_string(field, NULL, 0, err);
+    len = strlen(text);
+    if (s->kind == SETTING_URL && !conf_url_valid(text, &len))
+        return conf_invalid(err, s->key, value,
+                            "an http:// or https:// URL with a host, and no query, fragment or user name");
+    if (s->kind == SETTING_HOSTNAME && !conf_hostname_valid(text, len))
+        return conf_invalid(err, s->key, value, "a host name such as storage.googleapis.com");
+    return conf_replace_string(field, text, len, err);
+}
+
+/* Checks value against s and, only if it is good, stores it in conf. */
+int conf_setting_set(conf_t *conf, const setting_t *s, const conf_value_t *value, conf_err_t *err)
+{
+    void *field = conf_field(conf, s);
+    uint64_t n;
+    int index;
+
+    switch (s->kind) {
+    case SETTING_STRING:
+    case SETTING_URL:
+    case SETTING_HOSTNAME:
+        return set_string(conf, s, value, err);
+    case SETTING_UINT:
+        if (conf_read_uint(s->key, value, s->min, s->max, &n, err) < 0)
+            return -1;
+        *(unsigned *)field = (unsigned)n;
+        return 0;
+    case SETTING_SIZE:
+        if (conf_read_size(s->key, value, s->min, &n, err) < 0)
+            return -1;
+        *(uint64_t *)field = n;
+        return 0;
+    case SETTING_BOOL:
+        return conf_read_bool(s->key, value, (bool *)field, err);
+    case SETTING_LOG_LEVEL:
+        if (read_name(s, value, level_names, 4, &index, err) < 0)
+            return -1;
+        *(log_level_t *)field = (log_level_t)index;
+        return 0;
+    case SETTING_LOG_FORMAT:
+        if (read_name(s, value, format_names, 2, &index, err) < 0)
+            return -1;
+        *(log_format_t *)field = (log_format_t)index;
+        return 0;
+    }
+    return conf_fail(err, "config: %s: unhandled setting kind", s->key);
+}

@@ -1,0 +1,28 @@
+/*
+ * link_rewrite.h - keeps clients talking to larder instead of upstream.
+ *
+ * GCS answers with absolute links (the resumable session's Location, and
+ * selfLink/mediaLink in JSON resources). A client that followed them would
+ * bypass larder, so their origin is replaced by larder's public base URL.
+ */
+#ifndef LARDER_LINK_REWRITE_H
+#define LARDER_LINK_REWRITE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/*
+ * True when url's origin (scheme://host[:port]) is upstream's origin or a
+ * googleapis.com host; *path_start is set to the offset of the path.
+ */
+bool link_is_upstream(const char *url, size_t len, const char *upstream_base, size_t *path_start);
+
+/*
+ * Rewrites the selfLink and mediaLink values in a JSON document. Returns a
+ * malloc'd document (caller frees) and its length, or NULL when nothing was
+ * rewritten or the body is not JSON; then the original is to be sent as is.
+ */
+char *link_rewrite_json(const char *body, size_t len, const char *upstream_base, const char *public_base,
+                        size_t *out_len);
+
+#endif

@@ -1,0 +1,53 @@
+/*
+ * worker.h - what one event-loop thread owns.
+ *
+ * Every request is handled entirely on the thread that accepted its
+ * connection, so nothing here needs a lock: the loop, its curl multi handle,
+ * and its timeout lists belong to that thread alone.
+ */
+#ifndef LARDER_WORKER_H
+#define LARDER_WORKER_H
+
+#include <h2o.h>
+#include <pthread.h>
+#include <stdbool.h>
+
+#include "conf.h"
+#include "upstream.h"
+
+typedef struct server server_t;
+typedef struct worker worker_t;
+
+/* One h2o context per (worker, listener): each listener has its own globalconf. */
+typedef struct listener_context {
+    h2o_context_t h2o;
+    h2o_accept_ctx_t accept_ctx;
+    h2o_socket_t *listen_sock;
+    worker_t *worker;
+} listener_context_t;
+
+struct worker {
+    unsigned id;
+    server_t *server;
+    const conf_t *conf;
+    pthread_t thread;
+    h2o_evloop_t *loop;
+    upstream_pool_t *upstream;
+    h2o_timeout_t client_watchdog;   /* conf->client_timeout_ms: send outstanding too long */
+    h2o_timeout_t upstream_response; /* conf->upstream.response_timeout_ms: waiting for headers */
+    listener_context_t *contexts;    /* one per listener */
+    int stop_fd;                     /* eventfd: the main thread asks the loop to stop */
+    h2o_socket_t *stop_sock;
+    bool stopping;
+};
+
+/* The worker that runs the request's connection. */
+static inline worker_t *worker_of(h2o_req_t *req)
+{
+    return H2O_STRUCT_FROM_MEMBER(listener_context_t, h2o, req->conn->ctx)->worker;
+}
+
+/* Handles every request that reaches larder's path handler (forward.c). */
+int forward_on_req(h2o_handler_t *self, h2o_req_t *req);
+
+#endif

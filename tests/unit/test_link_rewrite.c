@@ -1,0 +1,53 @@
+/*
+ * test_link_rewrite.c - upstream links become larder links, nothing else changes.
+ */
+#include <stdlib.h>
+
+#include "link_rewrite.h"
+#include "unit.h"
+
+static void test_is_upstream(void)
+{
+    size_t at;
+    const char *base = "http://127.0.0.1:9000";
+    CHECK(link_is_upstream("http://127.0.0.1:9000/upload/x?upload_id=1", 41, base, &at) && at == 21);
+    CHECK(!link_is_upstream("http://127.0.0.1:9001/upload/x", 30, base, &at));
+    CHECK(link_is_upstream("https://www.googleapis.com/storage/v1/b/x", 41, base, &at) && at == 26);
+    CHECK(link_is_upstream("https://storage.googleapis.com", 30, base, &at) && at == 30);
+    CHECK(!link_is_upstream("https://googleapis.com.evil.org/x", 33, base, &at));
+    CHECK(!link_is_upstream("/relative/path", 14, base, &at));
+}
+
+static void test_json(void)
+{
+    const char *doc = "{\"kind\":\"storage#objects\",\"items\":[{\"name\":\"a b\",\"selfLink\":"
+                      "\"http://127.0.0.1:9000/storage/v1/b/k/o/a%20b\",\"mediaLink\":"
+                      "\"http://127.0.0.1:9000/download/storage/v1/b/k/o/a%20b?generation=1&alt=media\","
+                      "\"metadata\":{\"note\":\"http://127.0.0.1:9000/keep\"},\"size\":\"12\"}]}";
+    size_t len;
+    char *out = link_rewrite_json(doc, strlen(doc), "http://127.0.0.1:9000", "https://larder:8443", &len);
+    CHECK(out != NULL);
+    if (out != NULL) {
+        CHECK(strstr(out, "\"selfLink\":\"https://larder:8443/storage/v1/b/k/o/a%20b\"") != NULL);
+        CHECK(strstr(out, "\"mediaLink\":\"https://larder:8443/download/storage/v1/b/k/o/a%20b?generation=1&alt=media\"") !=
+              NULL);
+        /* user metadata is data, not a link: it stays */
+        CHECK(strstr(out, "\"note\":\"http://127.0.0.1:9000/keep\"") != NULL);
+        CHECK(strstr(out, "\"size\":\"12\"") != NULL);
+        CHECK(strlen(out) == len);
+        free(out);
+    }
+    CHECK(link_rewrite_json("{\"kind\":\"x\"}", 12, "http://a", "http://b", &len) == NULL);
+    CHECK(link_rewrite_json("not json", 8, "http://a", "http://b", &len) == NULL);
+    const char *unicode = "{\"selfLink\":\"http://a/storage/v1/b/k/o/\xc3\xa9\"}";
+    out = link_rewrite_json(unicode, strlen(unicode), "http://a", "http://b", &len);
+    CHECK(out != NULL && strcmp(out, "{\"selfLink\":\"http://b/storage/v1/b/k/o/\xc3\xa9\"}") == 0);
+    free(out);
+}
+
+int main(void)
+{
+    test_is_upstream();
+    test_json();
+    UNIT_DONE();
+}
