@@ -9,6 +9,7 @@
  * layer would override must be valid: a broken file is broken however it is
  * started.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -121,26 +122,39 @@ static int validate(conf_t *conf, conf_err_t *err)
     return 0;
 }
 
-int conf_load(conf_t *conf, int argc, char **argv, char **envp, conf_action_t *action, char *errbuf, size_t errlen)
+static int load_layers(conf_t *conf, int argc, char **argv, char **envp, conf_action_t *action, conf_err_t *err)
 {
-    conf_err_t err = {errbuf, errlen};
     const char *path = NULL;
 
-    *conf = (conf_t){0};
-    *action = CONF_ACTION_RUN;
-    if (errlen > 0)
-        errbuf[0] = '\0';
-    if (load_defaults(conf, &err) < 0 || conf_flags_scan(argc, argv, action, &path, &err) < 0)
+    if (load_defaults(conf, err) < 0 || conf_flags_scan(argc, argv, action, &path, err) < 0)
         return -1;
     if (*action == CONF_ACTION_HELP || *action == CONF_ACTION_VERSION)
         return 0;
     if (path == NULL)
         path = env_config_path(envp);
-    if (path && conf_json_load(conf, path, &err) < 0)
+    if (path && conf_json_load(conf, path, err) < 0)
         return -1;
-    if (load_environment(conf, envp, &err) < 0 || conf_flags_apply(conf, argc, argv, &err) < 0)
+    if (load_environment(conf, envp, err) < 0 || conf_flags_apply(conf, argc, argv, err) < 0)
         return -1;
-    return validate(conf, &err);
+    return validate(conf, err);
+}
+
+int conf_load(conf_t *conf, int argc, char **argv, char **envp, conf_action_t *action, char *errbuf, size_t errlen)
+{
+    conf_err_t err = {errbuf, errlen};
+
+    *conf = (conf_t){0};
+    *action = CONF_ACTION_RUN;
+    if (errlen > 0)
+        errbuf[0] = '\0';
+    if (load_layers(conf, argc, argv, envp, action, &err) == 0)
+        return 0;
+    /* Values are quoted and escaped already, but a key or flag name can hold anything; keep it one line. */
+    for (char *p = errbuf; errlen > 0 && *p; p++) {
+        if (iscntrl((unsigned char)*p))
+            *p = '?';
+    }
+    return -1;
 }
 
 void conf_dispose(conf_t *conf)

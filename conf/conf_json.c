@@ -42,7 +42,11 @@ static int apply_object(conf_t *conf, const char *prefix, json_t *object, conf_e
     json_object_foreach(object, name, value) {
         int n = prefix ? snprintf(key, sizeof(key), "%s.%s", prefix, name) : snprintf(key, sizeof(key), "%s", name);
         if (n < 0 || (size_t)n >= sizeof(key))
-            return conf_unknown(err, "key", prefix ? prefix : name, NULL);
+            return conf_unknown(err, "key", key, NULL);
+        /* Otherwise {"upstream.base_url": ...} would work, and compete with the nested form. */
+        if (strchr(name, '.'))
+            return conf_fail(err, "config: %s: unknown key (in the file, \"a.b\" is written {\"a\": {\"b\": ...}})",
+                             key);
         if (apply_member(conf, key, value, err) < 0)
             return -1;
     }

@@ -281,7 +281,8 @@ static int check_listener(const conf_t *conf, size_t i, conf_err_t *err)
         return tls_missing(i, "tls_key", "tls_cert", err);
     if (l->tls_key && l->tls_cert == NULL)
         return tls_missing(i, "tls_cert", "tls_key", err);
-    if (l->tls_cert && (tls_readable(i, "tls_cert", l->tls_cert, err) < 0 || tls_readable(i, "tls_key", l->tls_key, err) < 0))
+    if (l->tls_cert &&
+        (tls_readable(i, "tls_cert", l->tls_cert, err) < 0 || tls_readable(i, "tls_key", l->tls_key, err) < 0))
         return -1;
     for (size_t j = 0; j < i; j++) {
         if (same_endpoint(&conf->listeners[j], l)) {

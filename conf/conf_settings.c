@@ -173,7 +173,7 @@ int conf_setting_set(conf_t *conf, const setting_t *s, const conf_value_t *value
 {
     void *field = conf_field(conf, s);
     uint64_t n;
-    int index;
+    int which = 0;
 
     switch (s->kind) {
     case SETTING_STRING:
@@ -193,14 +193,14 @@ int conf_setting_set(conf_t *conf, const setting_t *s, const conf_value_t *value
     case SETTING_BOOL:
         return conf_read_bool(s->key, value, (bool *)field, err);
     case SETTING_LOG_LEVEL:
-        if (read_name(s, value, level_names, 4, &index, err) < 0)
+        if (read_name(s, value, level_names, 4, &which, err) < 0)
             return -1;
-        *(log_level_t *)field = (log_level_t)index;
+        *(log_level_t *)field = (log_level_t)which;
         return 0;
     case SETTING_LOG_FORMAT:
-        if (read_name(s, value, format_names, 2, &index, err) < 0)
+        if (read_name(s, value, format_names, 2, &which, err) < 0)
             return -1;
-        *(log_format_t *)field = (log_format_t)index;
+        *(log_format_t *)field = (log_format_t)which;
         return 0;
     }
     return conf_fail(err, "config: %s: unhandled setting kind", s->key);

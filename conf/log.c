@@ -58,7 +58,7 @@ static void put(line_t *l, const char *s, size_t n)
     l->len += n;
 }
 
-static void puts_(line_t *l, const char *s)
+static void put_str(line_t *l, const char *s)
 {
     put(l, s, strlen(s));
 }
@@ -140,7 +140,7 @@ static void put_escaped(line_t *l, const char *s, bool json, size_t limit)
         char piece[8];
         size_t used, len = escape_one(p, n, json, piece, &used);
         if (l->len + len > limit) {
-            puts_(l, "...");
+            put_str(l, "...");
             return;
         }
         put(l, piece, len);
@@ -163,7 +163,7 @@ static void put_timestamp(line_t *l)
         tm = (struct tm){.tm_mday = 1, .tm_year = 70};
     n = strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &tm);
     snprintf(buf + n, sizeof(buf) - n, ".%03ldZ", now.tv_nsec / 1000000);
-    puts_(l, buf);
+    put_str(l, buf);
 }
 
 /* Writes all of iov with writev(2): one call, unless the kernel takes only part. */
@@ -173,7 +173,7 @@ static void write_stderr(struct iovec *iov, int count)
         ssize_t n = writev(STDERR_FILENO, iov, count);
         if (n < 0 && errno == EINTR)
             continue;
-        if (n < 0)
+        if (n <= 0)
             return; /* stderr is where errors would be reported; there is nowhere left to say it */
         while (count > 0 && (size_t)n >= iov->iov_len) {
             n -= (ssize_t)iov->iov_len;
@@ -214,24 +214,24 @@ void log_msg(log_level_t level, const char *component, const char *fmt, ...)
     if (component == NULL)
         component = "larder";
     if (json) {
-        puts_(&l, "{\"ts\":\"");
+        put_str(&l, "{\"ts\":\"");
         put_timestamp(&l);
-        puts_(&l, "\",\"level\":\"");
-        puts_(&l, level_json[level]);
-        puts_(&l, "\",\"component\":\"");
+        put_str(&l, "\",\"level\":\"");
+        put_str(&l, level_json[level]);
+        put_str(&l, "\",\"component\":\"");
         put_escaped(&l, component, true, l.len + LOG_COMPONENT_MAX);
-        puts_(&l, "\",\"msg\":\"");
+        put_str(&l, "\",\"msg\":\"");
         put_escaped(&l, msg, true, LOG_MSG_LIMIT);
-        puts_(&l, "\"}\n");
+        put_str(&l, "\"}\n");
     } else {
         put_timestamp(&l);
-        puts_(&l, " ");
-        puts_(&l, level_text[level]);
-        puts_(&l, " ");
+        put_str(&l, " ");
+        put_str(&l, level_text[level]);
+        put_str(&l, " ");
         put_escaped(&l, component, false, l.len + LOG_COMPONENT_MAX);
-        puts_(&l, ": ");
+        put_str(&l, ": ");
         put_escaped(&l, msg, false, LOG_MSG_LIMIT);
-        puts_(&l, "\n");
+        put_str(&l, "\n");
     }
     log_write_line(l.buf, l.len);
 }

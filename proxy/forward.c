@@ -31,6 +31,12 @@
 
 /* Sends stay at or under this size so TLS encrypts in modest batches. */
 #define FLUSH_HIGH_WATER (256 * 1024)
+/*
+ * h2o accepts request heads of up to ~400 KB. GCS object names are at most
+ * 1024 bytes (3 KiB percent-encoded), so longer targets and heads are abuse.
+ */
+#define MAX_REQUEST_TARGET (16 * 1024)
+#define MAX_REQUEST_HEADERS (64 * 1024)
 /* JSON bodies are buffered whole to rewrite links; past this they stream as is. */
 #define JSON_REWRITE_MAX (32 * 1024 * 1024)
 
@@ -63,8 +69,9 @@ typedef struct forward {
     byte_buffer_t pending;
     byte_buffer_t inflight;
     size_t request_body_len;
-    h2o_timeout_entry_t response_timer;
-    h2o_timeout_entry_t watchdog;
+    h2o_timeout_entry_t response_timer; /* request sent -> response head */
+    h2o_timeout_entry_t idle_timer;     /* silence inside the body, unless paused */
+    h2o_timeout_entry_t watchdog;       /* the client holding a send too long */
     uint64_t started_at;
     int64_t upstream_ms;
     uint64_t bytes_sent;
@@ -215,6 +222,19 @@ static size_t on_header(char *line, size_t size, size_t nitems, void *user)
     return len;
 }
 
+static void disarm(h2o_timeout_entry_t *entry)
+{
+    if (h2o_timeout_is_linked(entry))
+        h2o_timeout_unlink(entry);
+}
+
+/* curl's low-speed check averages over seconds; this timer fires exactly. */
+static void rearm_idle_timer(forward_t *self)
+{
+    disarm(&self->idle_timer);
+    h2o_timeout_link(self->worker->loop, &self->worker->upstream_idle, &self->idle_timer);
+}
+
 static size_t on_body(char *data, size_t size, size_t nitems, void *user)
 {
     forward_t *self = user;
@@ -223,10 +243,12 @@ static size_t on_body(char *data, size_t size, size_t nitems, void *user)
         self->rewrite_json = false; /* too big to hold: stream it unmodified */
     if (!self->rewrite_json && self->pending.len != 0 && self->pending.len + len > FLUSH_HIGH_WATER) {
         self->paused = true;
+        disarm(&self->idle_timer); /* waiting on the client is not upstream's silence */
         return CURL_WRITEFUNC_PAUSE;
     }
     if (buffer_append(&self->pending, data, len) != 0)
         return 0; /* curl fails the transfer with CURLE_WRITE_ERROR */
+    rearm_idle_timer(self);
     upstream_transfer_mark_ready(self->worker->upstream, &self->transfer);
     return len;
 }
@@ -249,7 +271,8 @@ static int on_progress(void *user, curl_off_t dltotal, curl_off_t dlnow, curl_of
 static void finish_error(forward_t *self, gcs_error_kind_t kind, const char *why)
 {
     self->responded = true;
-    self->error = why;
+    if (self->error == NULL)
+        self->error = why;
     gcs_error_send(self->req, self->route.error_format, kind, NULL);
     self->bytes_sent = self->req->res.content_length;
 }
@@ -278,8 +301,7 @@ static void on_proceed(h2o_generator_t *generator, h2o_req_t *req)
     (void)req;
     self->sending = false;
     self->inflight.len = 0;
-    if (h2o_timeout_is_linked(&self->watchdog))
-        h2o_timeout_unlink(&self->watchdog);
+    disarm(&self->watchdog);
     flush(self);
 }
 
@@ -305,7 +327,7 @@ static void flush(forward_t *self)
         h2o_send_state_t state = H2O_SEND_STATE_IN_PROGRESS;
         if (finished)
             state = self->transfer.result == CURLE_OK ? H2O_SEND_STATE_FINAL : H2O_SEND_STATE_ERROR;
-        if (state == H2O_SEND_STATE_ERROR)
+        if (state == H2O_SEND_STATE_ERROR && self->error == NULL)
             self->error = curl_easy_strerror(self->transfer.result);
         h2o_iovec_t buf = h2o_iovec_init(self->inflight.base, self->inflight.len);
         if (self->is_head)
@@ -316,8 +338,11 @@ static void flush(forward_t *self)
             h2o_timeout_link(self->worker->loop, &self->worker->client_watchdog, &self->watchdog);
         if (self->paused && !finished) {
             self->paused = false;
+            rearm_idle_timer(self);
             upstream_transfer_resume(self->worker->upstream, &self->transfer);
         }
+        if (finished)
+            disarm(&self->idle_timer);
         self->flushing = false;
         h2o_send(self->req, &buf, buf.len != 0 ? 1 : 0, state);
         return; /* after a final send the request may be gone */
@@ -353,8 +378,7 @@ static bool wants_json_rewrite(forward_t *self)
 static void start_response(forward_t *self)
 {
     h2o_req_t *req = self->req;
-    if (h2o_timeout_is_linked(&self->response_timer))
-        h2o_timeout_unlink(&self->response_timer);
+    disarm(&self->response_timer);
     self->upstream_ms = (int64_t)(now_ms() - self->started_at);
     req->res.status = self->status;
     req->res.reason = reason_phrase(self->status);
@@ -379,8 +403,9 @@ static void on_ready(upstream_transfer_t *transfer)
         if (!self->head_complete)
             return;
         /* The head arrived: from here on only the body idle timeout applies. */
-        if (h2o_timeout_is_linked(&self->response_timer))
-            h2o_timeout_unlink(&self->response_timer);
+        disarm(&self->response_timer);
+        if (!transfer->finished && !self->paused && !h2o_timeout_is_linked(&self->idle_timer))
+            rearm_idle_timer(self);
         if (self->rewrite_json) {
             if (!transfer->finished)
                 return;
@@ -399,16 +424,25 @@ static void on_response_timeout(h2o_timeout_entry_t *entry)
         finish_error(self, GCS_ERROR_GATEWAY_TIMEOUT, "upstream response timeout");
 }
 
+static void on_idle_timeout(h2o_timeout_entry_t *entry)
+{
+    forward_t *self = H2O_STRUCT_FROM_MEMBER(forward_t, idle_timer, entry);
+    upstream_transfer_release(self->worker->upstream, &self->transfer);
+    self->transfer.finished = true;
+    self->transfer.result = CURLE_OPERATION_TIMEDOUT;
+    self->error = "upstream went silent";
+    on_ready(&self->transfer); /* may end the request: self is not touched after */
+}
+
 /* --- request setup --- */
 
 static void on_dispose(void *p)
 {
     forward_t *self = p;
     upstream_transfer_release(self->worker->upstream, &self->transfer);
-    if (h2o_timeout_is_linked(&self->response_timer))
-        h2o_timeout_unlink(&self->response_timer);
-    if (h2o_timeout_is_linked(&self->watchdog))
-        h2o_timeout_unlink(&self->watchdog);
+    disarm(&self->response_timer);
+    disarm(&self->idle_timer);
+    disarm(&self->watchdog);
     if (self->worker->conf->log.access_log)
         access_log_write(&(access_log_entry_t){.req = self->req,
                                            .api = self->route.api,
@@ -590,6 +624,36 @@ static void log_local_answer(h2o_req_t *req, route_api_t api, const char *why)
                                            .error = why});
 }
 
+static size_t request_header_bytes(const h2o_req_t *req)
+{
+    size_t total = 0;
+    for (size_t i = 0; i != req->headers.size; i++)
+        total += req->headers.entries[i].name->len + req->headers.entries[i].value.len + 4;
+    return total;
+}
+
+/* Refuses what no GCS API would accept; returns true when it answered. */
+static bool refuse_malformed(h2o_req_t *req, const route_t *route)
+{
+    const char *why = NULL;
+    if (req->path.len > MAX_REQUEST_TARGET) {
+        gcs_error_send(req, route->error_format, GCS_ERROR_URI_TOO_LONG, NULL);
+        why = "request target too long";
+    } else if (request_header_bytes(req) > MAX_REQUEST_HEADERS) {
+        gcs_error_send(req, route->error_format, GCS_ERROR_HEADERS_TOO_LARGE, NULL);
+        why = "request headers too large";
+    } else if (route->api == ROUTE_NONE) {
+        gcs_error_send(req, route->error_format, GCS_ERROR_NOT_FOUND, "Not Found");
+        why = "unknown route";
+    } else if (!method_known(&req->method)) {
+        gcs_error_send(req, route->error_format, GCS_ERROR_METHOD_NOT_ALLOWED, NULL);
+        why = "method not allowed";
+    }
+    if (why != NULL)
+        log_local_answer(req, route->api, why);
+    return why != NULL;
+}
+
 static void answer_admin(h2o_req_t *req)
 {
     static const char health[] = "{\"status\":\"ok\"}";
@@ -617,16 +681,8 @@ int forward_on_req(h2o_handler_t *handler, h2o_req_t *req)
         log_local_answer(req, route.api, NULL);
         return 0;
     }
-    if (route.api == ROUTE_NONE) {
-        gcs_error_send(req, route.error_format, GCS_ERROR_NOT_FOUND, "Not Found");
-        log_local_answer(req, route.api, "unknown route");
+    if (refuse_malformed(req, &route))
         return 0;
-    }
-    if (!method_known(&req->method)) {
-        gcs_error_send(req, route.error_format, GCS_ERROR_METHOD_NOT_ALLOWED, NULL);
-        log_local_answer(req, route.api, "method not allowed");
-        return 0;
-    }
 
     forward_t *self = h2o_mem_alloc_shared(&req->pool, sizeof(*self), on_dispose);
     memset(self, 0, sizeof(*self));
@@ -636,6 +692,7 @@ int forward_on_req(h2o_handler_t *handler, h2o_req_t *req)
     self->is_head = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD"));
     self->upstream_ms = -1;
     self->response_timer.cb = on_response_timeout;
+    self->idle_timer.cb = on_idle_timeout;
     self->watchdog.cb = on_watchdog;
     self->public_base = build_public_base(req, worker->conf);
     if (start_transfer(self) != 0) {

@@ -21,6 +21,9 @@ static const struct error_kind_info error_kinds[] = {
                                       "The specified method is not allowed against this resource."},
     [GCS_ERROR_TOO_LARGE] = {413, "Payload Too Large", "uploadTooLarge", "EntityTooLarge",
                              "The request body is larger than this proxy accepts."},
+    [GCS_ERROR_URI_TOO_LONG] = {414, "URI Too Long", "invalid", "InvalidURI", "The request URI is too long."},
+    [GCS_ERROR_HEADERS_TOO_LARGE] = {431, "Request Header Fields Too Large", "invalid", "InvalidArgument",
+                                     "The request headers are too large."},
     [GCS_ERROR_BAD_GATEWAY] = {502, "Bad Gateway", "backendError", "BadGateway", "The upstream storage service could not be reached."},
     [GCS_ERROR_GATEWAY_TIMEOUT] = {504, "Gateway Timeout", "backendError", "GatewayTimeout",
                                    "The upstream storage service did not answer in time."},
@@ -150,6 +153,10 @@ static gcs_error_kind_t kind_for_status(int status)
         return GCS_ERROR_METHOD_NOT_ALLOWED;
     case 413:
         return GCS_ERROR_TOO_LARGE;
+    case 414:
+        return GCS_ERROR_URI_TOO_LONG;
+    case 431:
+        return GCS_ERROR_HEADERS_TOO_LARGE;
     case 502:
         return GCS_ERROR_BAD_GATEWAY;
     case 503:

@@ -209,6 +209,7 @@ static int worker_init(worker_t *worker, server_t *server, unsigned id)
     worker->loop = h2o_evloop_create();
     h2o_timeout_init(worker->loop, &worker->client_watchdog, conf->client_timeout_ms);
     h2o_timeout_init(worker->loop, &worker->upstream_response, conf->upstream.response_timeout_ms);
+    h2o_timeout_init(worker->loop, &worker->upstream_idle, conf->upstream.idle_timeout_ms);
     if ((worker->upstream = upstream_pool_create(worker->loop, conf)) == NULL)
         return -1;
     if ((worker->stop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0)
@@ -270,6 +271,7 @@ static void worker_dispose(worker_t *worker, size_t num_listeners)
     if (worker->loop != NULL) {
         h2o_timeout_dispose(worker->loop, &worker->client_watchdog);
         h2o_timeout_dispose(worker->loop, &worker->upstream_response);
+        h2o_timeout_dispose(worker->loop, &worker->upstream_idle);
         /* Let the closes above run before the loop goes. */
         h2o_evloop_run(worker->loop, 0);
         h2o_evloop_destroy(worker->loop);

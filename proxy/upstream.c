@@ -228,9 +228,6 @@ CURL *upstream_easy_new(upstream_pool_t *pool, upstream_transfer_t *transfer)
     /* Object names may contain "/../" or "//": send the path exactly as given. */
     curl_easy_setopt(easy, CURLOPT_PATH_AS_IS, 1L);
     curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, (long)conf->upstream.connect_timeout_ms);
-    /* A body that goes silent this long is dead; paused transfers are exempt in curl. */
-    curl_easy_setopt(easy, CURLOPT_LOW_SPEED_LIMIT, 1L);
-    curl_easy_setopt(easy, CURLOPT_LOW_SPEED_TIME, (long)((conf->upstream.idle_timeout_ms + 999) / 1000));
     curl_easy_setopt(easy, CURLOPT_BUFFERSIZE, 128L * 1024);
     curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L);
     if (conf->upstream.ca_file != NULL)

@@ -35,6 +35,7 @@ struct worker {
     upstream_pool_t *upstream;
     h2o_timeout_t client_watchdog;   /* conf->client_timeout_ms: send outstanding too long */
     h2o_timeout_t upstream_response; /* conf->upstream.response_timeout_ms: waiting for headers */
+    h2o_timeout_t upstream_idle;     /* conf->upstream.idle_timeout_ms: silence inside a body */
     listener_context_t *contexts;    /* one per listener */
     int stop_fd;                     /* eventfd: the main thread asks the loop to stop */
     h2o_socket_t *stop_sock;

@@ -195,8 +195,10 @@ class Larder:
             json.dump(cfg, f)
         self.log_path = os.path.join(workdir, "larder.log")
         self.log = open(self.log_path, "wb")
+        # larder rejects unknown LARDER_* variables, and ctest sets some for us.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LARDER_")}
         self.proc = subprocess.Popen([larder_bin(), "--config", self.config_path] + list(args),
-                                     stdout=self.log, stderr=subprocess.STDOUT)
+                                     stdout=self.log, stderr=subprocess.STDOUT, env=env)
         self.url = "http://127.0.0.1:%d" % self.port
         self.tls_url = "https://127.0.0.1:%d" % self.tls_port
         self._wait_ready()

@@ -81,12 +81,19 @@ class BadInputTest(harness.LarderTestCase):
         self.assertEqual(self.emulator.counters()["total"], 0)
 
     def test_malformed_requests(self):
+        # A request h2o cannot parse has no path, so no API to answer in: h2o
+        # answers a plain 400 and closes, as GCS's front end answers such
+        # requests with a non-API page.
         for payload in (b"GET /bkt/o HTTP/1.1\r\nHost x\r\nBroken\r\n\r\n",
-                        b"NOT-HTTP\r\n\r\n",
-                        b"GET /bkt/o HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"):
+                        b"NOT-HTTP\r\n\r\n"):
             status, head, body = split_response(raw_exchange(self.larder.port, payload))
             self.assertEqual(status, 400, head)
-            self.assertTrue(body.startswith(b"<?xml") or body.startswith(b"{"), body[:200])
+            self.assertIn("Connection: close", head)
+        # A parsed request with a broken body is answered in its API's shape.
+        status, head, body = split_response(raw_exchange(
+            self.larder.port, b"PUT /bkt-x/o HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"))
+        self.assertEqual(status, 400, head)
+        self.assertTrue(body.startswith(b"<?xml"), body[:200])
         # larder is still serving afterwards
         self.assertEqual(self.larder.request("GET", "/_larder/healthz")[0], 200)
 
@@ -94,12 +101,12 @@ class BadInputTest(harness.LarderTestCase):
         long_path = "/%s/%s" % (self.bucket, "x" * 20000)
         status, head, body = split_response(
             raw_exchange(self.larder.port, ("GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % long_path).encode()))
-        self.assertIn(status, (400, 414), head)
+        self.assertEqual(status, 414, head)
         self.assertTrue(body.startswith(b"<?xml"), body[:200])
-        headers = "".join("X-Filler-%d: %s\r\n" % (i, "v" * 1000) for i in range(64))
+        headers = "".join("X-Filler-%d: %s\r\n" % (i, "v" * 1000) for i in range(80))
         status, head, body = split_response(raw_exchange(
             self.larder.port, ("GET /%s/o HTTP/1.1\r\nHost: x\r\n%s\r\n" % (self.bucket, headers)).encode()))
-        self.assertIn(status, (400, 431), head)
+        self.assertEqual(status, 431, head)
         self.assertTrue(body.startswith(b"<?xml"), body[:200])
         self.assertEqual(self.emulator.counters()["total"], 0)
 
@@ -136,19 +143,24 @@ class BadInputTest(harness.LarderTestCase):
         self.assertGcsXmlError(r.status, r.body, 504, "GatewayTimeout")
 
     def test_upstream_reset_mid_body_is_not_a_clean_200(self):
-        data = os.urandom(4 * 1024 * 1024)
-        self.put_object("reset", data)
+        data_size = 4 * 1024 * 1024
+        self.emulator.control("POST", "objects", {"bucket": self.bucket, "name": "reset", "size": data_size,
+                                                  "seed": 3})
         self.emulator.faults(reset_after_bytes=512 * 1024)
-        r = curlclient.run(self.media_url("reset"), headers=AUTH)
-        # Headers went out already, so the only honest signal is a cut connection.
-        self.assertNotEqual(r.exit_code, 0, "curl saw a complete response")
-        self.assertLess(len(r.body), len(data))
-        r = curlclient.run(self.media_url("reset"), headers=AUTH, extra=["--http2-prior-knowledge"])
-        self.assertNotEqual(r.exit_code, 0, "curl saw a complete HTTP/2 response")
+        for extra in ([], ["--http2-prior-knowledge"]):
+            r = curlclient.run(self.media_url("reset"), headers=AUTH, extra=extra)
+            if r.status == 200:
+                # Bytes went out before the reset: the only honest signal left
+                # is a cut connection (HTTP/1) or RST_STREAM (HTTP/2).
+                self.assertNotEqual(r.exit_code, 0, "curl saw a complete response %s" % extra)
+                self.assertLess(len(r.body), data_size)
+            else:
+                # The reset came before larder sent anything: a clean 502.
+                self.assertGcsJsonError(r.status, r.body, 502)
 
     def test_upstream_stall_mid_body_is_cut(self):
-        data = os.urandom(2 * 1024 * 1024)
-        self.put_object("stall", data)
+        self.emulator.control("POST", "objects", {"bucket": self.bucket, "name": "stall", "size": 2 * 1024 * 1024,
+                                                  "seed": 4})
         self.emulator.faults(stall_ms=8000)
         started = time.monotonic()
         r = curlclient.run(self.media_url("stall"), headers=AUTH)

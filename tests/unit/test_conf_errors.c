@@ -95,6 +95,10 @@ static void test_unknown_keys(void)
     FLAG_ERROR(ARGS("serve"), "serve", "unexpected argument");
     FLAG_ERROR(ARGS("--threads"), "--threads", "missing value");
     FLAG_ERROR(ARGS("--version=2"), "--version=2", "takes no value");
+    /* Even a name holding a newline leaves the error on one line. */
+    FILE_ERROR("{\"log\": {\"lev\\nel\": 1}}", "log.lev?el", "unknown key");
+    FLAG_ERROR(ARGS("--a\tb=1"), "--a?b", "unknown flag");
+    FILE_ERROR("{\"upstream.base_url\": \"http://x\"}", "upstream.base_url", "is written {\"a\": {\"b\": ...}}");
 }
 
 static void test_wrong_types(void)
@@ -119,7 +123,8 @@ static void test_wrong_types(void)
 
 static void test_numbers(void)
 {
-    FILE_ERROR("{\"listeners\": [{\"port\": 0}]}", "listeners[0].port", "0 is not valid: expected an integer from 1 to 65535");
+    FILE_ERROR("{\"listeners\": [{\"port\": 0}]}", "listeners[0].port",
+               "0 is not valid: expected an integer from 1 to 65535");
     FILE_ERROR("{\"listeners\": [{\"port\": 80}, {\"port\": 65536}]}", "listeners[1].port", "65536 is not valid");
     FILE_ERROR("{\"listeners\": [{\"port\": -80}]}", "listeners[0].port", "-80 is not valid");
     FILE_ERROR("{\"worker_threads\": 1025}", "worker_threads", "expected an integer from 0 to 1024");
@@ -200,11 +205,13 @@ static void test_listeners(void)
 
     char spec[128];
     snprintf(spec, sizeof(spec), "127.0.0.1:443,tls_cert=%s,tls_key=/nonexistent.key", cert);
-    FLAG_ERROR(ARGS("--listen", spec), "listeners[0].tls_key", "\"/nonexistent.key\" is not valid: expected a readable file");
+    FLAG_ERROR(ARGS("--listen", spec), "listeners[0].tls_key",
+               "\"/nonexistent.key\" is not valid: expected a readable file");
     FLAG_ERROR(ARGS("--listen", "::1:80"), "listeners[0]", "with IPv6 addresses in brackets");
     FLAG_ERROR(ARGS("--listen", "127.0.0.1"), "listeners[0]", "\"127.0.0.1\" is not valid: expected ADDR:PORT");
     FLAG_ERROR(ARGS("--listen", "[::1]80"), "listeners[0]", "expected ADDR:PORT");
-    FLAG_ERROR(ARGS("--listen", "localhost:0"), "listeners[0].port", "\"0\" is not valid: expected an integer from 1 to 65535");
+    FLAG_ERROR(ARGS("--listen", "localhost:0"), "listeners[0].port",
+               "\"0\" is not valid: expected an integer from 1 to 65535");
     FLAG_ERROR(ARGS("--listen", "localhost:http"), "listeners[0].port", "\"http\" is not valid");
     FLAG_ERROR(ARGS("--listen", "example.com:80"), "listeners[0].address", "expected an IPv4 or IPv6 address");
     FLAG_ERROR(ARGS("--listen", "127.0.0.1:80,http2"), "listeners[0]", "expected ADDR:PORT");

@@ -1,0 +1,779 @@
+#!/usr/bin/env python3
+"""Self-tests for gcs_emulator.py, the GCS upstream used by larder's tests.
+
+Starts the emulator as a subprocess on a free port and talks to it with
+http.client, checking the GCS behaviours larder depends on: preconditions,
+ranges, resumable uploads, multipart forms, gzip transcoding, listings, error
+shapes, authorization, OAuth endpoints, faults and counters.
+
+Run: python3 tests/emulator/test_emulator.py   (exits non-zero on failure)
+"""
+
+import base64
+import gzip
+import hashlib
+import http.client
+import json
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+from urllib.parse import quote, urlsplit
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+EMULATOR = os.path.join(HERE, "gcs_emulator.py")
+sys.path.insert(0, HERE)
+import gcs_emulator  # noqa: E402  (CRC and synthetic-content helpers)
+
+
+def start_emulator(*extra_args):
+    """Start an emulator; returns (process, port, tempdir)."""
+    tmp = tempfile.mkdtemp(prefix="gcs-emu-test-")
+    port_file = os.path.join(tmp, "port")
+    proc = subprocess.Popen([sys.executable, EMULATOR, "--port", "0", "--port-file", port_file] + list(extra_args),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 15
+    while not os.path.exists(port_file):
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            raise RuntimeError("emulator did not start: %s" % proc.stderr.read().decode())
+        time.sleep(0.02)
+    with open(port_file) as handle:
+        return proc, int(handle.read()), tmp
+
+
+def stop_emulator(proc, tmp):
+    proc.terminate()
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    proc.stderr.close()
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+PROC = PORT = TMP = None
+
+
+def setUpModule():
+    global PROC, PORT, TMP
+    PROC, PORT, TMP = start_emulator()
+
+
+def tearDownModule():
+    stop_emulator(PROC, TMP)
+
+
+class Reply:
+    def __init__(self, resp, body):
+        self.status = resp.status
+        self.headers = {k.lower(): v for k, v in resp.getheaders()}
+        self.body = body
+
+    def json(self):
+        return json.loads(self.body)
+
+    def header(self, name):
+        return self.headers.get(name.lower())
+
+
+def call(method, path, body=None, headers=None, token="owner", conn=None, port=None):
+    """One request; token None means anonymous."""
+    headers = dict(headers or {})
+    if token is not None:
+        headers.setdefault("Authorization", "Bearer " + token)
+    if isinstance(body, (dict, list)):
+        body = json.dumps(body).encode()
+        headers.setdefault("Content-Type", "application/json")
+    own = conn is None
+    conn = conn or http.client.HTTPConnection("127.0.0.1", port or PORT, timeout=30)
+    try:
+        conn.request(method, path, body=body, headers=headers)
+        resp = conn.getresponse()
+        return Reply(resp, resp.read())
+    finally:
+        if own:
+            conn.close()
+
+
+def control(path, spec=None, method="POST"):
+    reply = call(method, "/_emu/" + path, body=spec if spec is not None else b"", token=None)
+    assert reply.status == 200, (path, reply.status, reply.body)
+    return reply.json()
+
+
+def upload(bucket, name, data, content_type="application/octet-stream", token="owner", query=""):
+    path = "/upload/storage/v1/b/%s/o?uploadType=media&name=%s%s" % (bucket, quote(name, safe=""), query)
+    return call("POST", path, data, {"Content-Type": content_type}, token=token)
+
+
+def obj_path(bucket, name, query=""):
+    return "/storage/v1/b/%s/o/%s%s" % (bucket, quote(name, safe=""), query)
+
+
+def json_error(reply):
+    err = reply.json()["error"]
+    return err["code"], err["errors"][0]["reason"], err["message"]
+
+
+class EmulatorTest(unittest.TestCase):
+    def setUp(self):
+        control("reset")
+        control("buckets", {"name": "bkt"})
+
+
+class Crc32cTest(unittest.TestCase):
+    def test_vectors_and_paths_agree(self):
+        crc = gcs_emulator.crc32c
+        self.assertEqual(crc(b"123456789"), 0xE3069283)
+        self.assertEqual(crc(b"\x00" * 32), 0x8A9136AA)
+        data = os.urandom(3 * 1024 * 1024 + 77)
+        slow = gcs_emulator._crc_update_small(0xFFFFFFFF, data) ^ 0xFFFFFFFF
+        self.assertEqual(crc(data), slow)
+        self.assertEqual(gcs_emulator.crc32c_combine(crc(data[:1000]), crc(data[1000:]), len(data) - 1000), slow)
+        self.assertEqual(gcs_emulator.crc32c_b64(0xE3069283), base64.b64encode(b"\xe3\x06\x92\x83").decode())
+
+    def test_synthetic_blob_crc_matches_content(self):
+        blob = gcs_emulator.SyntheticBlob(2 * 1024 * 1024 + 33, "s")
+        self.assertEqual(blob.crc32c(), gcs_emulator.crc32c(blob.read()))
+
+
+class JsonObjectTest(EmulatorTest):
+    def test_upload_and_metadata_resource(self):
+        data = b"hello world"
+        reply = upload("bkt", "dir/a b+c.txt", data, "text/plain")
+        self.assertEqual(reply.status, 200)
+        res = reply.json()
+        self.assertEqual(res["kind"], "storage#object")
+        self.assertEqual(res["size"], "11")
+        self.assertEqual(res["md5Hash"], base64.b64encode(hashlib.md5(data).digest()).decode())
+        self.assertEqual(res["crc32c"], gcs_emulator.crc32c_b64(gcs_emulator.crc32c(data)))
+        self.assertEqual(res["metageneration"], "1")
+        self.assertTrue(res["etag"].startswith("C"))
+        self.assertRegex(res["timeCreated"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+        # Links follow the request's Host header, so a proxy must rewrite them.
+        got = call("GET", obj_path("bkt", "dir/a b+c.txt"), headers={"Host": "proxy.example:8443"}).json()
+        self.assertEqual(got["mediaLink"], "http://proxy.example:8443/download/storage/v1/b/bkt/o/dir%2Fa%20b%2Bc.txt"
+                                           "?generation=" + res["generation"] + "&alt=media")
+        self.assertTrue(got["selfLink"].startswith("http://proxy.example:8443/storage/v1/b/bkt/o/"))
+
+    def test_generation_strictly_increases(self):
+        gens = [int(upload("bkt", "g", b"x").json()["generation"]) for _ in range(5)]
+        self.assertEqual(gens, sorted(set(gens)))
+        self.assertGreater(gens[0], 10 ** 15)  # microseconds since the epoch
+
+    def test_fields_partial_response(self):
+        upload("bkt", "p/one", b"1")
+        upload("bkt", "p/two", b"22")
+        upload("bkt", "q", b"333")
+        got = call("GET", obj_path("bkt", "p/one", "?fields=name%2Csize")).json()
+        self.assertEqual(got, {"name": "p/one", "size": "1"})
+        listing = call("GET", "/storage/v1/b/bkt/o?delimiter=%2F&fields=prefixes%2Citems%2Fname%2CnextPageToken").json()
+        self.assertEqual(listing, {"prefixes": ["p/"], "items": [{"name": "q"}]})
+        listing = call("GET", "/storage/v1/b/bkt/o?prefix=p%2F&fields=items(name,size)").json()
+        self.assertEqual(listing, {"items": [{"name": "p/one", "size": "1"}, {"name": "p/two", "size": "2"}]})
+        empty = call("GET", "/storage/v1/b/bkt/o?prefix=zzz&fields=items%2Fname%2Cprefixes")
+        self.assertEqual(empty.json(), {})
+
+    def test_media_headers(self):
+        data = os.urandom(5000)
+        res = upload("bkt", "m.bin", data).json()
+        call("PATCH", obj_path("bkt", "m.bin"), {"cacheControl": "public, max-age=60"})
+        reply = call("GET", obj_path("bkt", "m.bin", "?alt=media"))
+        self.assertEqual(reply.status, 200)
+        self.assertEqual(reply.body, data)
+        crc = gcs_emulator.crc32c_b64(gcs_emulator.crc32c(data))
+        self.assertEqual(reply.header("x-goog-hash"), "crc32c=%s,md5=%s" % (crc, res["md5Hash"]))
+        self.assertEqual(reply.header("x-goog-generation"), res["generation"])
+        self.assertEqual(reply.header("x-goog-metageneration"), "2")
+        self.assertEqual(reply.header("x-goog-stored-content-length"), "5000")
+        self.assertEqual(reply.header("x-goog-stored-content-encoding"), "identity")
+        self.assertEqual(reply.header("cache-control"), "public, max-age=60")
+        self.assertEqual(reply.header("accept-ranges"), "bytes")
+        self.assertEqual(reply.header("content-length"), "5000")
+        self.assertIsNotNone(reply.header("last-modified"))
+        meta = call("GET", obj_path("bkt", "m.bin")).json()
+        self.assertEqual(reply.header("etag"), meta["etag"])
+        dl = call("GET", "/download/storage/v1/b/bkt/o/m.bin?generation=%s&alt=media" % res["generation"])
+        self.assertEqual(dl.body, data)
+        stale = call("GET", obj_path("bkt", "m.bin", "?alt=media&generation=1"))
+        self.assertEqual(stale.status, 404)
+
+    def test_patch_put_and_delete(self):
+        res = upload("bkt", "o", b"data").json()
+        patched = call("PATCH", obj_path("bkt", "o"), {"metadata": {"k": "v", "x": "y"}, "contentType": "text/x"}).json()
+        self.assertEqual(patched["metageneration"], "2")
+        self.assertEqual(patched["metadata"], {"k": "v", "x": "y"})
+        self.assertNotEqual(patched["etag"], res["etag"])
+        patched = call("PATCH", obj_path("bkt", "o"), {"metadata": {"x": None}}).json()
+        self.assertEqual(patched["metadata"], {"k": "v"})
+        put = call("PUT", obj_path("bkt", "o"), {"contentType": "text/y"}).json()
+        self.assertEqual(put["metageneration"], "4")
+        self.assertNotIn("metadata", put)
+        self.assertEqual(call("DELETE", obj_path("bkt", "o")).status, 204)
+        self.assertEqual(call("GET", obj_path("bkt", "o")).status, 404)
+
+    def test_copy_rewrite_compose(self):
+        a, b = os.urandom(300000), os.urandom(1234)
+        upload("bkt", "a", a, "text/a")
+        upload("bkt", "b", b)
+        control("buckets", {"name": "dst"})
+        copied = call("POST", "/storage/v1/b/bkt/o/a/copyTo/b/dst/o/c%2Fcopy", b"")
+        self.assertEqual(copied.status, 200, copied.body)
+        self.assertEqual(copied.json()["contentType"], "text/a")
+        rewritten = call("POST", "/storage/v1/b/bkt/o/a/rewriteTo/b/dst/o/rw", {}).json()
+        self.assertEqual(rewritten["kind"], "storage#rewriteResponse")
+        self.assertTrue(rewritten["done"])
+        self.assertEqual(rewritten["totalBytesRewritten"], str(len(a)))
+        self.assertEqual(rewritten["resource"]["name"], "rw")
+        self.assertEqual(call("GET", obj_path("dst", "c/copy", "?alt=media")).body, a)
+        composed = call("POST", "/storage/v1/b/bkt/o/ab/compose",
+                        {"sourceObjects": [{"name": "a"}, {"name": "b"}], "destination": {"contentType": "x/y"}})
+        self.assertEqual(composed.status, 200, composed.body)
+        res = composed.json()
+        self.assertEqual(res["componentCount"], 2)
+        self.assertNotIn("md5Hash", res)
+        self.assertEqual(res["crc32c"], gcs_emulator.crc32c_b64(gcs_emulator.crc32c(a + b)))
+        self.assertEqual(call("GET", obj_path("bkt", "ab", "?alt=media")).body, a + b)
+
+    def test_chunked_request_body(self):
+        conn = http.client.HTTPConnection("127.0.0.1", PORT, timeout=30)
+        data = os.urandom(100000)
+        conn.request("POST", "/upload/storage/v1/b/bkt/o?uploadType=media&name=chunked",
+                     body=iter([data[:1000], data[1000:]]), encode_chunked=True,
+                     headers={"Authorization": "Bearer owner", "Transfer-Encoding": "chunked"})
+        resp = conn.getresponse()
+        self.assertEqual(resp.status, 200, resp.read())
+        resp.read()
+        self.assertEqual(call("GET", obj_path("bkt", "chunked", "?alt=media"), conn=conn).body, data)
+        conn.close()
+
+    def test_keep_alive_across_statuses(self):
+        conn = http.client.HTTPConnection("127.0.0.1", PORT, timeout=30)
+        res = upload("bkt", "k", b"abc").json()
+        for _ in range(2):
+            self.assertEqual(call("GET", obj_path("bkt", "k", "?alt=media"), conn=conn).body, b"abc")
+            self.assertEqual(call("GET", obj_path("bkt", "nope"), conn=conn).status, 404)
+            not_modified = call("GET", obj_path("bkt", "k", "?alt=media"), conn=conn,
+                                headers={"If-None-Match": res["etag"]})
+            self.assertEqual(not_modified.status, 304)
+            self.assertEqual(call("HEAD", "/bkt/k", conn=conn).status, 200)
+        self.assertEqual(call("DELETE", obj_path("bkt", "k"), conn=conn).status, 204)
+        self.assertEqual(call("GET", obj_path("bkt", "k"), conn=conn).status, 404)
+        conn.close()
+
+
+class PreconditionTest(EmulatorTest):
+    def test_json_preconditions(self):
+        res = upload("bkt", "o", b"v1").json()
+        gen = res["generation"]
+        reply = call("GET", obj_path("bkt", "o", "?ifGenerationMatch=1"))
+        self.assertEqual(reply.status, 412)
+        self.assertEqual(json_error(reply), (412, "conditionNotMet",
+                                             "At least one of the pre-conditions you specified did not hold."))
+        self.assertEqual(call("GET", obj_path("bkt", "o", "?ifGenerationMatch=" + gen)).status, 200)
+        self.assertEqual(call("GET", obj_path("bkt", "o", "?alt=media&ifGenerationNotMatch=" + gen)).status, 304)
+        self.assertEqual(call("GET", obj_path("bkt", "o", "?ifMetagenerationNotMatch=1")).status, 304)
+        self.assertEqual(call("GET", obj_path("bkt", "o", "?ifMetagenerationMatch=2")).status, 412)
+        self.assertEqual(upload("bkt", "o", b"v2", query="&ifGenerationMatch=0").status, 412)
+        self.assertEqual(upload("bkt", "new", b"v2", query="&ifGenerationMatch=0").status, 200)
+        self.assertEqual(upload("bkt", "o", b"v2", query="&ifGenerationMatch=" + gen).status, 200)
+        self.assertEqual(call("DELETE", obj_path("bkt", "o", "?ifGenerationMatch=" + gen)).status, 412)
+        self.assertEqual(call("PATCH", obj_path("bkt", "o", "?ifMetagenerationMatch=5"), {}).status, 412)
+
+    def test_http_conditionals_on_media(self):
+        res = upload("bkt", "o", b"content").json()
+        reply = call("GET", obj_path("bkt", "o", "?alt=media"), headers={"If-None-Match": res["etag"]})
+        self.assertEqual(reply.status, 304)
+        self.assertEqual(reply.header("etag"), res["etag"])
+        self.assertEqual(reply.body, b"")
+        md5_hex = base64.b64decode(res["md5Hash"]).hex()
+        xml = call("GET", "/bkt/o", headers={"If-None-Match": '"%s"' % md5_hex})
+        self.assertEqual(xml.status, 304)
+        self.assertEqual(xml.header("etag"), '"%s"' % md5_hex)
+        self.assertEqual(call("GET", "/bkt/o", headers={"If-None-Match": '"other"'}).status, 200)
+        failed = call("GET", "/bkt/o", headers={"If-Match": '"other"'})
+        self.assertEqual(failed.status, 412)
+        self.assertIn(b"<Code>PreconditionFailed</Code>", failed.body)
+        self.assertEqual(call("GET", "/bkt/o", headers={"x-goog-if-generation-match": "1"}).status, 412)
+        since = call("GET", "/bkt/o").header("last-modified")
+        self.assertEqual(call("GET", "/bkt/o", headers={"If-Modified-Since": since}).status, 304)
+
+    def test_xml_put_preconditions(self):
+        self.assertEqual(call("PUT", "/bkt/x", b"1", {"x-goog-if-generation-match": "0"}).status, 200)
+        reply = call("PUT", "/bkt/x", b"2", {"x-goog-if-generation-match": "0"})
+        self.assertEqual(reply.status, 412)
+        self.assertIn(b"<Code>PreconditionFailed</Code>", reply.body)
+
+
+class RangeTest(EmulatorTest):
+    def setUp(self):
+        super().setUp()
+        self.data = bytes(range(256)) * 40  # 10240 bytes
+        upload("bkt", "r", self.data)
+
+    def get(self, rng, xml=False):
+        path = "/bkt/r" if xml else obj_path("bkt", "r", "?alt=media")
+        return call("GET", path, headers={"Range": rng})
+
+    def test_satisfiable_ranges(self):
+        for rng, start, end in (("bytes=0-99", 0, 100), ("bytes=10000-", 10000, 10240),
+                                ("bytes=-40", 10200, 10240), ("bytes=10200-99999", 10200, 10240),
+                                ("bytes=-999999", 0, 10240)):
+            for xml in (False, True):
+                reply = self.get(rng, xml)
+                self.assertEqual(reply.status, 206, rng)
+                self.assertEqual(reply.body, self.data[start:end], rng)
+                self.assertEqual(reply.header("content-range"), "bytes %d-%d/10240" % (start, end - 1))
+
+    def test_unsatisfiable_and_ignored_ranges(self):
+        reply = self.get("bytes=10240-")
+        self.assertEqual(reply.status, 416)
+        self.assertEqual(json_error(reply)[:2], (416, "requestedRangeNotSatisfiable"))
+        xml = self.get("bytes=20000-20010", xml=True)
+        self.assertEqual(xml.status, 416)
+        self.assertIn(b"<Code>InvalidRange</Code>", xml.body)
+        self.assertEqual(self.get("bytes=-0").status, 416)
+        self.assertEqual(self.get("bytes=50-10").status, 200)  # invalid: whole object
+        self.assertEqual(self.get("items=0-1").status, 200)
+
+
+class GzipTest(EmulatorTest):
+    def test_decompressive_transcoding(self):
+        plain = b"larder " * 5000
+        packed = gzip.compress(plain)
+        control("objects", {"bucket": "bkt", "name": "z.txt", "content_type": "text/plain",
+                            "content_encoding": "gzip", "data_b64": base64.b64encode(packed).decode()})
+        for path in (obj_path("bkt", "z.txt", "?alt=media"), "/bkt/z.txt"):
+            reply = call("GET", path, headers={"Range": "bytes=0-9"})
+            self.assertEqual(reply.status, 200)  # Range ignored while transcoding
+            self.assertEqual(reply.body, plain)
+            self.assertIsNone(reply.header("content-encoding"))
+            self.assertEqual(reply.header("x-goog-stored-content-encoding"), "gzip")
+            self.assertEqual(reply.header("x-goog-stored-content-length"), str(len(packed)))
+            self.assertIn("gunzipped", reply.header("warning"))
+            stored = call("GET", path, headers={"Accept-Encoding": "gzip"})
+            self.assertEqual(stored.status, 200)
+            self.assertEqual(stored.header("content-encoding"), "gzip")
+            self.assertEqual(stored.body, packed)
+            part = call("GET", path, headers={"Accept-Encoding": "gzip, deflate", "Range": "bytes=0-9"})
+            self.assertEqual((part.status, part.body), (206, packed[:10]))
+
+
+class MultipartTest(EmulatorTest):
+    def test_gsutil_form_lf_single_quoted_boundary(self):
+        media = os.urandom(1000)
+        boundary = "===============5295865220228926421=="
+        body = ("--%s\nContent-Type: application/json\nMIME-Version: 1.0\n\n"
+                '{"bucket": "bkt", "contentType": "application/octet-stream", "name": "g/small.bin"}\n'
+                "--%s\nContent-Type: application/octet-stream\nMIME-Version: 1.0\n"
+                "Content-Transfer-Encoding: binary\n\n" % (boundary, boundary)).encode() + media + \
+               ("\n--%s--" % boundary).encode()
+        path = ("/upload/storage/v1/b/bkt/o?alt=json&fields=generation%2Csize%2CcustomerEncryption%2Ccrc32c"
+                "%2Cetag%2Cmd5Hash&uploadType=multipart")
+        reply = call("POST", path, body, {"Content-Type": "multipart/related; boundary='%s'" % boundary})
+        self.assertEqual(reply.status, 200, reply.body)
+        self.assertEqual(set(reply.json()), {"generation", "size", "crc32c", "etag", "md5Hash"})
+        self.assertEqual(reply.json()["size"], "1000")
+        self.assertEqual(call("GET", obj_path("bkt", "g/small.bin", "?alt=media")).body, media)
+
+    def test_crlf_double_quoted_form_and_hash_check(self):
+        media = b"node sdk"
+        meta = {"name": "n.txt", "contentType": "text/plain", "metadata": {"a": "b"}}
+        body = ('--xyz\r\nContent-Type: application/json\r\n\r\n%s\r\n--xyz\r\nContent-Type: text/plain\r\n\r\n'
+                % json.dumps(meta)).encode() + media + b"\r\n--xyz--\r\n"
+        reply = call("POST", "/upload/storage/v1/b/bkt/o?uploadType=multipart", body,
+                     {"Content-Type": 'multipart/related; boundary="xyz"'})
+        self.assertEqual(reply.status, 200, reply.body)
+        self.assertEqual(reply.json()["metadata"], {"a": "b"})
+        meta["md5Hash"] = base64.b64encode(hashlib.md5(b"other").digest()).decode()
+        body = body.replace(json.dumps({k: v for k, v in meta.items() if k != "md5Hash"}).encode(),
+                            json.dumps(meta).encode())
+        bad = call("POST", "/upload/storage/v1/b/bkt/o?uploadType=multipart", body,
+                   {"Content-Type": 'multipart/related; boundary="xyz"'})
+        self.assertEqual(bad.status, 400)
+
+
+class ResumableTest(EmulatorTest):
+    CHUNK = 256 * 1024
+
+    def start(self, name, size=None, prefix="/upload", query=""):
+        headers = {"X-Upload-Content-Type": "application/x-test", "Host": "front.example:1234"}
+        if size is not None:
+            headers["X-Upload-Content-Length"] = str(size)
+        reply = call("POST", prefix + "/storage/v1/b/bkt/o?uploadType=resumable" + query,
+                     {"name": name}, headers)
+        self.assertEqual(reply.status, 200, reply.body)
+        location = reply.header("location")
+        self.assertTrue(location.startswith("http://front.example:1234/upload/storage/v1/b/bkt/o?"), location)
+        self.assertIn("upload_id=", location)
+        split = urlsplit(location)
+        return split.path + "?" + split.query
+
+    def put(self, session, body, content_range=None):
+        headers = {"Content-Range": content_range} if content_range else {}
+        return call("PUT", session, body, headers, token=None)  # the upload_id authorizes
+
+    def test_multi_chunk_flow(self):
+        data = os.urandom(3 * self.CHUNK + 100)
+        session = self.start("big.bin", query="&fields=name%2Csize")
+        query = self.put(session, b"", "bytes */*")
+        self.assertEqual(query.status, 308)
+        self.assertIsNone(query.header("range"))
+        first = self.put(session, data[:self.CHUNK], "bytes 0-%d/*" % (self.CHUNK - 1))
+        self.assertEqual((first.status, first.header("range")), (308, "bytes=0-%d" % (self.CHUNK - 1)))
+        # A non-final chunk that is not a 256 KiB multiple is persisted only up to one.
+        odd = self.put(session, data[self.CHUNK:2 * self.CHUNK + 10], "bytes %d-%d/*" % (self.CHUNK, 2 * self.CHUNK + 9))
+        self.assertEqual(odd.header("range"), "bytes=0-%d" % (2 * self.CHUNK - 1))
+        status = self.put(session, b"", "bytes */%d" % len(data))
+        self.assertEqual((status.status, status.header("range")), (308, "bytes=0-%d" % (2 * self.CHUNK - 1)))
+        # Resending already persisted bytes is fine; they are skipped.
+        resent = self.put(session, data[self.CHUNK:3 * self.CHUNK], "bytes %d-%d/*" % (self.CHUNK, 3 * self.CHUNK - 1))
+        self.assertEqual(resent.header("range"), "bytes=0-%d" % (3 * self.CHUNK - 1))
+        gap = self.put(session, b"x", "bytes %d-%d/*" % (4 * self.CHUNK, 4 * self.CHUNK))
+        self.assertEqual(gap.status, 400)
+        final = self.put(session, data[3 * self.CHUNK:], "bytes %d-%d/%d" % (3 * self.CHUNK, len(data) - 1, len(data)))
+        self.assertEqual(final.status, 200, final.body)
+        self.assertEqual(final.json(), {"name": "big.bin", "size": str(len(data))})  # fields of the start request
+        again = self.put(session, b"", "bytes */%d" % len(data))
+        self.assertEqual(again.status, 200)
+        got = call("GET", obj_path("bkt", "big.bin", "?alt=media"))
+        self.assertEqual(got.body, data)
+        self.assertEqual(got.header("content-type"), "application/x-test")
+
+    def test_single_put_forms(self):
+        data = os.urandom(5000)
+        session = self.start("one.bin", size=len(data), prefix="/resumable/upload")
+        reply = self.put(session, data, "bytes 0-%d/%d" % (len(data) - 1, len(data)))
+        self.assertEqual(reply.status, 200, reply.body)
+        session = self.start("two.bin")
+        self.assertEqual(self.put(session, data).status, 200)  # no Content-Range at all
+        session = self.start("three.bin")
+        self.assertEqual(self.put(session, data, "bytes 0-*/*").status, 200)  # Node SDK streaming form
+        for name in ("one.bin", "two.bin", "three.bin"):
+            self.assertEqual(call("GET", obj_path("bkt", name, "?alt=media")).body, data)
+
+    def test_cancel_and_size_mismatch(self):
+        session = self.start("c.bin")
+        self.assertEqual(call("DELETE", session, token=None).status, 499)
+        self.assertEqual(self.put(session, b"x").status, 499)
+        session = self.start("d.bin", size=10)
+        self.assertEqual(self.put(session, b"12345", "bytes 0-4/5").status, 400)
+
+    def test_precondition_checked(self):
+        upload("bkt", "exists", b"1")
+        reply = call("POST", "/upload/storage/v1/b/bkt/o?uploadType=resumable&name=exists&ifGenerationMatch=0", b"")
+        self.assertEqual(reply.status, 412)
+
+
+class ListingTest(EmulatorTest):
+    NAMES = ["a/1", "a/2", "a/b/3", "a/", "b", "c/x/y", "c/z", "d.txt", "e.txt"]
+
+    def setUp(self):
+        super().setUp()
+        for name in self.NAMES:
+            control("objects", {"bucket": "bkt", "name": name, "data": name})
+
+    def list_all(self, query, key="items"):
+        names, prefixes, token, pages = [], [], None, 0
+        while True:
+            path = "/storage/v1/b/bkt/o?" + query + ("&pageToken=" + token if token else "")
+            page = call("GET", path).json()
+            names += [i["name"] for i in page.get("items", [])]
+            prefixes += page.get("prefixes", [])
+            pages += 1
+            token = page.get("nextPageToken")
+            if not token:
+                return names, prefixes, pages
+
+    def test_delimiter_and_pagination(self):
+        names, prefixes, pages = self.list_all("delimiter=%2F&maxResults=2")
+        self.assertEqual(prefixes, ["a/", "c/"])
+        self.assertEqual(names, ["b", "d.txt", "e.txt"])
+        self.assertEqual(pages, 3)
+        names, _, pages = self.list_all("maxResults=4")
+        self.assertEqual(names, sorted(self.NAMES))
+        names, prefixes, _ = self.list_all("prefix=a%2F&delimiter=%2F")
+        self.assertEqual((names, prefixes), (["a/", "a/1", "a/2"], ["a/b/"]))  # the "a/" placeholder is an item
+        names, prefixes, _ = self.list_all("delimiter=%2F&includeTrailingDelimiter=true")
+        self.assertEqual(prefixes, ["a/", "c/"])
+        self.assertIn("a/", names)
+
+    def test_offsets_and_glob(self):
+        names, _, _ = self.list_all("startOffset=b&endOffset=d.txt")
+        self.assertEqual(names, ["b", "c/x/y", "c/z"])
+        names, _, _ = self.list_all("matchGlob=" + quote("**.txt"))
+        self.assertEqual(names, ["d.txt", "e.txt"])
+        names, _, _ = self.list_all("matchGlob=" + quote("a/*"))
+        self.assertEqual(names, ["a/", "a/1", "a/2"])
+
+    def test_xml_listing(self):
+        body = call("GET", "/bkt?prefix=a%2F&delimiter=%2F").body.decode()
+        self.assertIn('<ListBucketResult xmlns="http://doc.s3.amazonaws.com/2006-03-01">', body)
+        self.assertIn("<Key>a/1</Key>", body)
+        self.assertIn("<CommonPrefixes><Prefix>a/b/</Prefix></CommonPrefixes>", body)
+        page = call("GET", "/bkt?max-keys=3").body.decode()
+        self.assertIn("<IsTruncated>true</IsTruncated>", page)
+        self.assertIn("<NextMarker>a/2</NextMarker>", page)
+        rest = call("GET", "/bkt?marker=a%2F2").body.decode()
+        self.assertNotIn("<Key>a/2</Key>", rest)
+        self.assertIn("<Key>a/b/3</Key>", rest)
+        v2 = call("GET", "/bkt?list-type=2&max-keys=8").body.decode()
+        self.assertIn("<KeyCount>8</KeyCount>", v2)
+        token = v2.split("<NextContinuationToken>")[1].split("<")[0]
+        last = call("GET", "/bkt?list-type=2&continuation-token=" + quote(token)).body.decode()
+        self.assertIn("<Key>e.txt</Key>", last)
+        self.assertIn("<KeyCount>1</KeyCount>", last)
+        vhost = call("GET", "/?prefix=c%2F", headers={"Host": "bkt.storage.googleapis.com"}).body.decode()
+        self.assertIn("<Key>c/z</Key>", vhost)
+        buckets = call("GET", "/").body.decode()
+        self.assertIn("<Name>bkt</Name>", buckets)
+
+
+class XmlObjectTest(EmulatorTest):
+    def test_put_get_head_delete(self):
+        data = os.urandom(3000)
+        put = call("PUT", "/bkt/x%20y/z.bin", data, {"Content-Type": "image/png", "x-goog-meta-color": "red",
+                                                   "Content-MD5": base64.b64encode(hashlib.md5(data).digest()).decode()})
+        self.assertEqual(put.status, 200, put.body)
+        self.assertEqual(put.header("etag"), '"%s"' % hashlib.md5(data).hexdigest())
+        got = call("GET", "/bkt/x%20y/z.bin")
+        self.assertEqual(got.body, data)
+        self.assertEqual(got.header("content-type"), "image/png")
+        self.assertEqual(got.header("x-goog-meta-color"), "red")
+        self.assertEqual(got.header("cache-control"), "private, max-age=0")
+        head = call("HEAD", "/bkt/x%20y/z.bin")
+        self.assertEqual((head.status, head.body, head.header("content-length")), (200, b"", "3000"))
+        meta = call("GET", obj_path("bkt", "x y/z.bin")).json()
+        self.assertEqual(meta["metadata"], {"color": "red"})
+        bad = call("PUT", "/bkt/bad", b"abc", {"Content-MD5": base64.b64encode(b"0" * 16).decode()})
+        self.assertEqual(bad.status, 400)
+        self.assertIn(b"<Code>BadDigest</Code>", bad.body)
+        self.assertEqual(call("DELETE", "/bkt/x%20y/z.bin").status, 204)
+        missing = call("GET", "/bkt/x%20y/z.bin")
+        self.assertEqual(missing.status, 404)
+        self.assertEqual(missing.body, b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>NoSuchKey</Code>"
+                                       b"<Message>The specified key does not exist.</Message>"
+                                       b"<Details>No such object: bkt/x y/z.bin</Details></Error>")
+
+    def test_aws_style_credentials(self):
+        sigv4 = ("AWS4-HMAC-SHA256 Credential=owner/20240101/auto/s3/aws4_request, "
+                 "SignedHeaders=host;x-amz-date, Signature=deadbeef")
+        self.assertEqual(call("PUT", "/bkt/s3", b"v", {"Authorization": sigv4}, token=None).status, 200)
+        self.assertEqual(call("GET", "/bkt/s3", headers={"Authorization": "AWS owner:c2ln"}, token=None).body, b"v")
+        unknown = call("GET", "/bkt/s3", headers={"Authorization": "AWS nobody:c2ln"}, token=None)
+        self.assertEqual(unknown.status, 403)
+        self.assertIn(b"<Code>InvalidAccessKeyId</Code>", unknown.body)
+
+    def test_aws_chunked_body(self):
+        data = b"0123456789" * 1000
+        framed = b"%x;chunk-signature=abc\r\n%s\r\n0;chunk-signature=def\r\n\r\n" % (len(data), data)
+        reply = call("PUT", "/bkt/aws", framed, {"Content-Encoding": "aws-chunked",
+                                                 "x-amz-decoded-content-length": str(len(data)),
+                                                 "x-amz-content-sha256": "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"})
+        self.assertEqual(reply.status, 200, reply.body)
+        got = call("GET", "/bkt/aws")
+        self.assertEqual(got.body, data)
+        self.assertIsNone(got.header("content-encoding"))
+
+
+class AuthTest(EmulatorTest):
+    def test_error_shapes(self):
+        missing = call("GET", obj_path("bkt", "nope"))
+        self.assertEqual(missing.json(), {"error": {"code": 404, "message": "No such object: bkt/nope", "errors": [
+            {"message": "No such object: bkt/nope", "domain": "global", "reason": "notFound"}]}})
+        self.assertEqual(json_error(call("GET", obj_path("nobkt", "x")))[:2], (404, "notFound"))
+        bad = call("GET", obj_path("bkt", "nope"), token="wrong")
+        self.assertEqual(json_error(bad), (401, "authError", "Invalid Credentials"))
+        xml_bad = call("GET", "/bkt/nope", token="wrong")
+        self.assertEqual(xml_bad.status, 401)
+        self.assertIn(b"<Code>AuthenticationRequired</Code>", xml_bad.body)
+
+    def test_readers_writers_and_public(self):
+        upload("bkt", "private", b"p")
+        anon = call("GET", obj_path("bkt", "private", "?alt=media"), token=None)
+        self.assertEqual(json_error(anon)[:2], (401, "required"))
+        self.assertIn("Anonymous caller does not have storage.objects.get access", json_error(anon)[2])
+        self.assertEqual(call("GET", "/bkt/private", token=None).status, 403)
+        denied = call("GET", obj_path("bkt", "private", "?alt=media"), token="reader")
+        self.assertEqual(json_error(denied), (403, "forbidden",
+                                              "reader@example.com does not have storage.objects.get access to the "
+                                              "Google Cloud Storage object. Permission 'storage.objects.get' denied "
+                                              "on resource (or it may not exist)."))
+        # Without list permission a missing object is indistinguishable from a private one.
+        self.assertEqual(call("GET", obj_path("bkt", "missing"), token="reader").status, 403)
+        control("acl", {"bucket": "bkt", "object": "private", "readers": ["reader@example.com"]})
+        self.assertEqual(call("GET", obj_path("bkt", "private", "?alt=media"), token="reader").body, b"p")
+        self.assertEqual(upload("bkt", "w", b"w", token="reader").status, 403)
+        control("acl", {"bucket": "bkt", "writers": ["other@example.com"]})
+        self.assertEqual(upload("bkt", "w", b"w", token="other").status, 200)
+        self.assertEqual(call("GET", obj_path("bkt", "w", "?alt=media"), token="other").body, b"w")
+        control("objects", {"bucket": "bkt", "name": "pub", "data": "hi", "readers": ["allUsers"]})
+        public = call("GET", obj_path("bkt", "pub", "?alt=media"), token=None)
+        self.assertEqual((public.status, public.body), (200, b"hi"))
+        self.assertEqual(call("GET", "/bkt/pub", token=None).header("cache-control"), "public, max-age=3600")
+        control("tokens", {"tok-x": "x@example.com"})
+        self.assertEqual(call("GET", obj_path("bkt", "pub"), token="tok-x").status, 200)
+
+    def test_oauth_endpoints(self):
+        token = call("POST", "/token", b"grant_type=refresh_token&refresh_token=r", token=None).json()
+        self.assertEqual(token, {"access_token": "owner", "token_type": "Bearer", "expires_in": 3600})
+        control("oauth_token", {"token": "reader"})
+        self.assertEqual(call("POST", "/token", b"", token=None).json()["access_token"], "reader")
+        info = call("GET", "/tokeninfo?access_token=reader", token=None).json()
+        self.assertEqual(info["email"], "reader@example.com")
+        self.assertEqual(info["email_verified"], "true")
+        for key in ("azp", "aud", "sub", "scope", "exp", "expires_in", "access_type"):
+            self.assertIn(key, info)
+        bad = call("POST", "/oauth2/v3/tokeninfo", b"access_token=nope", token=None)
+        self.assertEqual((bad.status, bad.json()), (400, {"error": "invalid_token", "error_description": "Invalid Value"}))
+
+
+class BucketAndBatchTest(EmulatorTest):
+    def test_bucket_lifecycle(self):
+        created = call("POST", "/storage/v1/b?project=test", {"name": "made-by-json"})
+        self.assertEqual(created.status, 200, created.body)
+        self.assertEqual(call("POST", "/storage/v1/b?project=test", {"name": "made-by-json"}).status, 409)
+        self.assertEqual(call("GET", "/storage/v1/b/made-by-json").json()["name"], "made-by-json")
+        listing = call("GET", "/storage/v1/b?project=test&fields=items%2Fid").json()
+        self.assertEqual(listing, {"items": [{"id": "bkt"}, {"id": "made-by-json"}]})
+        patched = call("PATCH", "/storage/v1/b/made-by-json", {"labels": {"k": "v"}}).json()
+        self.assertEqual((patched["labels"], patched["metageneration"]), ({"k": "v"}, "2"))
+        upload("made-by-json", "o", b"1")
+        self.assertEqual(call("DELETE", "/storage/v1/b/made-by-json").status, 409)
+        call("DELETE", obj_path("made-by-json", "o"))
+        self.assertEqual(call("DELETE", "/storage/v1/b/made-by-json").status, 204)
+        self.assertEqual(call("DELETE", "/storage/v1/b/bkt", token="other").status, 403)
+
+    def test_batch(self):
+        upload("bkt", "one", b"1")
+        upload("bkt", "two", b"2")
+        parts = [("GET", "/storage/v1/b/bkt/o/one", b""),
+                 ("PATCH", "/storage/v1/b/bkt/o/two", b'{"metadata":{"k":"v"}}'),
+                 ("DELETE", "/storage/v1/b/bkt/o/one", b""),
+                 ("GET", "/storage/v1/b/bkt/o/missing", b"")]
+        body = b""
+        for i, (method, path, payload) in enumerate(parts):
+            body += ("--BOUNDARY\r\nContent-Type: application/http\r\nContent-ID: <req+%d>\r\n\r\n"
+                     "%s %s HTTP/1.1\r\nContent-Type: application/json\r\n\r\n" % (i, method, path)).encode()
+            body += payload + b"\r\n"
+        body += b"--BOUNDARY--\r\n"
+        reply = call("POST", "/batch/storage/v1", body, {"Content-Type": "multipart/mixed; boundary=BOUNDARY"})
+        self.assertEqual(reply.status, 200)
+        self.assertTrue(reply.header("content-type").startswith("multipart/mixed; boundary="))
+        text = reply.body.decode()
+        statuses = [line.split()[1] for line in text.split("\r\n") if line.startswith("HTTP/1.1 ")]
+        self.assertEqual(statuses, ["200", "200", "204", "404"])
+        self.assertIn("Content-ID: <response-req+2>", text)
+        self.assertEqual(call("GET", obj_path("bkt", "two")).json()["metadata"], {"k": "v"})
+        self.assertEqual(call("GET", obj_path("bkt", "one")).status, 404)
+
+
+class FaultAndCounterTest(EmulatorTest):
+    def test_counters(self):
+        control("counters", method="DELETE")
+        res = upload("bkt", "c", b"12345").json()
+        call("GET", obj_path("bkt", "c"))
+        call("GET", obj_path("bkt", "c", "?alt=media"), headers={"Range": "bytes=0-1"})
+        call("GET", obj_path("bkt", "c", "?alt=media"), headers={"If-None-Match": res["etag"]})
+        call("GET", "/bkt/c", token="reader")
+        control("health", method="GET")
+        counters = control("counters", method="GET")
+        self.assertEqual(counters["total"], 5)
+        self.assertEqual(counters["by_kind"], {"upload": 1, "metadata_get": 1, "media_get": 2, "xml_get": 1})
+        self.assertEqual(counters["media_bytes_sent"], 2)
+        log = counters["log"]
+        self.assertEqual([e["status"] for e in log], [200, 200, 206, 304, 403])
+        self.assertEqual(log[2]["headers"]["Range"], "bytes=0-1")
+        self.assertEqual(log[3]["headers"]["If-None-Match"], res["etag"])
+        self.assertEqual(log[4]["headers"]["Authorization"], "reader@example.com")
+        self.assertNotIn("Bearer", json.dumps(log))
+        control("reset")
+        self.assertEqual(control("counters", method="GET")["total"], 0)
+
+    def test_fail_nth_and_latency(self):
+        upload("bkt", "f", b"x")
+        control("faults", {"fail_nth": {"n": 2, "status": 503, "count": 1}, "match": "/o/f"})
+        self.assertEqual(call("GET", obj_path("bkt", "f")).status, 200)
+        failed = call("GET", obj_path("bkt", "f"))
+        self.assertEqual(json_error(failed)[:2], (503, "backendError"))
+        self.assertEqual(call("GET", obj_path("bkt", "f")).status, 200)
+        self.assertEqual(call("GET", "/storage/v1/b/bkt/o").status, 200)  # does not match
+        log = control("counters", method="GET")["log"]
+        self.assertEqual(log[-3]["fault"], "fail_nth")
+        self.assertEqual(log[-3]["kind"], "metadata_get")
+        control("faults", {"latency_ms": 300, "match": "/o/f"})
+        started = time.monotonic()
+        call("GET", obj_path("bkt", "f"))
+        self.assertGreaterEqual(time.monotonic() - started, 0.3)
+        control("faults", method="DELETE")
+
+    def test_reset_stall_and_bandwidth(self):
+        data = os.urandom(300000)
+        upload("bkt", "big", data)
+        control("faults", {"reset_after_bytes": 1000, "match": "big"})
+        conn = http.client.HTTPConnection("127.0.0.1", PORT, timeout=10)
+        conn.request("GET", obj_path("bkt", "big", "?alt=media"), headers={"Authorization": "Bearer owner"})
+        resp = conn.getresponse()
+        self.assertEqual(resp.status, 200)
+        with self.assertRaises((http.client.IncompleteRead, ConnectionResetError)):
+            resp.read()
+        conn.close()
+        entry = control("counters", method="GET")["log"][-1]
+        self.assertEqual((entry["bytes"], entry.get("aborted")), (1000, True))
+        control("faults", {"stall_ms": 500, "stall_after_bytes": 4096, "match": "big"})
+        started = time.monotonic()
+        self.assertEqual(call("GET", obj_path("bkt", "big", "?alt=media")).body, data)
+        self.assertGreaterEqual(time.monotonic() - started, 0.5)
+        control("faults", {"bandwidth_bps": 1000000, "match": "big"})
+        started = time.monotonic()
+        self.assertEqual(call("GET", obj_path("bkt", "big", "?alt=media")).body, data)
+        self.assertGreaterEqual(time.monotonic() - started, 0.25)
+        control("faults", method="DELETE")
+        self.assertEqual(call("GET", "/_emu/faults", token=None).json()["spec"], {})
+
+    def test_synthetic_object_streams(self):
+        size = 5 * 1024 * 1024 + 3
+        res = control("objects", {"bucket": "bkt", "name": "syn", "size": size, "seed": 7})
+        self.assertEqual(res["size"], str(size))
+        expected = gcs_emulator.synthetic_bytes(7, 0, size)
+        self.assertEqual(res["md5Hash"], base64.b64encode(hashlib.md5(expected).digest()).decode())
+        self.assertEqual(res["crc32c"], gcs_emulator.crc32c_b64(gcs_emulator.crc32c(expected)))
+        got = call("GET", obj_path("bkt", "syn", "?alt=media"), headers={"Range": "bytes=1048570-2097160"})
+        self.assertEqual(got.body, expected[1048570:2097161])
+        no_md5 = control("objects", {"bucket": "bkt", "name": "syn2", "size": 10, "seed": 1, "md5": False})
+        self.assertNotIn("md5Hash", no_md5)
+
+
+class TlsTest(unittest.TestCase):
+    @unittest.skipUnless(shutil.which("openssl"), "openssl not installed")
+    def test_https_listener(self):
+        tmp = tempfile.mkdtemp(prefix="gcs-emu-tls-")
+        try:
+            cert, key = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
+                            "-out", cert, "-days", "1", "-subj", "/CN=127.0.0.1",
+                            "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+            proc, port, ptmp = start_emulator("--tls-cert", cert, "--tls-key", key)
+            try:
+                context = ssl.create_default_context(cafile=cert)
+                conn = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=10)
+                call("POST", "/_emu/buckets", {"name": "tls"}, token=None, conn=conn)
+                res = call("POST", "/upload/storage/v1/b/tls/o?uploadType=media&name=t", b"secure", conn=conn).json()
+                self.assertTrue(res["mediaLink"].startswith("https://127.0.0.1:%d/" % port))
+                self.assertEqual(call("GET", "/tls/t", conn=conn).body, b"secure")
+                conn.close()
+            finally:
+                stop_emulator(proc, ptmp)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
