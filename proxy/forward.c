@@ -69,6 +69,7 @@ typedef struct forward {
     byte_buffer_t pending;
     byte_buffer_t inflight;
     size_t request_body_len;
+    curl_off_t uploaded;       /* request body bytes upstream has taken */
     h2o_timeout_entry_t response_timer; /* request sent -> response head */
     h2o_timeout_entry_t idle_timer;     /* silence inside the body, unless paused */
     h2o_timeout_entry_t watchdog;       /* the client holding a send too long */
@@ -125,6 +126,19 @@ static const char *reason_phrase(int status)
     case 504: return "Gateway Timeout";
     default: return "";
     }
+}
+
+static void disarm(h2o_timeout_entry_t *entry)
+{
+    if (h2o_timeout_is_linked(entry))
+        h2o_timeout_unlink(entry);
+}
+
+/* curl's low-speed check averages over seconds; this timer fires exactly. */
+static void rearm_idle_timer(forward_t *self)
+{
+    disarm(&self->idle_timer);
+    h2o_timeout_link(self->worker->loop, &self->worker->upstream_idle, &self->idle_timer);
 }
 
 /* --- upstream response head (curl callbacks: record only) --- */
@@ -222,19 +236,6 @@ static size_t on_header(char *line, size_t size, size_t nitems, void *user)
     return len;
 }
 
-static void disarm(h2o_timeout_entry_t *entry)
-{
-    if (h2o_timeout_is_linked(entry))
-        h2o_timeout_unlink(entry);
-}
-
-/* curl's low-speed check averages over seconds; this timer fires exactly. */
-static void rearm_idle_timer(forward_t *self)
-{
-    disarm(&self->idle_timer);
-    h2o_timeout_link(self->worker->loop, &self->worker->upstream_idle, &self->idle_timer);
-}
-
 static size_t on_body(char *data, size_t size, size_t nitems, void *user)
 {
     forward_t *self = user;
@@ -259,10 +260,18 @@ static int on_progress(void *user, curl_off_t dltotal, curl_off_t dlnow, curl_of
     (void)dltotal;
     (void)dlnow;
     (void)ultotal;
-    /* The wait for the response head starts once the request body is sent. */
-    if (!self->head_complete && !h2o_timeout_is_linked(&self->response_timer) &&
-        (size_t)ulnow >= self->request_body_len && !self->transfer.finished)
-        h2o_timeout_link(self->worker->loop, &self->worker->upstream_response, &self->response_timer);
+    if (self->head_complete || self->transfer.finished || ulnow == self->uploaded)
+        return 0;
+    self->uploaded = ulnow;
+    if ((size_t)ulnow < self->request_body_len) {
+        /* Upstream still takes the body: only its silence is a fault. */
+        rearm_idle_timer(self);
+    } else {
+        /* Body sent: now the wait for the response head starts. */
+        disarm(&self->idle_timer);
+        if (!h2o_timeout_is_linked(&self->response_timer))
+            h2o_timeout_link(self->worker->loop, &self->worker->upstream_response, &self->response_timer);
+    }
     return 0;
 }
 
@@ -334,8 +343,8 @@ static void flush(forward_t *self)
             buf.len = 0;
         self->bytes_sent += buf.len;
         self->sending = true;
-        if (!finished)
-            h2o_timeout_link(self->worker->loop, &self->worker->client_watchdog, &self->watchdog);
+        /* Also for the final send: a client can stall on the last bytes too. */
+        h2o_timeout_link(self->worker->loop, &self->worker->client_watchdog, &self->watchdog);
         if (self->paused && !finished) {
             self->paused = false;
             rearm_idle_timer(self);
@@ -400,8 +409,11 @@ static void on_ready(upstream_transfer_t *transfer)
             upstream_transfer_release(self->worker->upstream, transfer);
             return;
         }
-        if (!self->head_complete)
+        if (!self->head_complete) {
+            if (transfer->finished) /* ended without a final status: nothing to relay */
+                finish_error(self, GCS_ERROR_BAD_GATEWAY, "upstream sent no response head");
             return;
+        }
         /* The head arrived: from here on only the body idle timeout applies. */
         disarm(&self->response_timer);
         if (!transfer->finished && !self->paused && !h2o_timeout_is_linked(&self->idle_timer))
@@ -700,7 +712,9 @@ int forward_on_req(h2o_handler_t *handler, h2o_req_t *req)
         finish_error(self, GCS_ERROR_INTERNAL, "could not start upstream transfer");
         return 0;
     }
-    if (req->entity.base == NULL || req->entity.len == 0)
+    if (self->request_body_len == 0)
         h2o_timeout_link(worker->loop, &worker->upstream_response, &self->response_timer);
+    else
+        rearm_idle_timer(self);
     return 0;
 }

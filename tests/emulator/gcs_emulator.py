@@ -442,6 +442,7 @@ class UploadSession:
     data: bytearray = dataclasses.field(default_factory=bytearray)
     result: StoredObject = None
     cancelled: bool = False
+    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)  # one request at a time
 
 
 # --------------------------------------------------------------------------
@@ -911,11 +912,12 @@ class Counters:
             self.log = collections.deque(maxlen=1000)
             self.seq = 0
 
-    def record(self, req, status, length, media, identity_label, fault=None, extra=None):
-        """Record a request before its body is sent (so a test that has read
-        the whole response always finds it); adjust() fixes up aborted ones."""
+    def record(self, req, status, media, identity_label, fault=None):
+        """Log a request before its response is sent, so a test that has read a
+        response always finds it.  Body bytes are then counted through the
+        returned meter as they are written."""
         entry = {"method": req.method, "path": req.target, "kind": req.kind, "status": status,
-                 "bytes": length, "identity": identity_label, "time": time.time(),
+                 "bytes": 0, "identity": identity_label, "time": time.time(),
                  "headers": {"Authorization": identity_label}}
         for name in LOGGED_HEADERS:
             value = req.header(name)
@@ -923,29 +925,26 @@ class Counters:
                 entry["headers"][name] = value
         if fault:
             entry["fault"] = fault
-        if extra:
-            entry.update(extra)
         with self.lock:
             self.seq += 1
             entry["seq"] = self.seq
             self.total += 1
             self.by_kind[req.kind] += 1
             self.by_status[str(status)] += 1
-            self.bytes_sent += length
             self.bytes_received += len(req.body)
-            if media:
-                self.media_bytes_sent += length
             self.log.append(entry)
-        return entry
+        return SendMeter(self, entry, media)
 
-    def adjust(self, entry, sent, media):
+    def count_sent(self, entry, nbytes, media):
         with self.lock:
-            delta = sent - entry["bytes"]
-            entry["bytes"] = sent
-            entry["aborted"] = True
-            self.bytes_sent += delta
+            entry["bytes"] += nbytes
+            self.bytes_sent += nbytes
             if media:
-                self.media_bytes_sent += delta
+                self.media_bytes_sent += nbytes
+
+    def mark_aborted(self, entry):
+        with self.lock:
+            entry["aborted"] = True
 
     def snapshot(self):
         with self.lock:
@@ -953,6 +952,31 @@ class Counters:
                     "by_status": dict(self.by_status), "media_bytes_sent": self.media_bytes_sent,
                     "bytes_sent": self.bytes_sent, "bytes_received": self.bytes_received,
                     "log": [dict(e) for e in self.log]}
+
+
+class SendMeter:
+    """Counts one response's body bytes as they go out.  A piece is counted
+    just before it is written, so a client that has read it always sees it
+    counted, and uncounted if the write fails (the peer went away)."""
+
+    def __init__(self, counters=None, entry=None, media=False):
+        self.counters, self.entry, self.media = counters, entry, media
+
+    def write(self, wfile, data):
+        if self.counters is None:
+            wfile.write(data)
+            return
+        self.counters.count_sent(self.entry, len(data), self.media)
+        try:
+            wfile.write(data)
+        except OSError:
+            self.counters.count_sent(self.entry, -len(data), self.media)
+            self.aborted()
+            raise
+
+    def aborted(self):
+        if self.counters is not None:
+            self.counters.mark_aborted(self.entry)
 
 
 class FaultShaping:
@@ -971,13 +995,21 @@ class FaultShaping:
 
 
 class Faults:
-    """Fault plan set through POST /_emu/faults.
+    """Fault plan set through POST /_emu/faults (replacing any previous plan).
 
-    {"latency_ms", "bandwidth_bps", "reset_after_bytes", "stall_ms",
-     "stall_after_bytes" (default 64 KiB, capped at half the body),
-     "fail_nth": {"n": N, "status": 503, "count": 1},
-     "match": "substring of the request target", "method": "GET",
-     "times": how many matching requests the non-fail faults affect}
+    Only API requests whose target (path and query) contains "match" (default
+    "": all) and, if given, whose method equals "method" are affected:
+      latency_ms         sleep this long before answering
+      fail_nth           {"n": N, "status": 503, "count": 1}: the N-th matching
+                         request (1-based, counted since the plan was set) and
+                         the count-1 after it get a GCS-shaped error instead
+      bandwidth_bps      send response bodies at about this rate
+      stall_ms           after stall_after_bytes of the body (default 64 KiB,
+                         at most half the body), stop sending for this long
+      reset_after_bytes  send this many body bytes, then reset the connection
+                         (RST via SO_LINGER 0); bodies no longer are unaffected
+      times              affect only this many matching requests with the
+                         latency/bandwidth/stall/reset faults (default: all)
     """
 
     KEYS = {"latency_ms", "bandwidth_bps", "reset_after_bytes", "stall_ms", "stall_after_bytes",
@@ -1030,14 +1062,19 @@ class Faults:
             return spec.get("latency_ms", 0) / 1000.0, fail_status, shaping
 
 
+# status -> (JSON reason, JSON message, XML code, XML message)
+_FAILURES = {
+    429: ("rateLimitExceeded", "The rate of change requests to the object is too high. Please slow down.",
+          "SlowDown", "Please reduce your request rate."),
+    500: ("backendError", "Backend Error", "InternalError", "We encountered an internal error. Please try again."),
+    502: ("badGateway", "Bad Gateway", "BadGateway", "Bad Gateway."),
+    503: ("backendError", "Service Unavailable", "ServiceUnavailable", "Service is unavailable. Please retry."),
+    504: ("gatewayTimeout", "Gateway Timeout", "GatewayTimeout", "Gateway Timeout."),
+}
+
+
 def injected_failure(status):
-    messages = {500: ("backendError", "Backend Error", "InternalError", "We encountered an internal error. Please try again."),
-                502: ("badGateway", "Bad Gateway", "BadGateway", "Bad Gateway."),
-                504: ("gatewayTimeout", "Gateway Timeout", "GatewayTimeout", "Gateway Timeout."),
-                503: ("backendError", "Service Unavailable", "ServiceUnavailable", "Service is unavailable. Please retry."),
-                429: ("rateLimitExceeded", "The rate of change requests to the object is too high. Please slow down.",
-                      "SlowDown", "Please reduce your request rate.")}
-    reason, text, xml_code, xml_text = messages.get(
+    reason, text, xml_code, xml_text = _FAILURES.get(
         status, ("backendError", "Injected failure", "InternalError", "Injected failure."))
     return ApiError(status, reason, text, xml_code, xml_text)
 
@@ -1086,7 +1123,8 @@ class Store:
                 if existing.owner == owner:
                     text = "Your previous request to create the named bucket succeeded and you already own it."
                     raise ApiError(409, "conflict", text, "BucketAlreadyOwnedByYou", text)
-                text = "The requested bucket name is not available. The bucket namespace is shared by all users of the system. Please select a different name and try again."
+                text = ("The requested bucket name is not available. The bucket namespace is shared by "
+                        "all users of the system. Please select a different name and try again.")
                 raise ApiError(409, "conflict", text, "BucketAlreadyExists", text)
             created = now_us()
             bucket = Bucket(name=name, owner=owner, created_us=created, updated_us=created,
@@ -1494,8 +1532,8 @@ class JsonApi:
         if parts == ["b"]:
             return self.list_buckets(req) if method == "GET" else self.create_bucket(req)
         if len(parts) == 3 and parts[0] == "projects" and parts[2] == "serviceAccount":
-            return json_response(req, {"kind": "storage#serviceAccount",
-                                       "email_address": "service-%s@gs-project-accounts.iam.gserviceaccount.com" % PROJECT_NUMBER})
+            email = "service-%s@gs-project-accounts.iam.gserviceaccount.com" % PROJECT_NUMBER
+            return json_response(req, {"kind": "storage#serviceAccount", "email_address": email})
         if len(parts) < 2 or parts[0] != "b":
             raise err_not_found_route()
         bucket_name = parts[1]
@@ -1718,7 +1756,8 @@ class JsonApi:
         body = parse_json_body(req)
         sources = body.get("sourceObjects") or []
         if not 1 <= len(sources) <= 32:
-            raise err_invalid("The number of source components provided (%d) must be between 1 and 32." % len(sources))
+            raise err_invalid("The number of source components provided (%d) must be between 1 and 32."
+                              % len(sources))
         objects = []
         for src in sources:
             obj = self.store.readable_object(bucket, src.get("name", ""), identity, src.get("generation"))
@@ -1753,6 +1792,13 @@ def check_bucket_metageneration(bucket, params):
 # JSON uploads: media, multipart and resumable.
 # --------------------------------------------------------------------------
 
+def upload_params(req):
+    """Query parameters of an upload, plus preconditions sent as x-goog-if-* headers."""
+    params = dict(req.query)
+    params.update(xml_precondition_params(req))
+    return params
+
+
 class UploadApi:
     def __init__(self, store):
         self.store = store
@@ -1782,7 +1828,7 @@ class UploadApi:
             meta = {"name": req.query.get("name")}
             if req.header("Content-Type"):
                 meta["contentType"] = req.header("Content-Type")
-            return self.finish(req, bucket_name, meta, req.body, req.identity, req.query)[1]
+            return self.finish(req, bucket_name, meta, req.body, req.identity, upload_params(req))[1]
         raise err_invalid("Invalid upload type: %s" % upload_type)
 
     def multipart(self, req, bucket_name):
@@ -1796,7 +1842,7 @@ class UploadApi:
             raise err_invalid("Metadata part is not valid JSON.", reason="parseError")
         if not meta.get("contentType") and media_headers_.get("content-type"):
             meta["contentType"] = media_headers_["content-type"]
-        return self.finish(req, bucket_name, meta, media, req.identity, req.query)[1]
+        return self.finish(req, bucket_name, meta, media, req.identity, upload_params(req))[1]
 
     def finish(self, req, bucket_name, meta, data, identity, params, hash_header=None):
         """Create the object from an upload and answer with its resource."""
@@ -1804,7 +1850,8 @@ class UploadApi:
         self.store.require_write(bucket, identity)
         meta = dict(meta)
         if params.get("name") and meta.get("name") and params["name"] != meta["name"]:
-            raise err_invalid("Value '%s' in content does not agree with value '%s'." % (meta["name"], params["name"]))
+            raise err_invalid("Value '%s' in content does not agree with value '%s'."
+                              % (meta["name"], params["name"]))
         name = params.get("name") or meta.pop("name", None)
         obj = new_object(bucket, name, DataBlob(data), identity, meta)
         obj.readers = frozenset(predefined_readers(params.get("predefinedAcl"), obj.readers))
@@ -1827,11 +1874,9 @@ class UploadApi:
         validate_object_name(name)
         if not meta.get("contentType") and req.header("X-Upload-Content-Type"):
             meta["contentType"] = req.header("X-Upload-Content-Type")
-        params = {k: v for k, v in req.query.items()
+        params = {k: v for k, v in upload_params(req).items()
                   if k in PRECONDITION_PARAMS or k in ("predefinedAcl", "fields", "projection")}
         params["name"] = name
-        if req.header("x-goog-if-generation-match") is not None:
-            params["ifGenerationMatch"] = req.header("x-goog-if-generation-match")
         check_generation_preconditions(self.store.get_object(bucket, name), params, is_read=False)
         declared = req.header("X-Upload-Content-Length")
         session = UploadSession(upload_id=uuid.uuid4().hex + uuid.uuid4().hex, bucket=bucket_name,
@@ -1863,12 +1908,15 @@ class UploadApi:
 
     def put_chunk(self, req, upload_id):
         session = self.session(upload_id)
-        with self.store.lock:  # one chunk at a time per store; chunks are short
-            if session.result is not None:
-                return json_response(req, object_resource(req.base_url, session.result))
-            final = self.absorb_chunk(session, req.header("Content-Range"), req.body)
+        with session.lock:
+            return self.advance_session(req, session)
+
+    def advance_session(self, req, session):
+        if session.result is not None:
+            return json_response(req, object_resource(req.base_url, session.result))
+        final = self.absorb_chunk(session, req.header("Content-Range"), req.body)
         if not final:
-            headers = [("X-GUploader-UploadID", upload_id), ("Content-Type", "text/plain; charset=utf-8")]
+            headers = [("X-GUploader-UploadID", session.upload_id), ("Content-Type", "text/plain; charset=utf-8")]
             if session.data:
                 headers.append(("Range", "bytes=0-%d" % (len(session.data) - 1)))
             return Response(308, b"", headers)
@@ -2026,7 +2074,8 @@ class XmlApi:
             check_generation_preconditions(current, params, is_read=False)
             if req.header("If-None-Match") == "*" and current is not None:
                 raise err_precondition("If-None-Match")
-            if req.header("If-Match") is not None and (current is None or not etag_matches(req.header("If-Match"), current)):
+            if_match = req.header("If-Match")
+            if if_match is not None and (current is None or not etag_matches(if_match, current)):
                 raise err_precondition("If-Match")
 
         self.store.put_object(bucket, obj, check)
@@ -2061,7 +2110,8 @@ class XmlApi:
             raise err_denied(identity, "storage.objects.delete", "object")
         self.store.require_write(bucket, identity, "storage.objects.delete")
         params = xml_precondition_params(req)
-        self.store.delete_object(bucket, key, lambda cur: check_generation_preconditions(cur, params, is_read=False))
+        self.store.delete_object(bucket, key,
+                                 lambda cur: check_generation_preconditions(cur, params, is_read=False))
         return Response(204)
 
     # -- buckets ---------------------------------------------------------
@@ -2498,7 +2548,8 @@ class Emulator:
         except Exception:  # an emulator bug: answer 500 rather than drop the connection
             traceback.print_exc()
             return render_error(injected_failure(500), req.api, request_id)
-        resp.headers.append(("X-GUploader-UploadID", request_id))
+        if not any(name.lower() == "x-guploader-uploadid" for name, _ in resp.headers):
+            resp.headers.append(("X-GUploader-UploadID", request_id))
         return resp
 
     def route(self, req):
@@ -2589,6 +2640,9 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "UploadServer"
     timeout = 300  # reap idle keep-alive connections
+    # Head and body go out in separate writes; with Nagle on, the second waits
+    # for the peer's delayed ACK and every kept-alive request gains ~40 ms.
+    disable_nagle_algorithm = True
 
     def setup(self):
         # The TLS handshake runs here, in the connection's own thread, so a
@@ -2611,6 +2665,8 @@ class Handler(BaseHTTPRequestHandler):
             super().handle_one_request()
         except (ConnectionAborted, OSError):  # includes resets, timeouts, TLS errors
             self.close_connection = True
+        except ValueError:  # unparseable Content-Length or chunk size: drop the connection
+            self.close_connection = True
 
     def serve(self):
         emulator = self.server.emulator
@@ -2623,7 +2679,7 @@ class Handler(BaseHTTPRequestHandler):
                 resp = emulator.control.route(req, req.raw_path[len("/_emu/"):].strip("/"))
             except ApiError as err:
                 resp = render_error(err, "json", "control")
-            self.send(resp, FaultShaping())
+            self.send(resp, FaultShaping(), SendMeter())
             return
         latency, fail_status, shaping = emulator.faults.decide(req)
         if latency:
@@ -2632,10 +2688,8 @@ class Handler(BaseHTTPRequestHandler):
             resp, fault = render_error(injected_failure(fail_status), req.api, uuid.uuid4().hex), "fail_nth"
         else:
             resp, fault = emulator.dispatch(req), None
-        length = 0 if self.command == "HEAD" or resp.status in (204, 304) else resp.length
-        entry = emulator.counters.record(req, resp.status, length, resp.media,
-                                         emulator.identity_label(req), fault)
-        self.send(resp, shaping, entry)
+        meter = emulator.counters.record(req, resp.status, resp.media, emulator.identity_label(req), fault)
+        self.send(resp, shaping, meter)
 
     do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = serve
 
@@ -2665,7 +2719,7 @@ class Handler(BaseHTTPRequestHandler):
             out += chunk
             self.rfile.readline(65537)
 
-    def send(self, resp, shaping, entry=None):
+    def send(self, resp, shaping, meter):
         no_body = resp.status in (204, 304) or resp.status < 200
         self.send_response(resp.status)
         for name, value in resp.headers:
@@ -2675,17 +2729,17 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if no_body or self.command == "HEAD":
             return
-        sent = self.write_body(resp, shaping)
-        if sent != resp.length:
-            self.server.emulator.counters.adjust(entry, sent, resp.media)
+        if not self.write_body(resp, shaping, meter):
+            meter.aborted()
             self.abort()
 
-    def write_body(self, resp, shaping):
-        """Write the body, applying bandwidth/stall/reset faults; bytes sent."""
+    def write_body(self, resp, shaping, meter):
+        """Write the body, applying bandwidth/stall/reset faults; False when a
+        reset fault cut it short."""
         if not shaping.active:
             for chunk in resp.chunks():
-                self.wfile.write(chunk)
-            return resp.length
+                meter.write(self.wfile, chunk)
+            return True
         piece = 64 * KIB
         if shaping.bandwidth_bps:
             piece = max(1, min(piece, int(shaping.bandwidth_bps) // 20))
@@ -2702,20 +2756,20 @@ class Handler(BaseHTTPRequestHandler):
                 part = view[off:off + piece]
                 if stall_at is not None and sent + len(part) > stall_at:
                     head, part = part[:stall_at - sent], part[stall_at - sent:]
-                    self.wfile.write(head)
+                    meter.write(self.wfile, head)
                     sent += len(head)
                     time.sleep(shaping.stall_ms / 1000.0)
                     stall_at = None
                 if reset_at is not None and sent + len(part) >= reset_at:
-                    self.wfile.write(part[:reset_at - sent])
-                    return reset_at
-                self.wfile.write(part)
+                    meter.write(self.wfile, part[:reset_at - sent])
+                    return False
+                meter.write(self.wfile, part)
                 sent += len(part)
                 if shaping.bandwidth_bps:
                     ahead = sent / float(shaping.bandwidth_bps) - (time.monotonic() - started)
                     if ahead > 0:
                         time.sleep(ahead)
-        return sent
+        return True
 
     def abort(self):
         """Reset the TCP connection (RST, not FIN): SO_LINGER with timeout 0."""

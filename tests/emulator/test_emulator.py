@@ -284,6 +284,9 @@ class PreconditionTest(EmulatorTest):
         self.assertEqual(upload("bkt", "o", b"v2", query="&ifGenerationMatch=0").status, 412)
         self.assertEqual(upload("bkt", "new", b"v2", query="&ifGenerationMatch=0").status, 200)
         self.assertEqual(upload("bkt", "o", b"v2", query="&ifGenerationMatch=" + gen).status, 200)
+        header_form = call("POST", "/upload/storage/v1/b/bkt/o?uploadType=media&name=o", b"v3",
+                           {"x-goog-if-generation-match": gen})
+        self.assertEqual(header_form.status, 412)
         self.assertEqual(call("DELETE", obj_path("bkt", "o", "?ifGenerationMatch=" + gen)).status, 412)
         self.assertEqual(call("PATCH", obj_path("bkt", "o", "?ifMetagenerationMatch=5"), {}).status, 412)
 
@@ -737,6 +740,28 @@ class FaultAndCounterTest(EmulatorTest):
         self.assertGreaterEqual(time.monotonic() - started, 0.25)
         control("faults", method="DELETE")
         self.assertEqual(call("GET", "/_emu/faults", token=None).json()["spec"], {})
+
+    def test_bytes_counted_as_sent_and_stop_when_client_leaves(self):
+        size = 16 * 1024 * 1024
+        control("objects", {"bucket": "bkt", "name": "slow", "size": size, "seed": 5})
+        control("faults", {"bandwidth_bps": 2 * 1024 * 1024, "match": "slow"})
+        control("counters", method="DELETE")
+        sock = socket.create_connection(("127.0.0.1", PORT))
+        sock.sendall(b"GET /bkt/slow HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer owner\r\n\r\n")
+        sock.recv(65536)
+        time.sleep(0.5)
+        during = control("counters", method="GET")["media_bytes_sent"]
+        self.assertGreater(during, 0)
+        self.assertLess(during, size)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        sock.close()
+        time.sleep(0.5)
+        settled = control("counters", method="GET")
+        time.sleep(0.3)
+        self.assertEqual(control("counters", method="GET")["media_bytes_sent"], settled["media_bytes_sent"])
+        self.assertLess(settled["media_bytes_sent"], size // 4)
+        self.assertTrue(settled["log"][-1].get("aborted"))
+        control("faults", method="DELETE")
 
     def test_synthetic_object_streams(self):
         size = 5 * 1024 * 1024 + 3

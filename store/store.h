@@ -1,0 +1,138 @@
+/*
+ * store.h - larder's object store: LMDB, fixed-size chunks, LRU within a budget.
+ *
+ * The store knows nothing of HTTP. It keeps, per cached object version, a
+ * metadata record and the chunks that are present; a reader sees only chunks
+ * that were committed whole with their checksum, so a crash mid-fill leaves
+ * at worst a partially cached object, never a torn one.
+ *
+ * Threads: any thread may read (each read is a short LMDB read transaction
+ * that ends before the call returns: no transaction is ever held across
+ * client I/O). All writes are queued to the store's single writer thread,
+ * which commits in batches; eviction also runs there, never on the caller.
+ */
+#ifndef LARDER_STORE_H
+#define LARDER_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/*
+ * One chunk value is 1 MiB - 16 bytes, which fills exactly 256 LMDB overflow
+ * pages; 8 of those bytes are the chunk header (crc32c, length). Every chunk
+ * but an object's last is exactly STORE_CHUNK_SIZE bytes of payload.
+ */
+#define STORE_CHUNK_SIZE ((size_t)(1024 * 1024 - 16 - 8))
+
+enum {
+    STORE_OK = 0,
+    STORE_NOT_FOUND = -1, /* no such object, version or chunk */
+    STORE_CORRUPT = -2,   /* checksum mismatch: treated as absent and scheduled for removal */
+    STORE_BUSY = -3,      /* write queue full: the caller serves without caching */
+    STORE_ERROR = -4      /* anything else; see the log */
+};
+
+typedef struct store store_t;
+
+typedef struct store_config {
+    const char *path;      /* directory; created if missing */
+    uint64_t budget;       /* bytes of chunk payload plus metadata the store may hold */
+    double high_water;     /* evict when usage exceeds budget * high_water (e.g. 0.95) */
+    double low_water;      /* ... down to budget * low_water (e.g. 0.85) */
+    unsigned commit_interval_ms; /* writer batches commits at most this far apart */
+    size_t max_queue_bytes;      /* queued, uncommitted chunk bytes before STORE_BUSY */
+    /* Called from store threads for notable events (rebuild, eviction errors); may be NULL. */
+    void (*log)(void *ctx, int level, const char *msg);
+    void *log_ctx;
+} store_config_t;
+
+/* Identity of a cached object: a hash of bucket and name (LMDB keys are <= 511 bytes). */
+typedef struct store_key {
+    uint8_t hash[32];
+} store_key_t;
+
+void store_key_make(store_key_t *key, const char *bucket, size_t bucket_len, const char *name, size_t name_len);
+
+/* Everything needed to answer a media or metadata request without upstream. */
+typedef struct store_meta {
+    char *bucket;
+    char *name;
+    int64_t generation;
+    int64_t metageneration;
+    uint64_t size;            /* stored size in bytes (compressed size for gzip objects) */
+    char *etag;               /* media ETag exactly as upstream sent it */
+    char *content_type;
+    char *content_encoding;   /* NULL if none */
+    char *cache_control;
+    char *content_disposition;
+    char *content_language;
+    char *last_modified;      /* HTTP date */
+    char *crc32c;             /* base64, as in x-goog-hash */
+    char *md5;                /* base64, NULL for composite objects */
+    char *resource_json;      /* the JSON API object resource, for metadata GETs; may be NULL */
+    char *owner;              /* identity that filled the object; may be NULL */
+    int64_t fill_time;        /* unix seconds */
+    int64_t last_access;      /* unix seconds, as last persisted */
+    uint32_t num_chunks;      /* ceil(size / STORE_CHUNK_SIZE) */
+    uint32_t chunks_present;  /* how many of them are committed */
+} store_meta_t;
+
+/*
+ * Opens (or creates) the store. A store that does not open or verify cleanly
+ * is moved aside (renamed with a timestamp) and rebuilt empty, with one log
+ * line; only an unusable directory makes this fail.
+ */
+int store_open(store_t **store, const store_config_t *config);
+/* Commits everything queued, stops the writer, closes LMDB. */
+void store_close(store_t *store);
+
+/* Copies the metadata of the cached version of bucket/name into *meta (caller frees with store_meta_free). */
+int store_meta_get(store_t *store, const store_key_t *key, store_meta_t *meta);
+void store_meta_free(store_meta_t *meta);
+
+/* True when chunk `index` of that generation is committed. */
+bool store_chunk_present(store_t *store, const store_key_t *key, int64_t generation, uint32_t index);
+
+/*
+ * Copies chunk `index` of that generation into buf (cap >= STORE_CHUNK_SIZE),
+ * verifying its checksum. Returns the payload length, or STORE_NOT_FOUND /
+ * STORE_CORRUPT. The read transaction ends before this returns.
+ */
+ssize_t store_chunk_read(store_t *store, const store_key_t *key, int64_t generation, uint32_t index, void *buf,
+                         size_t cap);
+
+/*
+ * Starts caching a version: records its metadata with no chunks present. A
+ * different cached generation of the same object is removed in the same
+ * commit. Queued; the metadata is copied.
+ */
+int store_fill_begin(store_t *store, const store_key_t *key, const store_meta_t *meta);
+/* Queues one whole chunk (copied). Returns STORE_BUSY when the queue is full. */
+int store_chunk_put(store_t *store, const store_key_t *key, int64_t generation, uint32_t index, const void *data,
+                    size_t len);
+/* Replaces the metadata of the cached version (e.g. after a metadata-only change). */
+int store_meta_update(store_t *store, const store_key_t *key, const store_meta_t *meta);
+/* Removes the object and all its chunks (any generation). Queued. */
+int store_invalidate(store_t *store, const store_key_t *key);
+/* Records an access for LRU; in memory, persisted in batches. Never blocks on the writer. */
+void store_touch(store_t *store, const store_key_t *key);
+/* Blocks until everything queued before the call is committed (tests, shutdown). */
+int store_sync(store_t *store);
+
+typedef struct store_stats {
+    uint64_t budget;
+    uint64_t used_bytes;    /* chunk payload + metadata, as accounted */
+    uint64_t objects;
+    uint64_t chunks;
+    uint64_t evicted_objects;
+    uint64_t evicted_bytes;
+    uint64_t commits;
+    uint64_t corrupt_chunks;
+    uint64_t busy_rejections;
+} store_stats_t;
+
+void store_stats_get(store_t *store, store_stats_t *stats);
+
+#endif
