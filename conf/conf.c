@@ -106,10 +106,20 @@ static unsigned online_cpus(void)
     return n > 1024 ? 1024 : (unsigned)n;
 }
 
+/* Eviction runs from the high mark down to the low one, so the low one must be lower. */
+static int check_water_marks(const conf_t *conf, conf_err_t *err)
+{
+    if (conf->store.low_water_percent < conf->store.high_water_percent)
+        return 0;
+    return conf_fail(err, "config: store.low_water_percent: %u is not valid: expected less than "
+                          "store.high_water_percent (%u)",
+                     conf->store.low_water_percent, conf->store.high_water_percent);
+}
+
 /* The checks that only make sense on the final values, then what 0 and such stand for. */
 static int validate(conf_t *conf, conf_err_t *err)
 {
-    if (conf_listeners_check(conf, err) < 0)
+    if (conf_listeners_check(conf, err) < 0 || check_water_marks(conf, err) < 0)
         return -1;
     for (size_t i = 0; i < conf_num_settings; i++) {
         const setting_t *s = &conf_settings[i];
@@ -160,6 +170,7 @@ int conf_load(conf_t *conf, int argc, char **argv, char **envp, conf_action_t *a
 void conf_dispose(conf_t *conf)
 {
     conf_listeners_clear(conf);
+    conf_cache_rules_clear(conf);
     for (size_t i = 0; i < conf_num_settings; i++) {
         if (conf_setting_is_string(&conf_settings[i]))
             free(*(char **)conf_field(conf, &conf_settings[i]));

@@ -30,6 +30,25 @@ typedef struct conf_listener {
     bool http2;      /* h2 via ALPN on TLS, h2c on plain listeners */
 } conf_listener_t;
 
+/* How a cache hit is checked with upstream before it is served. */
+typedef enum {
+    CACHE_POLICY_ALWAYS,    /* every hit asks upstream conditionally, with the caller's credentials */
+    CACHE_POLICY_TTL,       /* no upstream request within ttl_seconds of the fill or last revalidation */
+    CACHE_POLICY_IMMUTABLE  /* never revalidate */
+} cache_policy_kind_t;
+
+typedef struct cache_policy {
+    cache_policy_kind_t kind;
+    unsigned ttl_seconds; /* CACHE_POLICY_TTL only */
+} cache_policy_t;
+
+/* A policy for one bucket, or for the object names under a prefix in it. */
+typedef struct cache_rule {
+    char *bucket;
+    char *prefix; /* "" for the whole bucket */
+    cache_policy_t policy;
+} cache_rule_t;
+
 typedef enum { LOG_LEVEL_ERROR, LOG_LEVEL_WARN, LOG_LEVEL_INFO, LOG_LEVEL_DEBUG } log_level_t;
 typedef enum { LOG_FORMAT_JSON, LOG_FORMAT_TEXT } log_format_t;
 
@@ -57,7 +76,18 @@ typedef struct conf {
     struct {
         char *path;
         uint64_t budget;       /* bytes */
+        unsigned high_water_percent; /* evict above this share of the budget */
+        unsigned low_water_percent;  /* ... down to this share */
     } store;
+
+    struct {
+        bool enabled;
+        uint64_t max_object_size;    /* larger objects stream through uncached */
+        bool honor_no_store;         /* upstream "Cache-Control: private"/"no-store" responses are not stored */
+        cache_policy_t default_policy;
+        cache_rule_t *rules;         /* longest matching prefix wins */
+        size_t num_rules;
+    } cache;
 
     struct {
         log_level_t level;
@@ -84,6 +114,13 @@ void conf_dispose(conf_t *conf);
 void conf_print_help(FILE *out);
 /* Prints the effective configuration as JSON (what --check-config shows). */
 void conf_print_effective(const conf_t *conf, FILE *out);
+
+/*
+ * The revalidation policy for an object: the rule for bucket with the longest
+ * prefix of name, else the default. A pure lookup, safe from any thread.
+ */
+const cache_policy_t *conf_cache_policy_for(const conf_t *conf, const char *bucket, size_t bucket_len,
+                                            const char *name, size_t name_len);
 
 /* Logging: structured (one JSON object a line) or text, to stderr. */
 void log_configure(log_level_t level, log_format_t format);

@@ -4,8 +4,8 @@
  *
  * A setting passes through three steps: a layer (defaults, file, environment,
  * flags) finds a value for a key, conf_value.c turns that value into a typed
- * one or a one-line error, and conf_settings.c / conf_listeners.c store it in
- * the conf_t, which owns every string it points to.
+ * one or a one-line error, and conf_settings.c / conf_listeners.c /
+ * conf_cache.c store it in the conf_t, which owns every string it points to.
  */
 #ifndef LARDER_CONF_INTERNAL_H
 #define LARDER_CONF_INTERNAL_H
@@ -58,7 +58,7 @@ void conf_format_size(uint64_t bytes, char *buf, size_t size);
 size_t conf_edit_distance(const char *a, const char *b);
 bool conf_is_near_miss(const char *typed, const char *known);
 
-/* conf_settings.c: the table of scalar settings, everything but listeners. */
+/* conf_settings.c: the table of settings, everything but listeners. */
 typedef enum {
     SETTING_STRING,     /* char *: a non-empty string, usually a path */
     SETTING_URL,        /* char *: http(s)://host..., trailing slash stripped */
@@ -68,6 +68,8 @@ typedef enum {
     SETTING_BOOL,       /* bool */
     SETTING_LOG_LEVEL,  /* log_level_t */
     SETTING_LOG_FORMAT, /* log_format_t */
+    SETTING_CACHE_POLICY, /* cache_policy_t */
+    SETTING_CACHE_RULES,  /* cache_rule_t *, counted by cache.num_rules: the one list in the table */
 } setting_kind_t;
 
 typedef struct setting {
@@ -118,6 +120,16 @@ int conf_listeners_add_spec(conf_t *conf, const char *spec, size_t len, conf_err
 int conf_listeners_set_specs(conf_t *conf, const char *specs, conf_err_t *err);
 int conf_listeners_set_json(conf_t *conf, json_t *array, conf_err_t *err);
 int conf_listeners_check(const conf_t *conf, conf_err_t *err);
+
+/* conf_cache.c: revalidation policies and the cache.policies rules. */
+#define CONF_POLICY_SYNTAX "always|immutable|ttl:SECONDS"
+#define CONF_RULES_SYNTAX "BUCKET[/PREFIX]=POLICY[;BUCKET[/PREFIX]=POLICY...]"
+#define CONF_TTL_MAX 31536000 /* seconds: 365 days */
+int conf_cache_policy_read(const char *key, const conf_value_t *value, cache_policy_t *out, conf_err_t *err);
+void conf_cache_policy_format(const cache_policy_t *policy, char *buf, size_t size);
+int conf_cache_rules_read(conf_t *conf, const char *key, const conf_value_t *value, conf_err_t *err);
+void conf_cache_rules_clear(conf_t *conf);
+json_t *conf_cache_rules_json(const conf_t *conf);
 
 /* conf_json.c: the file layer. */
 int conf_json_load(conf_t *conf, const char *path, conf_err_t *err);

@@ -45,6 +45,19 @@ static const char help_intro[] =
     "  In the file: \"listeners\": [{\"address\": \"127.0.0.1\", \"port\": 8080,\n"
     "    \"tls_cert\": null, \"tls_key\": null, \"http2\": true}]\n"
     "\n"
+    "Cache policies (how a cached object is checked with upstream on a hit):\n"
+    "  POLICY is " CONF_POLICY_SYNTAX ". always asks upstream on every hit;\n"
+    "  immutable never does; ttl:SECONDS asks only once SECONDS have passed since\n"
+    "  the object was stored or last checked. SECONDS is 1 to 31536000, or a\n"
+    "  number and s, m, h or d (ttl:30s, ttl:5m, ttl:2h, ttl:1d).\n"
+    "  RULES is " CONF_RULES_SYNTAX ",\n"
+    "  as in \"logs=ttl:60;models/v1/=immutable\". An object gets the policy of the\n"
+    "  rule for its bucket with the longest prefix of its name (no PREFIX: the\n"
+    "  whole bucket), else cache.default_policy. A layer that sets cache.policies\n"
+    "  replaces the list. In the file, a RULES string or an array such as\n"
+    "    \"cache\": {\"policies\": [{\"bucket\": \"models\", \"prefix\": \"v1/\",\n"
+    "                            \"policy\": \"immutable\"}]}\n"
+    "\n"
     "Settings (KEY = default):\n";
 
 static const char help_outro[] =
@@ -54,12 +67,20 @@ static const char help_outro[] =
     "flags and variables also take on/off, yes/no and 1/0. A nullable setting is\n"
     "unset by null in the file and by an empty value elsewhere.\n";
 
+/* The default as --help shows it: NULL is an unset string, "" an empty list. */
+static const char *help_default(const setting_t *s)
+{
+    if (s->def == NULL)
+        return "(unset)";
+    return *s->def ? s->def : "(none)";
+}
+
 static void print_setting_help(const setting_t *s, FILE *out)
 {
     char env[CONF_KEY_MAX];
 
     conf_setting_env_name(s, env, sizeof(env));
-    fprintf(out, "  %s = %s\n      --%s=%s, %s\n      %s\n", s->key, s->def ? s->def : "(unset)", s->key, s->arg,
+    fprintf(out, "  %s = %s\n      --%s=%s, %s\n      %s\n", s->key, help_default(s), s->key, s->arg,
             env, s->help);
 }
 
@@ -74,7 +95,7 @@ void conf_print_help(FILE *out)
 static json_t *setting_json(const conf_t *conf, const setting_t *s)
 {
     const void *field = conf_field_const(conf, s);
-    char size[32];
+    char text[32];
 
     switch (s->kind) {
     case SETTING_STRING:
@@ -87,14 +108,19 @@ static json_t *setting_json(const conf_t *conf, const setting_t *s)
         return json_integer(*(const unsigned *)field);
     case SETTING_SIZE:
         /* A string, because a uint64_t need not fit jansson's signed integers. */
-        conf_format_size(*(const uint64_t *)field, size, sizeof(size));
-        return json_string(size);
+        conf_format_size(*(const uint64_t *)field, text, sizeof(text));
+        return json_string(text);
     case SETTING_BOOL:
         return json_boolean(*(const bool *)field);
     case SETTING_LOG_LEVEL:
         return json_string(conf_log_level_name(*(const log_level_t *)field));
     case SETTING_LOG_FORMAT:
         return json_string(conf_log_format_name(*(const log_format_t *)field));
+    case SETTING_CACHE_POLICY:
+        conf_cache_policy_format(field, text, sizeof(text));
+        return json_string(text);
+    case SETTING_CACHE_RULES:
+        return conf_cache_rules_json(conf);
     }
     return NULL;
 }

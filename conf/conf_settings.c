@@ -1,11 +1,12 @@
 /*
- * conf_settings.c - the table of larder's scalar settings: each key's type,
+ * conf_settings.c - the table of larder's settings: each key's type,
  * limits, embedded default and help text, and storing a value into conf_t.
  *
  * The table is the single source of truth: the defaults layer, the file's
  * schema, the environment names, the flags, --help and the effective-config
- * printout are all derived from it. Listeners are a list and live in
- * conf_listeners.c instead.
+ * printout are all derived from it. Cache policies and the cache.policies
+ * rules are read in conf_cache.c. Listeners, with their --listen flag that
+ * appends, live in conf_listeners.c instead.
  */
 #include <ctype.h>
 #include <stddef.h>
@@ -52,6 +53,22 @@ const setting_t conf_settings[] = {
      "directory holding the cache"},
     {"store.budget", SETTING_SIZE, FIELD(store.budget), false, false, MiB, 0, "10GiB", "SIZE",
      "disk space the cache may fill before evicting"},
+    {"store.high_water_percent", SETTING_UINT, FIELD(store.high_water_percent), false, false, 1, 100, "95", "N",
+     "start evicting when the cache fills this share of store.budget"},
+    {"store.low_water_percent", SETTING_UINT, FIELD(store.low_water_percent), false, false, 1, 100, "85", "N",
+     "evict down to this share of store.budget; below store.high_water_percent"},
+    {"cache.enabled", SETTING_BOOL, FIELD(cache.enabled), false, false, 0, 0, "true", "BOOL",
+     "false: pass everything through, store nothing"},
+    {"cache.max_object_size", SETTING_SIZE, FIELD(cache.max_object_size), false, false, 1, 0, "1GiB", "SIZE",
+     "larger objects stream through uncached"},
+    /* Off by default: GCS marks every private object "private"/"no-store", and
+     * caching private objects safely is larder's job, not upstream's veto. */
+    {"cache.honor_no_store", SETTING_BOOL, FIELD(cache.honor_no_store), false, false, 0, 0, "false", "BOOL",
+     "do not store responses upstream marks Cache-Control private or no-store"},
+    {"cache.default_policy", SETTING_CACHE_POLICY, FIELD(cache.default_policy), false, false, 0, 0, "always",
+     "POLICY", "how a hit that no rule in cache.policies matches is revalidated"},
+    {"cache.policies", SETTING_CACHE_RULES, FIELD(cache.rules), false, false, 0, 0, "", "RULES",
+     "policies by bucket and object name prefix; see Cache policies above"},
     {"log.level", SETTING_LOG_LEVEL, FIELD(log.level), false, false, 0, 0, "info", "LEVEL",
      "error, warn, info or debug"},
     {"log.format", SETTING_LOG_FORMAT, FIELD(log.format), false, false, 0, 0, "json", "FORMAT",
@@ -202,6 +219,10 @@ int conf_setting_set(conf_t *conf, const setting_t *s, const conf_value_t *value
             return -1;
         *(log_format_t *)field = (log_format_t)which;
         return 0;
+    case SETTING_CACHE_POLICY:
+        return conf_cache_policy_read(s->key, value, (cache_policy_t *)field, err);
+    case SETTING_CACHE_RULES:
+        return conf_cache_rules_read(conf, s->key, value, err);
     }
     return conf_fail(err, "config: %s: unhandled setting kind", s->key);
 }

@@ -24,10 +24,10 @@
 #include <time.h>
 
 #include "access_log.h"
+#include "forward.h"
 #include "gcs_error.h"
 #include "link_rewrite.h"
 #include "route.h"
-#include "worker.h"
 
 /* Sends stay at or under this size so TLS encrypts in modest batches. */
 #define FLUSH_HIGH_WATER (256 * 1024)
@@ -39,45 +39,6 @@
 #define MAX_REQUEST_HEADERS (64 * 1024)
 /* JSON bodies are buffered whole to rewrite links; past this they stream as is. */
 #define JSON_REWRITE_MAX (32 * 1024 * 1024)
-
-typedef struct byte_buffer {
-    char *base;
-    size_t len;
-    size_t cap;
-} byte_buffer_t;
-
-typedef struct forward {
-    h2o_generator_t super;
-    upstream_transfer_t transfer;
-    h2o_req_t *req;
-    worker_t *worker;
-    route_t route;
-    struct curl_slist *request_headers;
-    char *url;
-    char *public_base;
-
-    int status;          /* 0 until the final status line */
-    bool head_complete;  /* all headers of a final (non-1xx) response seen */
-    bool rewrite_json;   /* buffer the whole body to rewrite links */
-    bool is_head;
-    bool started;        /* h2o_start_response called */
-    bool responded;      /* a response (proxied or error) is under way */
-    bool sending;        /* an h2o_send awaits proceed */
-    bool paused;         /* curl's write callback returned PAUSE */
-    bool flushing;
-    bool timed_out;
-    byte_buffer_t pending;
-    byte_buffer_t inflight;
-    size_t request_body_len;
-    curl_off_t uploaded;       /* request body bytes upstream has taken */
-    h2o_timeout_entry_t response_timer; /* request sent -> response head */
-    h2o_timeout_entry_t idle_timer;     /* silence inside the body, unless paused */
-    h2o_timeout_entry_t watchdog;       /* the client holding a send too long */
-    uint64_t started_at;
-    int64_t upstream_ms;
-    uint64_t bytes_sent;
-    const char *error;
-} forward_t;
 
 static uint64_t now_ms(void)
 {
@@ -228,6 +189,8 @@ static size_t on_header(char *line, size_t size, size_t nitems, void *user)
         if (self->status >= 200) {
             self->head_complete = true;
             self->rewrite_json = wants_json_rewrite(self);
+            forward_cache_on_head(self);
+            self->head_handled = true;
             upstream_transfer_mark_ready(self->worker->upstream, &self->transfer);
         }
     } else if (self->status != 0) {
@@ -247,7 +210,10 @@ static size_t on_body(char *data, size_t size, size_t nitems, void *user)
         disarm(&self->idle_timer); /* waiting on the client is not upstream's silence */
         return CURL_WRITEFUNC_PAUSE;
     }
-    if (buffer_append(&self->pending, data, len) != 0)
+    size_t skip = 0, keep = len;
+    if (!self->rewrite_json)
+        keep = forward_cache_on_body(self, data, len, &skip);
+    if (keep != 0 && buffer_append(&self->pending, data + skip, keep) != 0)
         return 0; /* curl fails the transfer with CURLE_WRITE_ERROR */
     rearm_idle_timer(self);
     upstream_transfer_mark_ready(self->worker->upstream, &self->transfer);
@@ -391,6 +357,9 @@ static void start_response(forward_t *self)
     self->upstream_ms = (int64_t)(now_ms() - self->started_at);
     req->res.status = self->status;
     req->res.reason = reason_phrase(self->status);
+    if (self->plan != NULL && self->plan->creq.kind != CACHE_READ_NONE)
+        h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-cache"), 0, NULL, self->cache_state,
+                              strlen(self->cache_state));
     self->super.proceed = on_proceed;
     self->super.stop = on_stop;
     self->started = self->responded = true;
@@ -400,11 +369,15 @@ static void start_response(forward_t *self)
 static void on_ready(upstream_transfer_t *transfer)
 {
     forward_t *self = H2O_STRUCT_FROM_MEMBER(forward_t, transfer, transfer);
+    if (transfer->finished && !self->finish_handled && self->head_handled && !self->rewrite_json)
+        forward_cache_on_finish(self, transfer->result == CURLE_OK);
     if (self->responded && !self->started)
         return; /* an error response went out already */
     if (!self->started) {
         if (transfer->finished && transfer->result != CURLE_OK) {
             /* Nothing reached the client yet, so a clean error is still possible. */
+            if (!self->finish_handled)
+                forward_cache_on_finish(self, false);
             finish_error(self, error_kind_of(transfer->result), curl_easy_strerror(transfer->result));
             upstream_transfer_release(self->worker->upstream, transfer);
             return;
@@ -418,9 +391,15 @@ static void on_ready(upstream_transfer_t *transfer)
         disarm(&self->response_timer);
         if (!transfer->finished && !self->paused && !h2o_timeout_is_linked(&self->idle_timer))
             rearm_idle_timer(self);
+        if (forward_cache_take_over(self)) {
+            disarm(&self->idle_timer);
+            return; /* the cache answered (revalidated) or refused the range */
+        }
         if (self->rewrite_json) {
             if (!transfer->finished)
                 return;
+            forward_cache_on_json(self, self->pending.base, self->pending.len);
+            forward_cache_on_finish(self, true);
             rewrite_json_body(self);
         }
         start_response(self);
@@ -455,13 +434,15 @@ static void on_dispose(void *p)
     disarm(&self->response_timer);
     disarm(&self->idle_timer);
     disarm(&self->watchdog);
-    if (self->worker->conf->log.access_log)
+    if (self->filling) /* the client left mid-fill: what arrived is not a whole object */
+        fill_finish(&self->fill, false);
+    if (self->worker->conf->log.access_log && !self->handed_off)
         access_log_write(&(access_log_entry_t){.req = self->req,
                                            .api = self->route.api,
                                            .status = self->req->res.status,
                                            .bytes_sent = self->bytes_sent,
                                            .upstream_ms = self->upstream_ms,
-                                           .cache = "PASS",
+                                           .cache = self->cache_state,
                                            .error = self->error});
     curl_slist_free_all(self->request_headers);
     free(self->pending.base);
@@ -509,7 +490,7 @@ static int build_request_headers(forward_t *self)
     bool has_content_type = false;
     for (size_t i = 0; i != req->headers.size; i++) {
         const h2o_header_t *h = &req->headers.entries[i];
-        if (is_request_hop_by_hop(h->name))
+        if (is_request_hop_by_hop(h->name) || forward_cache_drops_header(self, h->name))
             continue;
         if (strip_accept_encoding && h2o_lcstris(h->name->base, h->name->len, H2O_STRLIT("accept-encoding")))
             continue;
@@ -519,6 +500,8 @@ static int build_request_headers(forward_t *self)
         if (append_header(&self->request_headers, name, h->value.base, h->value.len) != 0)
             return -1;
     }
+    if (forward_cache_request_headers(self, &self->request_headers) != 0)
+        return -1;
     /* Suppress what curl would add on its own. */
     static const char *const suppressed[] = {"Expect:", "Accept:"};
     for (size_t i = 0; i < 2; i++) {
@@ -666,18 +649,42 @@ static bool refuse_malformed(h2o_req_t *req, const route_t *route)
     return why != NULL;
 }
 
-static void answer_admin(h2o_req_t *req)
+static void send_admin_json(h2o_req_t *req, const char *body, size_t len)
+{
+    req->res.status = 200;
+    req->res.reason = "OK";
+    req->res.content_length = len;
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("application/json"));
+    h2o_send_inline(req, body, len);
+}
+
+static void answer_stats(h2o_req_t *req, cache_t *cache)
+{
+    store_stats_t st = {0};
+    if (cache != NULL)
+        store_stats_get(cache->store, &st);
+    char *body = h2o_mem_alloc_pool(&req->pool, 512);
+    int n = snprintf(body, 512,
+                     "{\"cache_enabled\":%s,\"budget\":%llu,\"used_bytes\":%llu,\"objects\":%llu,\"chunks\":%llu,"
+                     "\"evicted_objects\":%llu,\"evicted_bytes\":%llu,\"commits\":%llu,\"corrupt_chunks\":%llu,"
+                     "\"busy_rejections\":%llu}",
+                     cache != NULL ? "true" : "false", (unsigned long long)st.budget,
+                     (unsigned long long)st.used_bytes, (unsigned long long)st.objects, (unsigned long long)st.chunks,
+                     (unsigned long long)st.evicted_objects, (unsigned long long)st.evicted_bytes,
+                     (unsigned long long)st.commits, (unsigned long long)st.corrupt_chunks,
+                     (unsigned long long)st.busy_rejections);
+    send_admin_json(req, body, (size_t)n);
+}
+
+static void answer_admin(h2o_req_t *req, worker_t *worker)
 {
     static const char health[] = "{\"status\":\"ok\"}";
-    if (h2o_memis(req->path_normalized.base, req->path_normalized.len, H2O_STRLIT("/_larder/healthz"))) {
-        req->res.status = 200;
-        req->res.reason = "OK";
-        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("application/json"));
-        req->res.content_length = sizeof(health) - 1;
-        h2o_send_inline(req, health, sizeof(health) - 1);
-        return;
-    }
-    gcs_error_send(req, ERROR_FORMAT_JSON, GCS_ERROR_NOT_FOUND, "No such larder endpoint.");
+    if (h2o_memis(req->path_normalized.base, req->path_normalized.len, H2O_STRLIT("/_larder/healthz")))
+        send_admin_json(req, health, sizeof(health) - 1);
+    else if (h2o_memis(req->path_normalized.base, req->path_normalized.len, H2O_STRLIT("/_larder/stats")))
+        answer_stats(req, worker->cache);
+    else
+        gcs_error_send(req, ERROR_FORMAT_JSON, GCS_ERROR_NOT_FOUND, "No such larder endpoint.");
 }
 
 int forward_on_req(h2o_handler_t *handler, h2o_req_t *req)
@@ -689,18 +696,34 @@ int forward_on_req(h2o_handler_t *handler, h2o_req_t *req)
                    worker->conf->virtual_host_suffix);
 
     if (route.api == ROUTE_ADMIN) {
-        answer_admin(req);
+        answer_admin(req, worker);
         log_local_answer(req, route.api, NULL);
         return 0;
     }
     if (refuse_malformed(req, &route))
         return 0;
 
+    cache_plan_t *plan = NULL;
+    if (worker->cache != NULL) {
+        bool reads = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET")) ||
+                     h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD"));
+        if (!reads) /* drop the cached copy now; the answer drops it again once upstream confirmed */
+            forward_cache_invalidate_for_write(req, worker, &route);
+        else if ((plan = forward_cache_plan(req, worker, &route)) == NULL)
+            return 0; /* answered from the cache */
+    }
+    return forward_start(req, worker, &route, plan);
+}
+
+int forward_start(h2o_req_t *req, worker_t *worker, const route_t *route, cache_plan_t *plan)
+{
     forward_t *self = h2o_mem_alloc_shared(&req->pool, sizeof(*self), on_dispose);
     memset(self, 0, sizeof(*self));
     self->req = req;
     self->worker = worker;
-    self->route = route;
+    self->route = *route;
+    self->plan = plan;
+    self->cache_state = "PASS";
     self->is_head = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD"));
     self->upstream_ms = -1;
     self->response_timer.cb = on_response_timeout;

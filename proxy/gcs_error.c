@@ -21,6 +21,10 @@ static const struct error_kind_info error_kinds[] = {
                                       "The specified method is not allowed against this resource."},
     [GCS_ERROR_TOO_LARGE] = {413, "Payload Too Large", "uploadTooLarge", "EntityTooLarge",
                              "The request body is larger than this proxy accepts."},
+    [GCS_ERROR_PRECONDITION_FAILED] = {412, "Precondition Failed", "conditionNotMet", "PreconditionFailed",
+                                       "At least one of the pre-conditions you specified did not hold."},
+    [GCS_ERROR_RANGE_NOT_SATISFIABLE] = {416, "Requested Range Not Satisfiable", "requestedRangeNotSatisfiable",
+                                         "InvalidRange", "The requested range cannot be satisfied."},
     [GCS_ERROR_URI_TOO_LONG] = {414, "URI Too Long", "invalid", "InvalidURI", "The request URI is too long."},
     [GCS_ERROR_HEADERS_TOO_LARGE] = {431, "Request Header Fields Too Large", "invalid", "InvalidArgument",
                                      "The request headers are too large."},
@@ -100,7 +104,8 @@ static const char *content_type_of(error_format_t format)
     return format == ERROR_FORMAT_JSON ? "application/json; charset=UTF-8" : "application/xml; charset=UTF-8";
 }
 
-void gcs_error_send(h2o_req_t *req, error_format_t format, gcs_error_kind_t kind, const char *message)
+/* Sets status and headers and returns the body; the caller may add headers before sending it. */
+static h2o_iovec_t prepare_error(h2o_req_t *req, error_format_t format, gcs_error_kind_t kind, const char *message)
 {
     char *body = h2o_mem_alloc_pool(&req->pool, 2048);
     size_t len = gcs_error_format(body, 2048, format, kind, message);
@@ -115,7 +120,22 @@ void gcs_error_send(h2o_req_t *req, error_format_t format, gcs_error_kind_t kind
     if (kind == GCS_ERROR_METHOD_NOT_ALLOWED)
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ALLOW, NULL,
                        H2O_STRLIT("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"));
-    h2o_send_inline(req, body, len);
+    return h2o_iovec_init(body, len);
+}
+
+void gcs_error_send(h2o_req_t *req, error_format_t format, gcs_error_kind_t kind, const char *message)
+{
+    h2o_iovec_t body = prepare_error(req, format, kind, message);
+    h2o_send_inline(req, body.base, body.len);
+}
+
+void gcs_error_send_range_not_satisfiable(h2o_req_t *req, error_format_t format, uint64_t total)
+{
+    h2o_iovec_t body = prepare_error(req, format, GCS_ERROR_RANGE_NOT_SATISFIABLE, NULL);
+    char *value = h2o_mem_alloc_pool(&req->pool, 40);
+    int n = snprintf(value, 40, "bytes */%llu", (unsigned long long)total);
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_RANGE, NULL, value, (size_t)n);
+    h2o_send_inline(req, body.base, body.len);
 }
 
 /* --- filter for h2o's own error responses --- */
@@ -153,6 +173,10 @@ static gcs_error_kind_t kind_for_status(int status)
         return GCS_ERROR_METHOD_NOT_ALLOWED;
     case 413:
         return GCS_ERROR_TOO_LARGE;
+    case 412:
+        return GCS_ERROR_PRECONDITION_FAILED;
+    case 416:
+        return GCS_ERROR_RANGE_NOT_SATISFIABLE;
     case 414:
         return GCS_ERROR_URI_TOO_LONG;
     case 431:

@@ -18,6 +18,8 @@ typedef enum {
     GCS_ERROR_METHOD_NOT_ALLOWED,
     GCS_ERROR_TOO_LARGE,
     GCS_ERROR_URI_TOO_LONG,
+    GCS_ERROR_PRECONDITION_FAILED,
+    GCS_ERROR_RANGE_NOT_SATISFIABLE,
     GCS_ERROR_HEADERS_TOO_LARGE,
     GCS_ERROR_BAD_GATEWAY,
     GCS_ERROR_GATEWAY_TIMEOUT,
@@ -27,6 +29,9 @@ typedef enum {
 
 /* Sends a complete error response; message NULL uses the kind's default. */
 void gcs_error_send(h2o_req_t *req, error_format_t format, gcs_error_kind_t kind, const char *message);
+
+/* A 416 with the Content-Range: bytes * / total that RFC 7233 asks for. */
+void gcs_error_send_range_not_satisfiable(h2o_req_t *req, error_format_t format, uint64_t total);
 
 /* Formats the body into buf; returns its length (truncated to cap - 1). */
 size_t gcs_error_format(char *buf, size_t cap, error_format_t format, gcs_error_kind_t kind, const char *message);

@@ -40,6 +40,7 @@ struct server {
     listener_t *listeners;
     size_t num_listeners;
     worker_t *workers;
+    cache_t *cache; /* shared by every worker; NULL when caching is off */
     atomic_uint connections;
 };
 
@@ -210,6 +211,9 @@ static int worker_init(worker_t *worker, server_t *server, unsigned id)
     h2o_timeout_init(worker->loop, &worker->client_watchdog, conf->client_timeout_ms);
     h2o_timeout_init(worker->loop, &worker->upstream_response, conf->upstream.response_timeout_ms);
     h2o_timeout_init(worker->loop, &worker->upstream_idle, conf->upstream.idle_timeout_ms);
+    /* A follower re-checks for the next committed chunk this often. */
+    h2o_timeout_init(worker->loop, &worker->fill_poll, 5);
+    worker->cache = server->cache;
     if ((worker->upstream = upstream_pool_create(worker->loop, conf)) == NULL)
         return -1;
     if ((worker->stop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0)
@@ -272,6 +276,7 @@ static void worker_dispose(worker_t *worker, size_t num_listeners)
         h2o_timeout_dispose(worker->loop, &worker->client_watchdog);
         h2o_timeout_dispose(worker->loop, &worker->upstream_response);
         h2o_timeout_dispose(worker->loop, &worker->upstream_idle);
+        h2o_timeout_dispose(worker->loop, &worker->fill_poll);
         /* Let the closes above run before the loop goes. */
         h2o_evloop_run(worker->loop, 0);
         h2o_evloop_destroy(worker->loop);
@@ -341,9 +346,11 @@ int proxy_run(const conf_t *conf)
         return 1;
     }
     int status = 1;
-    if (open_listeners(&server) == 0 && (server.workers = calloc(conf->worker_threads, sizeof(worker_t))) != NULL)
+    if (open_listeners(&server) == 0 && cache_open(&server.cache, conf) == 0 &&
+        (server.workers = calloc(conf->worker_threads, sizeof(worker_t))) != NULL)
         status = run_workers(&server);
     free(server.workers);
+    cache_close(server.cache);
     close_listeners(&server);
     curl_global_cleanup();
     return status;

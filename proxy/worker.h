@@ -12,6 +12,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 
+#include "cache.h"
 #include "conf.h"
 #include "upstream.h"
 
@@ -33,6 +34,8 @@ struct worker {
     pthread_t thread;
     h2o_evloop_t *loop;
     upstream_pool_t *upstream;
+    cache_t *cache;                  /* shared by all workers; NULL when caching is off */
+    h2o_timeout_t fill_poll;         /* short: a follower checking for the next committed chunk */
     h2o_timeout_t client_watchdog;   /* conf->client_timeout_ms: send outstanding too long */
     h2o_timeout_t upstream_response; /* conf->upstream.response_timeout_ms: waiting for headers */
     h2o_timeout_t upstream_idle;     /* conf->upstream.idle_timeout_ms: silence inside a body */

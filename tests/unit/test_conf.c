@@ -72,6 +72,9 @@ static void test_defaults(void)
     CHECK(c.max_request_body == 1ULL << 30);
     CHECK_STR(c.store.path, "./var/store");
     CHECK(c.store.budget == 10ULL << 30);
+    CHECK(c.store.high_water_percent == 95 && c.store.low_water_percent == 85);
+    CHECK(c.cache.enabled && !c.cache.honor_no_store && c.cache.max_object_size == 1ULL << 30);
+    CHECK(c.cache.default_policy.kind == CACHE_POLICY_ALWAYS && c.cache.num_rules == 0);
     CHECK(c.log.level == LOG_LEVEL_INFO);
     CHECK(c.log.format == LOG_FORMAT_JSON);
     CHECK(c.log.access_log);
@@ -429,7 +432,8 @@ static void test_help_text(void)
         const setting_t *s = &conf_settings[i];
         conf_setting_env_name(s, env, sizeof(env));
         snprintf(flag, sizeof(flag), "--%s=", s->key);
-        snprintf(line, sizeof(line), "  %s = %s\n", s->key, s->def ? s->def : "(unset)");
+        /* NULL is an unset string; "" an empty list (cache.policies). */
+        snprintf(line, sizeof(line), "  %s = %s\n", s->key, s->def ? (*s->def ? s->def : "(none)") : "(unset)");
         CHECK(strstr(help, env) != NULL);
         CHECK(strstr(help, flag) != NULL);
         CHECK(strstr(help, line) != NULL);

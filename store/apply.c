@@ -1,0 +1,395 @@
+/*
+ * apply.c - the writer's transactions: each queued op becomes a change to
+ * the "meta" and "chunks" databases that keeps their invariant (chunks only
+ * for the recorded generation, counted exactly in the record), plus a note
+ * of the object's new state for the index, applied once the commit succeeds.
+ *
+ * An op that no longer makes sense when its turn comes (a chunk of a version
+ * since replaced, evicted or invalidated) is dropped quietly: the queue is
+ * asynchronous, and the caller serves from upstream either way. Functions
+ * return LMDB codes; any failure aborts the whole transaction.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "store_internal.h"
+
+void apply_init(apply_ctx_t *a, store_t *s)
+{
+    memset(a, 0, sizeof(*a));
+    a->store = s;
+}
+
+static void discard_deltas(apply_ctx_t *a)
+{
+    size_t i;
+
+    for (i = 0; i < a->ndeltas; i++)
+        free(a->deltas[i].spare);
+    a->ndeltas = 0;
+}
+
+void apply_destroy(apply_ctx_t *a)
+{
+    discard_deltas(a);
+    free(a->deltas);
+    free(a->scratch);
+    memset(a, 0, sizeof(*a));
+}
+
+/* Runs body in one write transaction; on commit, brings the index up to date. */
+int apply_txn(apply_ctx_t *a, apply_body_fn body, void *arg)
+{
+    store_t *s = a->store;
+    int rc;
+
+    discard_deltas(a);
+    a->freed = 0;
+    rc = mdb_txn_begin(s->env, NULL, 0, &a->txn);
+    if (rc != MDB_SUCCESS) {
+        a->txn = NULL;
+        return rc;
+    }
+    rc = body(a, arg);
+    if (rc == MDB_SUCCESS)
+        rc = mdb_txn_commit(a->txn); /* frees the transaction even when it fails */
+    else
+        mdb_txn_abort(a->txn);
+    a->txn = NULL;
+    if (rc != MDB_SUCCESS) {
+        discard_deltas(a);
+        return rc;
+    }
+    index_apply(&s->index, a->deltas, a->ndeltas);
+    a->ndeltas = 0;
+    atomic_fetch_add(&s->commits, 1);
+    return MDB_SUCCESS;
+}
+
+static index_delta_t *new_delta(apply_ctx_t *a, const store_key_t *key)
+{
+    index_delta_t *d;
+
+    if (a->ndeltas == a->deltas_cap) {
+        size_t cap = a->deltas_cap ? a->deltas_cap * 2 : 64;
+        index_delta_t *grown = realloc(a->deltas, cap * sizeof(*grown));
+
+        if (grown == NULL)
+            return NULL;
+        a->deltas = grown;
+        a->deltas_cap = cap;
+    }
+    d = &a->deltas[a->ndeltas++];
+    memset(d, 0, sizeof(*d));
+    d->key = *key;
+    return d;
+}
+
+/* Records key's state after this op: record_len bytes of metadata plus the chunks f counts. */
+static int note(apply_ctx_t *a, const store_key_t *key, const meta_fixed_t *f, size_t record_len, bool created,
+                bool to_front)
+{
+    index_delta_t *d = new_delta(a, key);
+
+    if (d == NULL)
+        return ENOMEM;
+    d->present = true;
+    d->to_front = to_front;
+    d->bytes = lmdb_footprint(a->store->psize, STORE_KEY_SIZE, record_len) + f->chunk_bytes;
+    d->chunks = f->chunks_present;
+    d->access_seq = f->access_seq;
+    d->last_access = f->last_access;
+    if (created && (d->spare = calloc(1, sizeof(*d->spare))) == NULL)
+        return ENOMEM;
+    return MDB_SUCCESS;
+}
+
+static int note_gone(apply_ctx_t *a, const store_key_t *key)
+{
+    return new_delta(a, key) != NULL ? MDB_SUCCESS : ENOMEM;
+}
+
+static int reserve_scratch(apply_ctx_t *a, size_t len)
+{
+    unsigned char *grown;
+
+    if (len <= a->scratch_cap)
+        return MDB_SUCCESS;
+    grown = realloc(a->scratch, len);
+    if (grown == NULL)
+        return ENOMEM;
+    a->scratch = grown;
+    a->scratch_cap = len;
+    return MDB_SUCCESS;
+}
+
+/*
+ * Copies key's record into the scratch buffer (a pointer into LMDB would not
+ * survive the puts that follow) and reads its fixed part; *sound is false
+ * when the record is damaged. MDB_NOTFOUND when there is none.
+ */
+static int load_meta(apply_ctx_t *a, const store_key_t *key, size_t *len, meta_fixed_t *f, bool *sound)
+{
+    MDB_val k = {STORE_KEY_SIZE, (void *)key->hash}, v;
+    int rc = mdb_get(a->txn, a->store->dbi_meta, &k, &v);
+
+    if (rc != MDB_SUCCESS)
+        return rc;
+    if ((rc = reserve_scratch(a, v.mv_size)) != MDB_SUCCESS)
+        return rc;
+    memcpy(a->scratch, v.mv_data, v.mv_size);
+    *len = v.mv_size;
+    *sound = meta_read_fixed(a->scratch, *len, key, f);
+    return MDB_SUCCESS;
+}
+
+/* Re-seals the scratch record with f and stores it. */
+static int store_meta(apply_ctx_t *a, const store_key_t *key, size_t len, const meta_fixed_t *f)
+{
+    MDB_val k = {STORE_KEY_SIZE, (void *)key->hash}, v = {len, a->scratch};
+
+    meta_write_fixed(a->scratch, len, key, f);
+    return mdb_put(a->txn, a->store->dbi_meta, &k, &v, 0);
+}
+
+/*
+ * A value whose page header is garbled cannot be freed safely (LMDB would
+ * free the wrong pages), so it stays, and the store is marked to be rebuilt
+ * at the next open; until then, that object is simply gone.
+ */
+static int keep_damaged_value(apply_ctx_t *a)
+{
+    store_log(a->store, STORE_LOG_ERROR,
+              "store %s: a chunk's LMDB page header is damaged; the store will be rebuilt at the next start",
+              a->store->path);
+    return env_mark_damaged(a->txn, a->store);
+}
+
+/* Deletes every chunk of key, of any generation. */
+static int delete_chunks(apply_ctx_t *a, const store_key_t *key)
+{
+    store_t *s = a->store;
+    chunk_key_t start;
+    MDB_cursor *cur;
+    MDB_val k = {CHUNK_KEY_SIZE, start.bytes}, v;
+    int rc;
+
+    chunk_key_make(&start, key, 0, 0); /* the smallest key with this prefix */
+    if ((rc = mdb_cursor_open(a->txn, s->dbi_chunks, &cur)) != MDB_SUCCESS)
+        return rc;
+    rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    while (rc == MDB_SUCCESS && k.mv_size == CHUNK_KEY_SIZE && memcmp(k.mv_data, key->hash, STORE_KEY_SIZE) == 0) {
+        if (lmdb_overflow_ok(&v, s->psize, NULL, 0)) {
+            a->freed += lmdb_footprint(s->psize, CHUNK_KEY_SIZE, v.mv_size);
+            rc = mdb_cursor_del(cur, 0);
+        } else {
+            rc = keep_damaged_value(a);
+        }
+        if (rc == MDB_SUCCESS)
+            rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT); /* after a delete: the item that followed */
+    }
+    mdb_cursor_close(cur);
+    return rc == MDB_NOTFOUND ? MDB_SUCCESS : rc;
+}
+
+/* Deletes key's record and all its chunks (eviction, invalidation, damage). */
+int apply_delete_object(apply_ctx_t *a, const store_key_t *key)
+{
+    store_t *s = a->store;
+    MDB_val k = {STORE_KEY_SIZE, (void *)key->hash}, v;
+    int rc = mdb_get(a->txn, s->dbi_meta, &k, &v);
+
+    if (rc == MDB_SUCCESS) {
+        a->freed += lmdb_footprint(s->psize, STORE_KEY_SIZE, v.mv_size);
+        rc = mdb_del(a->txn, s->dbi_meta, &k, NULL);
+    }
+    if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND)
+        return rc;
+    if ((rc = delete_chunks(a, key)) != MDB_SUCCESS)
+        return rc;
+    return note_gone(a, key);
+}
+
+static int fill_begin(apply_ctx_t *a, const op_t *op)
+{
+    store_t *s = a->store;
+    meta_fixed_t old, f;
+    size_t old_len;
+    bool sound = false, had, same;
+    int rc = load_meta(a, &op->key, &old_len, &old, &sound);
+
+    if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND)
+        return rc;
+    had = rc == MDB_SUCCESS;
+    if ((rc = reserve_scratch(a, op->len)) != MDB_SUCCESS)
+        return rc;
+    memcpy(a->scratch, op->data, op->len);
+    if (!meta_read_fixed(a->scratch, op->len, &op->key, &f))
+        return EINVAL; /* write.c encoded it: cannot happen */
+    /* The size too: chunk lengths follow from it, whatever a confused caller says of generations. */
+    same = had && sound && old.generation == f.generation && old.size == f.size;
+    /* Another version's chunks go in the same commit that records this one. */
+    if (had && !same && (rc = delete_chunks(a, &op->key)) != MDB_SUCCESS)
+        return rc;
+    /* Refilling the cached version keeps the chunks it has: only the missing ones need fetching. */
+    f.chunks_present = same ? old.chunks_present : 0;
+    f.chunk_bytes = same ? old.chunk_bytes : 0;
+    f.access_seq = index_next_seq(&s->index);
+    f.last_access = time(NULL);
+    if ((rc = store_meta(a, &op->key, op->len, &f)) != MDB_SUCCESS)
+        return rc;
+    return note(a, &op->key, &f, op->len, !had, true);
+}
+
+/* Whether a chunk op still fits the recorded version; the reason it does not, for the log. */
+static const char *chunk_misfit(const op_t *op, const meta_fixed_t *f)
+{
+    if (f->generation != op->generation)
+        return "another generation is cached";
+    if (op->index >= f->num_chunks)
+        return "index past the object's end";
+    if (op->kind == OP_CHUNK_PUT && op->len != chunk_expected_len(f->size, op->index))
+        return "wrong length for its index";
+    return NULL;
+}
+
+static int chunk_put(apply_ctx_t *a, const op_t *op)
+{
+    store_t *s = a->store;
+    meta_fixed_t f;
+    chunk_key_t ck;
+    size_t len;
+    bool sound;
+    const char *misfit;
+    MDB_val k = {CHUNK_KEY_SIZE, ck.bytes}, v;
+    int rc;
+
+    if (a->skip_chunks)
+        return MDB_SUCCESS;
+    rc = load_meta(a, &op->key, &len, &f, &sound);
+    if (rc == MDB_NOTFOUND)
+        return MDB_SUCCESS; /* evicted or invalidated since it was queued */
+    if (rc != MDB_SUCCESS)
+        return rc;
+    if (!sound)
+        return apply_delete_object(a, &op->key);
+    if ((misfit = chunk_misfit(op, &f)) != NULL) {
+        store_log(s, STORE_LOG_DEBUG, "store: chunk %u of generation %lld dropped: %s", op->index,
+                  (long long)op->generation, misfit);
+        return MDB_SUCCESS;
+    }
+    chunk_key_make(&ck, &op->key, op->generation, op->index);
+    v.mv_size = chunk_value_size(op->len, s->psize);
+    v.mv_data = NULL;
+    /* Reserve and fill in place: the payload is copied once, from the queue into the page. */
+    rc = mdb_put(a->txn, s->dbi_chunks, &k, &v, MDB_NOOVERWRITE | MDB_RESERVE);
+    if (rc == MDB_KEYEXIST)
+        return MDB_SUCCESS; /* already committed: chunks of one generation never change */
+    if (rc != MDB_SUCCESS)
+        return rc;
+    chunk_value_fill(v.mv_data, v.mv_size, &ck, op->data, op->len);
+    f.chunks_present++;
+    f.chunk_bytes += lmdb_footprint(s->psize, CHUNK_KEY_SIZE, v.mv_size);
+    if ((rc = store_meta(a, &op->key, len, &f)) != MDB_SUCCESS)
+        return rc;
+    return note(a, &op->key, &f, len, false, false);
+}
+
+/* A reader found this chunk's checksum wrong: remove it, so it is refetched. */
+static int drop_chunk(apply_ctx_t *a, const op_t *op)
+{
+    store_t *s = a->store;
+    meta_fixed_t f;
+    chunk_key_t ck;
+    size_t len;
+    bool sound;
+    MDB_val k = {CHUNK_KEY_SIZE, ck.bytes}, v;
+    int rc = load_meta(a, &op->key, &len, &f, &sound);
+
+    if (rc == MDB_NOTFOUND)
+        return MDB_SUCCESS;
+    if (rc != MDB_SUCCESS)
+        return rc;
+    if (!sound)
+        return apply_delete_object(a, &op->key);
+    if (chunk_misfit(op, &f) != NULL)
+        return MDB_SUCCESS;
+    chunk_key_make(&ck, &op->key, op->generation, op->index);
+    rc = mdb_get(a->txn, s->dbi_chunks, &k, &v);
+    if (rc == MDB_NOTFOUND)
+        return MDB_SUCCESS; /* another reader reported it first */
+    if (rc != MDB_SUCCESS)
+        return rc;
+    if (!lmdb_overflow_ok(&v, s->psize, NULL, 0))
+        return keep_damaged_value(a);
+    f.chunks_present--;
+    f.chunk_bytes -= lmdb_footprint(s->psize, CHUNK_KEY_SIZE, v.mv_size);
+    if ((rc = mdb_del(a->txn, s->dbi_chunks, &k, NULL)) != MDB_SUCCESS)
+        return rc;
+    if ((rc = store_meta(a, &op->key, len, &f)) != MDB_SUCCESS)
+        return rc;
+    return note(a, &op->key, &f, len, false, false);
+}
+
+/* New metadata for the cached version; its chunks, counts and recency stay. */
+static int meta_update(apply_ctx_t *a, const op_t *op)
+{
+    meta_fixed_t old, f;
+    size_t old_len;
+    bool sound;
+    int rc = load_meta(a, &op->key, &old_len, &old, &sound);
+
+    if (rc == MDB_NOTFOUND)
+        return MDB_SUCCESS;
+    if (rc != MDB_SUCCESS)
+        return rc;
+    if (!sound)
+        return apply_delete_object(a, &op->key);
+    if ((rc = reserve_scratch(a, op->len)) != MDB_SUCCESS)
+        return rc;
+    memcpy(a->scratch, op->data, op->len);
+    if (!meta_read_fixed(a->scratch, op->len, &op->key, &f))
+        return EINVAL; /* write.c encoded it: cannot happen */
+    if (f.generation != old.generation)
+        return MDB_SUCCESS; /* the version it describes is not the one cached */
+    old.metageneration = f.metageneration;
+    if ((rc = store_meta(a, &op->key, op->len, &old)) != MDB_SUCCESS)
+        return rc;
+    return note(a, &op->key, &old, op->len, false, false);
+}
+
+int apply_op(apply_ctx_t *a, const op_t *op)
+{
+    switch (op->kind) {
+    case OP_FILL_BEGIN:
+        return fill_begin(a, op);
+    case OP_CHUNK_PUT:
+        return chunk_put(a, op);
+    case OP_META_UPDATE:
+        return meta_update(a, op);
+    case OP_INVALIDATE:
+        return apply_delete_object(a, &op->key);
+    case OP_DROP_CHUNK:
+        return drop_chunk(a, op);
+    }
+    return EINVAL;
+}
+
+/* Writes an object's in-memory recency into its record, so a restart keeps the LRU order. */
+int apply_recency(apply_ctx_t *a, const recency_t *r)
+{
+    meta_fixed_t f;
+    size_t len;
+    bool sound;
+    int rc = load_meta(a, &r->key, &len, &f, &sound);
+
+    if (rc == MDB_NOTFOUND || (rc == MDB_SUCCESS && !sound))
+        return MDB_SUCCESS; /* gone, or damaged and left for a reader to report */
+    if (rc != MDB_SUCCESS)
+        return rc;
+    f.access_seq = r->access_seq;
+    f.last_access = r->last_access;
+    return store_meta(a, &r->key, len, &f);
+}

@@ -1,0 +1,95 @@
+/*
+ * evict.c - keeping the store within its budget, and its LRU order across
+ * restarts. Both run only on the writer thread, never on a caller's.
+ *
+ * Eviction removes whole objects, least recently used first in the index's
+ * order, until usage is down to a target, committing each group of victims
+ * on its own: pages freed by a committed transaction are what the next
+ * transaction can reuse, so evicting before writing keeps the file from
+ * growing. Recency lives in memory (store_touch never writes); the writer
+ * copies touched objects' recency into their records every few seconds.
+ */
+#include <stdlib.h>
+
+#include "store_internal.h"
+
+/* Objects deleted per eviction commit: enough to amortise the commit, few enough to keep it short. */
+#define EVICT_BATCH 64
+/* Records rewritten per recency commit. */
+#define RECENCY_BATCH 512
+
+typedef struct victims {
+    store_key_t keys[EVICT_BATCH];
+    size_t n;
+} victims_t;
+
+static int delete_victims(apply_ctx_t *a, void *arg)
+{
+    victims_t *v = arg;
+    size_t i;
+    int rc;
+
+    for (i = 0; i < v->n; i++)
+        if ((rc = apply_delete_object(a, &v->keys[i])) != MDB_SUCCESS)
+            return rc;
+    return MDB_SUCCESS;
+}
+
+/* Evicts least recently used objects until the store's usage is at most target bytes. */
+void evict_to(store_t *s, apply_ctx_t *a, uint64_t target)
+{
+    victims_t v;
+    uint64_t used, after;
+    int rc;
+
+    for (;;) {
+        index_usage(&s->index, &used, NULL, NULL);
+        if (used <= target)
+            return;
+        v.n = index_victims(&s->index, used - target, v.keys, EVICT_BATCH);
+        if (v.n == 0)
+            return;
+        if ((rc = apply_txn(a, delete_victims, &v)) != MDB_SUCCESS) {
+            store_log(s, STORE_LOG_ERROR, "store %s: eviction failed: %s", s->path, mdb_strerror(rc));
+            return;
+        }
+        index_usage(&s->index, &after, NULL, NULL);
+        atomic_fetch_add(&s->evicted_objects, v.n);
+        atomic_fetch_add(&s->evicted_bytes, used > after ? used - after : 0);
+    }
+}
+
+typedef struct recency_batch {
+    recency_t *items;
+    size_t n;
+} recency_batch_t;
+
+static int write_recency(apply_ctx_t *a, void *arg)
+{
+    recency_batch_t *b = arg;
+    size_t i;
+    int rc;
+
+    for (i = 0; i < b->n; i++)
+        if ((rc = apply_recency(a, &b->items[i])) != MDB_SUCCESS)
+            return rc;
+    return MDB_SUCCESS;
+}
+
+/* Persists the recency of every object touched since the last call. */
+void persist_recency(store_t *s, apply_ctx_t *a)
+{
+    recency_batch_t b;
+    int rc;
+
+    b.items = malloc(RECENCY_BATCH * sizeof(*b.items));
+    if (b.items == NULL)
+        return; /* the touches still order eviction; only a restart would forget them */
+    while ((b.n = index_take_dirty(&s->index, b.items, RECENCY_BATCH)) > 0) {
+        if ((rc = apply_txn(a, write_recency, &b)) != MDB_SUCCESS) {
+            store_log(s, STORE_LOG_WARN, "store %s: persisting recency failed: %s", s->path, mdb_strerror(rc));
+            break;
+        }
+    }
+    free(b.items);
+}

@@ -1,0 +1,112 @@
+/*
+ * read.c - the hit path: metadata, chunk presence and chunk reads, callable
+ * from any thread.
+ *
+ * Each call is one short read transaction that ends before the call returns.
+ * A read transaction pins every page freed after it began, so one held across
+ * client I/O would let the file grow by everything written meanwhile. The
+ * chunk's checksum is verified after the transaction ends, on the caller's
+ * copy. Nothing here writes: damage found is queued for the writer to remove.
+ */
+#include <string.h>
+
+#include "store_internal.h"
+
+static MDB_txn *read_begin(store_t *s)
+{
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
+
+    if (rc != MDB_SUCCESS) {
+        store_log(s, STORE_LOG_ERROR, "store %s: read transaction failed: %s", s->path, mdb_strerror(rc));
+        return NULL;
+    }
+    return txn;
+}
+
+/* Damage seen by a reader: queue its removal. Never refused, and losing it only delays the cleanup. */
+static void schedule_removal(store_t *s, op_kind_t kind, const store_key_t *key, int64_t generation, uint32_t index)
+{
+    op_t *op = op_new(kind, key, 0);
+
+    if (op == NULL)
+        return;
+    op->generation = generation;
+    op->index = index;
+    (void)writer_enqueue(s, op, false);
+}
+
+int store_meta_get(store_t *store, const store_key_t *key, store_meta_t *meta)
+{
+    MDB_val k = {STORE_KEY_SIZE, (void *)key->hash}, v;
+    MDB_txn *txn;
+    int rc;
+
+    memset(meta, 0, sizeof(*meta));
+    if ((txn = read_begin(store)) == NULL)
+        return STORE_ERROR;
+    rc = mdb_get(txn, store->dbi_meta, &k, &v);
+    if (rc == MDB_SUCCESS)
+        rc = meta_decode(v.mv_data, v.mv_size, key, meta);
+    else if (rc == MDB_NOTFOUND)
+        rc = STORE_NOT_FOUND;
+    else
+        rc = STORE_ERROR;
+    mdb_txn_abort(txn);
+    if (rc == STORE_CORRUPT) {
+        store_log(store, STORE_LOG_WARN, "store %s: a damaged metadata record was found; removing the object",
+                  store->path);
+        schedule_removal(store, OP_INVALIDATE, key, 0, 0);
+    }
+    return rc;
+}
+
+bool store_chunk_present(store_t *store, const store_key_t *key, int64_t generation, uint32_t index)
+{
+    chunk_key_t ck;
+    MDB_val k = {CHUNK_KEY_SIZE, ck.bytes}, v;
+    MDB_txn *txn;
+    int rc;
+
+    chunk_key_make(&ck, key, generation, index);
+    if ((txn = read_begin(store)) == NULL)
+        return false;
+    rc = mdb_get(txn, store->dbi_chunks, &k, &v);
+    mdb_txn_abort(txn);
+    return rc == MDB_SUCCESS;
+}
+
+ssize_t store_chunk_read(store_t *store, const store_key_t *key, int64_t generation, uint32_t index, void *buf,
+                         size_t cap)
+{
+    chunk_key_t ck;
+    MDB_val k = {CHUNK_KEY_SIZE, ck.bytes}, v;
+    MDB_txn *txn;
+    uint32_t crc = 0;
+    size_t len = 0;
+    int rc;
+
+    chunk_key_make(&ck, key, generation, index);
+    if ((txn = read_begin(store)) == NULL)
+        return STORE_ERROR;
+    rc = mdb_get(txn, store->dbi_chunks, &k, &v);
+    if (rc == MDB_SUCCESS) {
+        rc = chunk_value_header(&v, &crc, &len);
+        if (rc == STORE_OK && len > cap)
+            rc = STORE_ERROR;
+        if (rc == STORE_OK)
+            memcpy(buf, (const unsigned char *)v.mv_data + CHUNK_HEADER_SIZE, len);
+    } else {
+        rc = rc == MDB_NOTFOUND ? STORE_NOT_FOUND : STORE_ERROR;
+    }
+    mdb_txn_abort(txn);
+    if (rc == STORE_OK && !chunk_payload_ok(crc, &ck, buf, len))
+        rc = STORE_CORRUPT;
+    if (rc == STORE_CORRUPT) {
+        atomic_fetch_add(&store->corrupt_chunks, 1);
+        store_log(store, STORE_LOG_WARN, "store %s: chunk %u of generation %lld failed its checksum; removing it",
+                  store->path, index, (long long)generation);
+        schedule_removal(store, OP_DROP_CHUNK, key, generation, index);
+    }
+    return rc == STORE_OK ? (ssize_t)len : rc;
+}

@@ -1,0 +1,288 @@
+/*
+ * store_internal.h - what store/'s files share, and nothing outside store/
+ * may use: the store itself, its LMDB layout, and each file's functions for
+ * the others.
+ *
+ * The LMDB environment holds three named databases:
+ *   "info"    one record, "format": magic, layout version, chunk and page size.
+ *   "meta"    key hash (32) -> the object's metadata record (meta.c).
+ *   "chunks"  key hash (32) + generation (8, big-endian) + index (4, big-endian)
+ *             -> one chunk value (chunk.c). Big-endian so that an object's
+ *             chunks sort together, by generation then index: one range scan
+ *             finds them all, and versions never mix.
+ *
+ * What every commit keeps true, and store_open verifies: a chunk exists only
+ * for the generation its object's metadata record names, and that record's
+ * chunks_present and chunk_bytes count exactly those chunks. The in-memory
+ * index (index.c) mirrors the committed records: it changes only after a
+ * commit succeeds.
+ *
+ * Threads: callers read through short read transactions (read.c) and queue
+ * writes (write.c); one writer thread (writer.c) applies them in batched
+ * write transactions (apply.c) and evicts (evict.c). No other thread ever
+ * opens a write transaction.
+ */
+#ifndef LARDER_STORE_INTERNAL_H
+#define LARDER_STORE_INTERNAL_H
+
+#include <lmdb.h>
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "store.h"
+
+/* Levels passed to config->log: the same numbers as conf's log_level_t. */
+enum { STORE_LOG_ERROR, STORE_LOG_WARN, STORE_LOG_INFO, STORE_LOG_DEBUG };
+
+#define STORE_KEY_SIZE 32
+#define CHUNK_KEY_SIZE (STORE_KEY_SIZE + 8 + 4)
+/* A chunk value starts with crc32c (4, little-endian) and payload length (4, little-endian). */
+#define CHUNK_HEADER_SIZE 8
+/* LMDB's page header (PAGEHDRSZ): a value of n * psize - 16 bytes fills n overflow pages exactly. */
+#define LMDB_PAGE_HEADER 16
+
+/* A write transaction commits once its ops hold this many bytes (or the interval passes). */
+#define WRITER_BATCH_MAX ((size_t)32 << 20)
+/* How often the writer persists recency and flushes the file (MDB_NOSYNC leaves that to us). */
+#define RECENCY_PERSIST_MS 10000
+#define ENV_SYNC_MS 5000
+
+/* ---- index.c: the in-memory index of cached objects, for LRU and accounting ---- */
+
+typedef struct index_entry {
+    store_key_t key;
+    struct index_entry *chain;      /* next in its hash bucket */
+    struct index_entry *prev, *next; /* LRU list, see store_index_t.lru */
+    uint64_t bytes;                 /* charged: metadata record plus chunks */
+    uint64_t access_seq;            /* recency order; persisted in the record */
+    int64_t last_access;            /* unix seconds */
+    uint32_t chunks;
+    bool dirty;                     /* touched since its recency was last persisted */
+} index_entry_t;
+
+/* One object's state after a committed change, for index_apply. */
+typedef struct index_delta {
+    store_key_t key;
+    bool present;            /* false: the object is gone */
+    bool to_front;           /* a new fill: make it the most recently used */
+    uint64_t bytes;
+    uint64_t access_seq;
+    int64_t last_access;
+    uint32_t chunks;
+    index_entry_t *spare;    /* allocated before the commit, so applying cannot fail */
+} index_delta_t;
+
+/* An object's recency, taken from the index to be written into its record. */
+typedef struct recency {
+    store_key_t key;
+    uint64_t access_seq;
+    int64_t last_access;
+} recency_t;
+
+typedef struct store_index {
+    pthread_mutex_t lock;    /* guards everything below */
+    index_entry_t **buckets;
+    size_t nbuckets;         /* a power of two */
+    index_entry_t lru;       /* sentinel: lru.next is the most recently used entry, lru.prev the least */
+    uint64_t objects, chunks, used_bytes;
+    uint64_t last_seq;       /* highest access_seq handed out */
+    store_key_t *dirty;      /* keys touched since the last persist, each once */
+    size_t ndirty, dirty_cap;
+} store_index_t;
+
+int index_init(store_index_t *ix, size_t expected_objects);
+void index_destroy(store_index_t *ix);
+uint64_t index_next_seq(store_index_t *ix);
+void index_touch(store_index_t *ix, const store_key_t *key, int64_t now);
+void index_apply(store_index_t *ix, index_delta_t *deltas, size_t n);
+void index_load(store_index_t *ix, index_entry_t **entries, size_t n);
+size_t index_victims(store_index_t *ix, uint64_t want_bytes, store_key_t *out, size_t max);
+size_t index_take_dirty(store_index_t *ix, recency_t *out, size_t max);
+void index_usage(store_index_t *ix, uint64_t *used, uint64_t *objects, uint64_t *chunks);
+
+/* ---- writer.c: the queue and the writer thread ---- */
+
+typedef enum { OP_FILL_BEGIN, OP_CHUNK_PUT, OP_META_UPDATE, OP_INVALIDATE, OP_DROP_CHUNK } op_kind_t;
+
+/* One queued write; a single allocation with its data, owned by the queue until committed. */
+typedef struct op {
+    struct op *next;
+    op_kind_t kind;
+    store_key_t key;
+    int64_t generation;      /* OP_CHUNK_PUT, OP_DROP_CHUNK */
+    uint32_t index;          /* OP_CHUNK_PUT, OP_DROP_CHUNK */
+    uint64_t seq;            /* position in the queue, for store_sync */
+    int64_t queued_ms;       /* when it was queued (monotonic) */
+    size_t charge;           /* bytes it counts against max_queue_bytes */
+    size_t len;              /* bytes in data: chunk payload or encoded metadata record */
+    unsigned char data[];
+} op_t;
+
+typedef struct writer {
+    pthread_t thread;
+    pthread_mutex_t lock;    /* guards everything below */
+    pthread_cond_t wake;     /* the writer waits: work, a sync, or stop */
+    pthread_cond_t done;     /* store_sync and store_open wait: commits, start-up */
+    op_t *head, *tail;       /* queued, not yet taken by the writer */
+    size_t pending_bytes;    /* charge of the ops still queued */
+    size_t queued_bytes;     /* charge of everything not yet committed, taken or not */
+    uint64_t enqueued_seq, committed_seq;
+    uint64_t failed_seq;     /* last seq of the latest batch lost to an error */
+    unsigned sync_waiters;
+    bool started, stopping, broken;
+    int start_rc;
+} writer_t;
+
+op_t *op_new(op_kind_t kind, const store_key_t *key, size_t len);
+int writer_start(store_t *s);
+void writer_stop(store_t *s);
+bool writer_would_refuse(store_t *s, size_t len);
+int writer_enqueue(store_t *s, op_t *op, bool refusable);
+int writer_sync(store_t *s);
+
+/* ---- apply.c: write transactions on the writer thread ---- */
+
+typedef struct apply_ctx {
+    store_t *store;
+    MDB_txn *txn;
+    index_delta_t *deltas;   /* what this transaction changed, for the index after commit */
+    size_t ndeltas, deltas_cap;
+    unsigned char *scratch;  /* a metadata record being rewritten */
+    size_t scratch_cap;
+    bool skip_chunks;        /* MAP_FULL despite eviction: apply all but chunk puts */
+    uint64_t freed;          /* bytes of objects deleted in this transaction */
+} apply_ctx_t;
+
+typedef int (*apply_body_fn)(apply_ctx_t *a, void *arg);
+
+void apply_init(apply_ctx_t *a, store_t *s);
+void apply_destroy(apply_ctx_t *a);
+int apply_txn(apply_ctx_t *a, apply_body_fn body, void *arg);
+int apply_op(apply_ctx_t *a, const op_t *op);
+int apply_delete_object(apply_ctx_t *a, const store_key_t *key);
+int apply_recency(apply_ctx_t *a, const recency_t *r);
+int apply_create_layout(apply_ctx_t *a, void *unused);
+
+/* ---- evict.c: eviction and persisted recency, on the writer thread ---- */
+
+void evict_to(store_t *s, apply_ctx_t *a, uint64_t target);
+void persist_recency(store_t *s, apply_ctx_t *a);
+
+/* ---- chunk.c: chunk keys and values ---- */
+
+typedef struct chunk_key {
+    unsigned char bytes[CHUNK_KEY_SIZE];
+} chunk_key_t;
+
+void chunk_key_make(chunk_key_t *ck, const store_key_t *key, int64_t generation, uint32_t index);
+bool chunk_key_parse(const MDB_val *k, store_key_t *key, int64_t *generation, uint32_t *index);
+uint32_t chunk_count(uint64_t object_size);
+size_t chunk_expected_len(uint64_t object_size, uint32_t index);
+size_t chunk_value_size(size_t len, size_t psize);
+void chunk_value_fill(void *value, size_t value_size, const chunk_key_t *ck, const void *payload, size_t len);
+int chunk_value_header(const MDB_val *v, uint32_t *crc, size_t *len);
+bool chunk_payload_ok(uint32_t crc, const chunk_key_t *ck, const void *payload, size_t len);
+bool lmdb_overflow_ok(const MDB_val *v, size_t psize, uintptr_t *map_base, size_t last_pgno);
+uint64_t lmdb_footprint(size_t psize, size_t key_len, size_t value_len);
+
+/* ---- meta.c: metadata records ---- */
+
+/* The fixed-size front of a metadata record: what the writer and the index need. */
+typedef struct meta_fixed {
+    int64_t generation;
+    int64_t metageneration;
+    uint64_t size;
+    int64_t fill_time;
+    int64_t last_access;
+    uint64_t access_seq;
+    uint32_t num_chunks;
+    uint32_t chunks_present;
+    uint64_t chunk_bytes;    /* footprint of the chunks present */
+} meta_fixed_t;
+
+size_t meta_encoded_size(const store_meta_t *m);
+void meta_encode(void *rec, size_t len, const store_key_t *key, const store_meta_t *m, const meta_fixed_t *f);
+bool meta_read_fixed(const void *rec, size_t len, const store_key_t *key, meta_fixed_t *f);
+void meta_write_fixed(void *rec, size_t len, const store_key_t *key, const meta_fixed_t *f);
+int meta_decode(const void *rec, size_t len, const store_key_t *key, store_meta_t *m);
+
+/* ---- env.c: the LMDB environment and its format record ---- */
+
+int env_open(store_t *s, unsigned extra_flags, char *why, size_t why_len);
+void env_close(store_t *s);
+int env_mark_damaged(MDB_txn *txn, store_t *s);
+
+/* ---- check.c: verification at open ---- */
+
+int check_in_child(store_t *s, char *why, size_t why_len);
+int check_scan(store_t *s, bool deep, bool build_index, char *why, size_t why_len);
+
+/* ---- store.c ---- */
+
+struct store {
+    char *path;              /* the directory, without trailing slashes */
+    store_config_t config;   /* as given, with defaults filled in; config.path is ours */
+    uint64_t high_mark, low_mark; /* bytes */
+    uint64_t max_object_bytes;    /* larger objects are never cached */
+    size_t batch_max;
+    size_t map_size;
+    int dir_fd;              /* holds the flock that keeps other processes out */
+    MDB_env *env;
+    MDB_dbi dbi_info, dbi_meta, dbi_chunks;
+    size_t psize;
+    bool fresh;              /* a new environment: the writer creates the layout first */
+    store_index_t index;
+    writer_t writer;
+    _Atomic uint64_t evicted_objects, evicted_bytes, commits, corrupt_chunks, busy_rejections;
+};
+
+void store_log(store_t *s, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+int64_t store_now_ms(void);
+
+/* Byte order helpers: every integer on disk is explicit about its order. */
+static inline void put_le32(unsigned char *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static inline uint32_t get_le32(const unsigned char *p)
+{
+    uint32_t v = 0;
+
+    for (int i = 0; i < 4; i++)
+        v |= (uint32_t)p[i] << (8 * i);
+    return v;
+}
+
+static inline void put_le64(unsigned char *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static inline uint64_t get_le64(const unsigned char *p)
+{
+    uint64_t v = 0;
+
+    for (int i = 0; i < 8; i++)
+        v |= (uint64_t)p[i] << (8 * i);
+    return v;
+}
+
+static inline void put_be64(unsigned char *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (unsigned char)(v >> (56 - 8 * i));
+}
+
+static inline uint64_t get_be64(const unsigned char *p)
+{
+    uint64_t v = 0;
+
+    for (int i = 0; i < 8; i++)
+        v = v << 8 | p[i];
+    return v;
+}
+
+#endif

@@ -1,0 +1,95 @@
+/*
+ * write.c - the public write calls: each copies what it is given into one op
+ * and queues it for the writer thread, so a caller never waits on LMDB.
+ *
+ * Only the calls that add data (store_fill_begin, store_chunk_put) can be
+ * refused with STORE_BUSY when the queue is full: refusing them just means
+ * the response is served without being cached. Invalidations and metadata
+ * updates are never refused, since dropping one would leave stale data.
+ */
+#include <string.h>
+#include <time.h>
+
+#include "store_internal.h"
+
+/* Metadata records beyond this are refused: a GCS resource with its custom metadata is a few KiB. */
+#define META_RECORD_MAX ((size_t)1 << 20)
+
+/* Builds an op holding meta's record, with the fixed fields a new version starts with. */
+static op_t *meta_op(op_kind_t kind, const store_key_t *key, const store_meta_t *meta)
+{
+    meta_fixed_t f;
+    size_t len = meta_encoded_size(meta);
+    op_t *op;
+
+    if (len > META_RECORD_MAX || meta->size / STORE_CHUNK_SIZE >= UINT32_MAX)
+        return NULL;
+    memset(&f, 0, sizeof(f));
+    f.generation = meta->generation;
+    f.metageneration = meta->metageneration;
+    f.size = meta->size;
+    f.fill_time = meta->fill_time != 0 ? meta->fill_time : time(NULL);
+    f.num_chunks = chunk_count(meta->size);
+    if ((op = op_new(kind, key, len)) == NULL)
+        return NULL;
+    op->generation = meta->generation;
+    meta_encode(op->data, len, key, meta, &f);
+    return op;
+}
+
+int store_fill_begin(store_t *store, const store_key_t *key, const store_meta_t *meta)
+{
+    op_t *op;
+
+    /*
+     * An object that cannot fit under the low-water mark would evict
+     * everything else and then itself: serve it uncached instead.
+     */
+    if (meta->size > store->max_object_bytes)
+        return STORE_BUSY;
+    if ((op = meta_op(OP_FILL_BEGIN, key, meta)) == NULL)
+        return STORE_ERROR;
+    return writer_enqueue(store, op, true);
+}
+
+int store_chunk_put(store_t *store, const store_key_t *key, int64_t generation, uint32_t index, const void *data,
+                    size_t len)
+{
+    op_t *op;
+
+    if (len > STORE_CHUNK_SIZE)
+        return STORE_ERROR;
+    /* Refuse before copying a megabyte that would only be thrown away. */
+    if (writer_would_refuse(store, len))
+        return STORE_BUSY;
+    if ((op = op_new(OP_CHUNK_PUT, key, len)) == NULL)
+        return STORE_ERROR;
+    op->generation = generation;
+    op->index = index;
+    memcpy(op->data, data, len);
+    return writer_enqueue(store, op, true);
+}
+
+int store_meta_update(store_t *store, const store_key_t *key, const store_meta_t *meta)
+{
+    op_t *op = meta_op(OP_META_UPDATE, key, meta);
+
+    return op != NULL ? writer_enqueue(store, op, false) : STORE_ERROR;
+}
+
+int store_invalidate(store_t *store, const store_key_t *key)
+{
+    op_t *op = op_new(OP_INVALIDATE, key, 0);
+
+    return op != NULL ? writer_enqueue(store, op, false) : STORE_ERROR;
+}
+
+int store_sync(store_t *store)
+{
+    return writer_sync(store);
+}
+
+void store_touch(store_t *store, const store_key_t *key)
+{
+    index_touch(&store->index, key, time(NULL));
+}

@@ -1,0 +1,405 @@
+/*
+ * writer.c - the write queue and the one thread that turns it into commits.
+ *
+ * Callers queue ops and return at once (write.c). The writer takes a batch
+ * when the oldest queued op is commit_interval_ms old, when batch_max bytes
+ * are waiting, when someone waits in store_sync, or at shutdown, and applies
+ * the whole batch in one write transaction: big commits amortise LMDB's
+ * per-commit cost, and no caller ever waits for one. Ops count against
+ * max_queue_bytes from the moment they are queued until their batch commits.
+ *
+ * Before a batch it makes room (evicting so that the batch lands under the
+ * high-water mark), and after one it evicts down to the low-water mark if
+ * usage rose above the high one anyway. MDB_MAP_FULL, which means LMDB found
+ * no room in the map despite the accounting (fragmentation, pages still held
+ * by a reader), is answered by evicting more and retrying, and at last by
+ * committing the batch without its chunks: never by losing an invalidation.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "store_internal.h"
+
+/* Retries after MDB_MAP_FULL with more eviction each time, before the batch's chunks are dropped. */
+#define MAP_FULL_RETRIES 2
+
+typedef struct batch {
+    op_t *head;              /* ops in queue order */
+    uint64_t last_seq;
+    size_t charge;
+} batch_t;
+
+op_t *op_new(op_kind_t kind, const store_key_t *key, size_t len)
+{
+    op_t *op = malloc(sizeof(*op) + len);
+
+    if (op == NULL)
+        return NULL;
+    memset(op, 0, sizeof(*op));
+    op->kind = kind;
+    op->key = *key;
+    op->len = len;
+    op->charge = sizeof(*op) + len;
+    return op;
+}
+
+/* Waits on cond until woken or deadline_ms (monotonic); callers re-check their condition either way. */
+static void wait_until(writer_t *w, pthread_cond_t *cond, int64_t deadline_ms)
+{
+    struct timespec ts = {.tv_sec = deadline_ms / 1000, .tv_nsec = (long)(deadline_ms % 1000) * 1000000};
+
+    (void)pthread_cond_timedwait(cond, &w->lock, &ts);
+}
+
+/*
+ * Waits until a batch is due, or until deadline_ms for housekeeping, and
+ * takes it (b->head is NULL when only housekeeping is due). Returns true
+ * when stopping and nothing is left queued: the writer's last round.
+ */
+static bool take_batch(store_t *s, batch_t *b, int64_t deadline_ms)
+{
+    writer_t *w = &s->writer;
+    op_t **tail = &b->head;
+    bool due = false, last;
+
+    memset(b, 0, sizeof(*b));
+    pthread_mutex_lock(&w->lock);
+    for (;;) {
+        int64_t now = store_now_ms(), wake_at = deadline_ms;
+
+        if (w->head != NULL) {
+            int64_t commit_at = w->head->queued_ms + (int64_t)s->config.commit_interval_ms;
+
+            due = w->stopping || w->sync_waiters > 0 || w->pending_bytes >= s->batch_max || now >= commit_at;
+            if (due)
+                break;
+            if (commit_at < wake_at)
+                wake_at = commit_at;
+        } else if (w->stopping) {
+            break;
+        }
+        if (now >= deadline_ms)
+            break;
+        wait_until(w, &w->wake, wake_at);
+    }
+    while (due && w->head != NULL && (b->charge == 0 || b->charge + w->head->charge <= s->batch_max)) {
+        op_t *op = w->head;
+
+        w->head = op->next;
+        op->next = NULL;
+        *tail = op;
+        tail = &op->next;
+        b->charge += op->charge;
+        b->last_seq = op->seq;
+    }
+    if (w->head == NULL)
+        w->tail = NULL;
+    w->pending_bytes -= b->charge;
+    last = w->stopping && w->head == NULL;
+    pthread_mutex_unlock(&w->lock);
+    return last;
+}
+
+/* Bytes the batch's fills and chunk puts would add to usage, were they all new. */
+static uint64_t batch_incoming(const store_t *s, const batch_t *b)
+{
+    const op_t *op;
+    uint64_t sum = 0;
+
+    for (op = b->head; op != NULL; op = op->next) {
+        if (op->kind == OP_CHUNK_PUT)
+            sum += lmdb_footprint(s->psize, CHUNK_KEY_SIZE, chunk_value_size(op->len, s->psize));
+        else if (op->kind == OP_FILL_BEGIN)
+            sum += lmdb_footprint(s->psize, STORE_KEY_SIZE, op->len);
+    }
+    return sum;
+}
+
+static int apply_batch(apply_ctx_t *a, void *arg)
+{
+    const batch_t *b = arg;
+    const op_t *op;
+    int rc;
+
+    for (op = b->head; op != NULL; op = op->next)
+        if ((rc = apply_op(a, op)) != MDB_SUCCESS)
+            return rc;
+    return MDB_SUCCESS;
+}
+
+/* Commits a batch; returns false if it was lost to an error (its ops are then not applied). */
+static bool commit_batch(store_t *s, apply_ctx_t *a, batch_t *b)
+{
+    uint64_t incoming = batch_incoming(s, b), used, extra;
+    int rc, attempt;
+
+    index_usage(&s->index, &used, NULL, NULL);
+    if (used + incoming > s->high_mark)
+        evict_to(s, a, s->low_mark > incoming ? s->low_mark - incoming : 0);
+    for (attempt = 0;; attempt++) {
+        a->skip_chunks = attempt > MAP_FULL_RETRIES;
+        rc = apply_txn(a, apply_batch, b);
+        if (rc != MDB_MAP_FULL || attempt > MAP_FULL_RETRIES)
+            break;
+        if (attempt < MAP_FULL_RETRIES) {
+            index_usage(&s->index, &used, NULL, NULL);
+            extra = 2 * incoming > s->config.budget / 8 ? 2 * incoming : s->config.budget / 8;
+            evict_to(s, a, used > extra ? used - extra : 0);
+        }
+    }
+    a->skip_chunks = false;
+    if (rc == MDB_SUCCESS && attempt > MAP_FULL_RETRIES)
+        store_log(s, STORE_LOG_WARN, "store %s: map full even after eviction; dropped the chunks of one batch",
+                  s->path);
+    if (rc == MDB_SUCCESS)
+        return true;
+    store_log(s, STORE_LOG_ERROR, "store %s: a batch of writes was lost: %s", s->path, mdb_strerror(rc));
+    if (rc == MDB_PANIC) {
+        pthread_mutex_lock(&s->writer.lock);
+        s->writer.broken = true;
+        pthread_mutex_unlock(&s->writer.lock);
+    }
+    return false;
+}
+
+/* Marks a batch committed (or lost), wakes store_sync, and frees its ops. */
+static void finish_batch(store_t *s, batch_t *b, bool lost)
+{
+    writer_t *w = &s->writer;
+    op_t *op, *next;
+
+    if (b->head == NULL)
+        return;
+    pthread_mutex_lock(&w->lock);
+    w->queued_bytes -= b->charge;
+    w->committed_seq = b->last_seq;
+    if (lost)
+        w->failed_seq = b->last_seq;
+    pthread_cond_broadcast(&w->done);
+    pthread_mutex_unlock(&w->lock);
+    for (op = b->head; op != NULL; op = next) {
+        next = op->next;
+        free(op);
+    }
+}
+
+static void keep_within_budget(store_t *s, apply_ctx_t *a)
+{
+    uint64_t used;
+
+    index_usage(&s->index, &used, NULL, NULL);
+    if (used > s->high_mark)
+        evict_to(s, a, s->low_mark);
+}
+
+/* Flushes to disk what MDB_NOSYNC left in the page cache, if anything was committed since the last time. */
+static void flush(store_t *s, uint64_t *flushed_commits)
+{
+    uint64_t commits = atomic_load(&s->commits);
+    int rc;
+
+    if (commits == *flushed_commits)
+        return;
+    if ((rc = mdb_env_sync(s->env, 1)) != MDB_SUCCESS)
+        store_log(s, STORE_LOG_WARN, "store %s: flushing to disk failed: %s", s->path, mdb_strerror(rc));
+    else
+        *flushed_commits = commits;
+}
+
+/* The writer's first act: a fresh store's layout. Reports the outcome to writer_start. */
+static bool start_up(store_t *s, apply_ctx_t *a)
+{
+    writer_t *w = &s->writer;
+    int rc = MDB_SUCCESS;
+
+    if (s->fresh && (rc = apply_txn(a, apply_create_layout, NULL)) != MDB_SUCCESS)
+        store_log(s, STORE_LOG_ERROR, "store %s: creating the databases failed: %s", s->path, mdb_strerror(rc));
+    pthread_mutex_lock(&w->lock);
+    s->fresh = false;
+    w->started = true;
+    w->start_rc = rc;
+    pthread_cond_broadcast(&w->done);
+    pthread_mutex_unlock(&w->lock);
+    return rc == MDB_SUCCESS;
+}
+
+static void *writer_main(void *arg)
+{
+    store_t *s = arg;
+    apply_ctx_t a;
+    int64_t next_persist, next_flush, now;
+    uint64_t flushed_commits = 0;
+    bool last = false;
+
+    apply_init(&a, s);
+    if (!start_up(s, &a)) {
+        apply_destroy(&a);
+        return NULL;
+    }
+    keep_within_budget(s, &a); /* the budget may have shrunk since the last run */
+    next_persist = store_now_ms() + RECENCY_PERSIST_MS;
+    next_flush = store_now_ms() + ENV_SYNC_MS;
+    while (!last) {
+        batch_t b;
+        bool lost = false;
+
+        last = take_batch(s, &b, next_persist < next_flush ? next_persist : next_flush);
+        if (b.head != NULL)
+            lost = !commit_batch(s, &a, &b);
+        keep_within_budget(s, &a);
+        now = store_now_ms();
+        if (last || now >= next_persist) {
+            persist_recency(s, &a);
+            next_persist = now + RECENCY_PERSIST_MS;
+        }
+        if (last || now >= next_flush) {
+            flush(s, &flushed_commits);
+            next_flush = now + ENV_SYNC_MS;
+        }
+        /* Only now: store_sync's caller may then rely on eviction having run too. */
+        finish_batch(s, &b, lost);
+    }
+    apply_destroy(&a);
+    return NULL;
+}
+
+static int init_sync(writer_t *w)
+{
+    pthread_condattr_t attr;
+    int rc;
+
+    if (pthread_mutex_init(&w->lock, NULL) != 0)
+        return -1;
+    if (pthread_condattr_init(&attr) != 0)
+        goto no_attr;
+    /* Deadlines are monotonic: a wall-clock jump must not stall or rush commits. */
+    rc = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    if (rc == 0 && (rc = pthread_cond_init(&w->wake, &attr)) == 0 && (rc = pthread_cond_init(&w->done, &attr)) != 0)
+        pthread_cond_destroy(&w->wake);
+    pthread_condattr_destroy(&attr);
+    if (rc == 0)
+        return 0;
+no_attr:
+    pthread_mutex_destroy(&w->lock);
+    return -1;
+}
+
+static void destroy_sync(writer_t *w)
+{
+    pthread_cond_destroy(&w->done);
+    pthread_cond_destroy(&w->wake);
+    pthread_mutex_destroy(&w->lock);
+}
+
+/* Starts the writer and waits for its start-up (a fresh store's layout) to finish. */
+int writer_start(store_t *s)
+{
+    writer_t *w = &s->writer;
+    int rc;
+
+    memset(w, 0, sizeof(*w));
+    if (init_sync(w) != 0)
+        return STORE_ERROR;
+    if (pthread_create(&w->thread, NULL, writer_main, s) != 0) {
+        destroy_sync(w);
+        return STORE_ERROR;
+    }
+    pthread_mutex_lock(&w->lock);
+    while (!w->started)
+        pthread_cond_wait(&w->done, &w->lock);
+    rc = w->start_rc;
+    pthread_mutex_unlock(&w->lock);
+    if (rc != MDB_SUCCESS) {
+        pthread_join(w->thread, NULL);
+        destroy_sync(w);
+        return STORE_ERROR;
+    }
+    return STORE_OK;
+}
+
+/* Commits everything queued, persists recency, flushes, and ends the writer. */
+void writer_stop(store_t *s)
+{
+    writer_t *w = &s->writer;
+
+    pthread_mutex_lock(&w->lock);
+    w->stopping = true;
+    pthread_cond_signal(&w->wake);
+    pthread_mutex_unlock(&w->lock);
+    pthread_join(w->thread, NULL);
+    destroy_sync(w);
+}
+
+/* A cheap look before copying a chunk: would len more bytes overflow the queue? */
+bool writer_would_refuse(store_t *s, size_t len)
+{
+    writer_t *w = &s->writer;
+    bool refuse;
+
+    pthread_mutex_lock(&w->lock);
+    refuse = w->queued_bytes + sizeof(op_t) + len > s->config.max_queue_bytes;
+    pthread_mutex_unlock(&w->lock);
+    if (refuse)
+        atomic_fetch_add(&s->busy_rejections, 1);
+    return refuse;
+}
+
+/* Queues op, which the queue then owns (freed here if refused). refusable ops get STORE_BUSY when full. */
+int writer_enqueue(store_t *s, op_t *op, bool refusable)
+{
+    writer_t *w = &s->writer;
+    int rc = STORE_OK;
+
+    op->next = NULL;
+    pthread_mutex_lock(&w->lock);
+    if (w->stopping || w->broken) {
+        rc = STORE_ERROR;
+    } else if (refusable && w->queued_bytes + op->charge > s->config.max_queue_bytes) {
+        rc = STORE_BUSY;
+    } else {
+        bool was_empty = w->head == NULL;
+
+        op->seq = ++w->enqueued_seq;
+        op->queued_ms = store_now_ms();
+        if (was_empty)
+            w->head = op;
+        else
+            w->tail->next = op;
+        w->tail = op;
+        w->queued_bytes += op->charge;
+        w->pending_bytes += op->charge;
+        /* The writer sleeps until the oldest op is due: wake it to start that clock, or for a full batch. */
+        if (was_empty || w->pending_bytes >= s->batch_max)
+            pthread_cond_signal(&w->wake);
+    }
+    pthread_mutex_unlock(&w->lock);
+    if (rc != STORE_OK)
+        free(op);
+    if (rc == STORE_BUSY)
+        atomic_fetch_add(&s->busy_rejections, 1);
+    return rc;
+}
+
+/* Waits until everything queued before the call has committed (or was lost: STORE_ERROR). */
+int writer_sync(store_t *s)
+{
+    writer_t *w = &s->writer;
+    uint64_t target, start;
+    int rc = STORE_OK;
+
+    pthread_mutex_lock(&w->lock);
+    target = w->enqueued_seq;
+    start = w->committed_seq;
+    if (w->committed_seq < target) {
+        w->sync_waiters++;
+        pthread_cond_signal(&w->wake);
+        while (w->committed_seq < target)
+            pthread_cond_wait(&w->done, &w->lock);
+        w->sync_waiters--;
+        if (w->failed_seq > start)
+            rc = STORE_ERROR;
+    }
+    pthread_mutex_unlock(&w->lock);
+    return rc;
+}

@@ -1,0 +1,237 @@
+/*
+ * test_store_evict.c - staying within the budget: least recently used
+ * objects go first, a touch changes the order (also across a restart),
+ * eviction is by size down to the low-water mark, and a workload three times
+ * the budget leaves both the accounting and the file bounded.
+ */
+#include "test_store_util.h"
+
+#define OBJ (STORE_CHUNK_SIZE) /* one full chunk: about 1 MiB charged */
+
+static bool cached(store_t *s, const char *name)
+{
+    store_meta_t m;
+    store_key_t key;
+    int rc;
+
+    test_key(&key, name);
+    rc = store_meta_get(s, &key, &m);
+    store_meta_free(&m);
+    return rc == STORE_OK;
+}
+
+static test_log_t evict_log;
+
+static store_t *open_store(const test_dir_t *d, uint64_t budget)
+{
+    store_config_t c = test_config(d, budget, &evict_log);
+    store_t *s = NULL;
+
+    CHECK(store_open(&s, &c) == STORE_OK);
+    return s;
+}
+
+/* Fills obj/0 .. obj/n-1 one at a time, each committed before the next. */
+static void fill_objects(store_t *s, int from, int to, uint64_t size, void *buf)
+{
+    char name[32];
+
+    for (int i = from; i < to; i++) {
+        snprintf(name, sizeof(name), "obj/%d", i);
+        CHECK(test_fill(s, name, 1, size, buf) == STORE_OK);
+        CHECK(store_sync(s) == STORE_OK);
+    }
+}
+
+static void test_lru_order(void)
+{
+    const uint64_t budget = 16 * TEST_MiB;
+    void *buf = test_alloc_chunk();
+    store_stats_t st;
+    test_dir_t d;
+    store_t *s;
+    store_key_t key;
+    char name[32];
+    int i, survivors = 0;
+
+    test_dir_make(&d, "test_store_evict");
+    s = open_store(&d, budget);
+    fill_objects(s, 0, 12, OBJ, buf); /* 12 MiB: under the 15.2 MiB high-water mark */
+    store_stats_get(s, &st);
+    CHECK(st.objects == 12 && st.evicted_objects == 0);
+    /* obj/0 and obj/1 become the most recently used. */
+    test_key(&key, "obj/1");
+    store_touch(s, &key);
+    test_key(&key, "obj/0");
+    store_touch(s, &key);
+    fill_objects(s, 12, 16, OBJ, buf);
+    store_stats_get(s, &st);
+    CHECK(st.evicted_objects > 0);
+    CHECK(st.used_bytes <= (uint64_t)(0.95 * (double)budget));
+    CHECK(cached(s, "obj/0") && cached(s, "obj/1"));
+    CHECK(!cached(s, "obj/2") && !cached(s, "obj/3"));
+    CHECK(cached(s, "obj/15") && cached(s, "obj/14"));
+    /* Whatever survived is a suffix of the fill order, plus the two touched. */
+    for (i = 2; i < 16; i++) {
+        snprintf(name, sizeof(name), "obj/%d", i);
+        if (cached(s, name))
+            survivors++;
+        else
+            CHECK(survivors == 0);
+    }
+    CHECK((uint64_t)survivors + 2 == st.objects);
+
+    /*
+     * The order survives a restart, since recency is persisted at close: the
+     * oldest survivor, touched now, outlives the next oldest after reopening.
+     */
+    snprintf(name, sizeof(name), "obj/%d", 16 - survivors);
+    test_key(&key, name);
+    store_touch(s, &key);
+    store_close(s);
+    s = open_store(&d, budget);
+    snprintf(name, sizeof(name), "obj/%d", 17 - survivors);
+    for (i = 16; i < 40 && cached(s, name); i++)
+        fill_objects(s, i, i + 1, OBJ, buf);
+    CHECK(!cached(s, name));
+    snprintf(name, sizeof(name), "obj/%d", 16 - survivors);
+    CHECK(cached(s, name));
+    store_close(s);
+    test_dir_remove(&d);
+    free(buf);
+}
+
+/* Evicting by bytes: one large old object makes room for many small new ones. */
+static void test_size_aware(void)
+{
+    const uint64_t budget = 20 * TEST_MiB, big = 8 * (uint64_t)STORE_CHUNK_SIZE;
+    void *buf = test_alloc_chunk();
+    store_stats_t st, before;
+    test_dir_t d;
+    store_t *s;
+
+    test_dir_make(&d, "test_store_evict");
+    s = open_store(&d, budget);
+    CHECK(test_fill(s, "big", 1, big, buf) == STORE_OK);
+    CHECK(store_sync(s) == STORE_OK);
+    fill_objects(s, 0, 10, OBJ, buf); /* 18 MiB: under 19 MiB */
+    store_stats_get(s, &before);
+    CHECK(before.evicted_objects == 0);
+    fill_objects(s, 10, 12, OBJ, buf);
+    store_stats_get(s, &st);
+    /* The big one, least recently used, goes alone, and usage ends at or below the low-water mark. */
+    CHECK(st.evicted_objects == 1);
+    CHECK(!cached(s, "big") && cached(s, "obj/0"));
+    CHECK(st.used_bytes <= (uint64_t)(0.85 * (double)budget));
+    CHECK(st.evicted_bytes >= big);
+    store_close(s);
+
+    /* A smaller budget at the next start is enforced at once. */
+    s = open_store(&d, 6 * TEST_MiB);
+    CHECK(store_sync(s) == STORE_OK);
+    {
+        double t0 = test_seconds();
+
+        do
+            store_stats_get(s, &st);
+        while (st.used_bytes > 6 * TEST_MiB && test_seconds() - t0 < 5);
+    }
+    CHECK(st.used_bytes <= (uint64_t)(0.95 * 6 * (double)TEST_MiB));
+    CHECK(cached(s, "obj/11") && !cached(s, "obj/0"));
+    store_close(s);
+    test_dir_remove(&d);
+    free(buf);
+}
+
+/*
+ * Three times the budget of mixed sizes, with some objects reread and
+ * refilled in new generations: usage never ends above the budget after a
+ * sync, and the file stays within twice the budget plus the map headroom.
+ */
+static void test_three_times_budget(void)
+{
+    const uint64_t budget = 48 * TEST_MiB;
+    void *buf = test_alloc_chunk(), *want = test_alloc_chunk();
+    uint64_t written = 0, seed = 42, max_used = 0;
+    store_stats_t st;
+    test_dir_t d;
+    store_t *s;
+    char name[32], path[256];
+    long long size_on_disk;
+    int i = 0, bad = 0;
+
+    test_dir_make(&d, "test_store_evict");
+    s = open_store(&d, budget);
+    while (written < 3 * budget) {
+        uint64_t r = mix64(++seed), size;
+        int64_t gen = 1 + (int64_t)(r >> 60);
+
+        /* A third tiny, a third up to a chunk, a third up to 3.5 chunks. */
+        switch (r % 3) {
+        case 0:
+            size = (r >> 8) % 20000;
+            break;
+        case 1:
+            size = (r >> 8) % STORE_CHUNK_SIZE;
+            break;
+        default:
+            size = (r >> 8) % (7 * STORE_CHUNK_SIZE / 2);
+            break;
+        }
+        snprintf(name, sizeof(name), "mix/%d", (int)((r >> 20) % 200));
+        CHECK(test_fill(s, name, gen, size, buf) == STORE_OK);
+        written += size;
+        if (++i % 8 == 0) {
+            store_key_t key;
+
+            CHECK(store_sync(s) == STORE_OK);
+            store_stats_get(s, &st);
+            if (st.used_bytes > max_used)
+                max_used = st.used_bytes;
+            CHECK(st.used_bytes <= budget);
+            /* Reread something recent: whatever is there must be exact. */
+            test_key(&key, name);
+            store_touch(s, &key);
+            if (size > 0) {
+                int rc = test_check_chunk(s, name, gen, size, 0, buf, want);
+
+                bad += rc != STORE_OK && rc != STORE_NOT_FOUND;
+            }
+        }
+    }
+    CHECK(store_sync(s) == STORE_OK);
+    store_stats_get(s, &st);
+    CHECK(st.used_bytes <= budget);
+    CHECK(st.evicted_objects > 0);
+    CHECK(bad == 0);
+    store_close(s);
+    snprintf(path, sizeof(path), "%s/data.mdb", d.store);
+    size_on_disk = file_size(path);
+    printf("3x budget: budget %llu MiB, written %llu MiB, peak used %.1f MiB, file %.1f MiB, evicted %llu objects\n",
+           (unsigned long long)(budget >> 20), (unsigned long long)(written >> 20), (double)max_used / TEST_MiB,
+           (double)size_on_disk / TEST_MiB, (unsigned long long)st.evicted_objects);
+    CHECK(size_on_disk > 0 && (uint64_t)size_on_disk < 2 * budget + 64 * TEST_MiB);
+    /* Reopening rebuilds the same accounting from the records. */
+    {
+        store_stats_t again;
+
+        s = open_store(&d, budget);
+        store_stats_get(s, &again);
+        CHECK(again.used_bytes == st.used_bytes && again.objects == st.objects && again.chunks == st.chunks);
+        store_close(s);
+    }
+    CHECK(broken_copies(&d) == 0);
+    test_dir_remove(&d);
+    free(buf);
+    free(want);
+}
+
+int main(void)
+{
+    test_log_init(&evict_log);
+    test_lru_order();
+    test_size_aware();
+    test_three_times_budget();
+    CHECK(evict_log.lines[0] == 0 && evict_log.lines[1] == 0);
+    UNIT_DONE();
+}
