@@ -4,7 +4,7 @@
  * Lifecycle of one forwarded request (struct forward, owned by the request's
  * memory pool, so it dies with the request whatever the path):
  *
- *   forward_on_req   build the upstream request, start the curl transfer
+ *   forward_start    build the upstream request, start the curl transfer
  *   on_header        (curl) collect status and headers into req->res
  *   on_body          (curl) append to `pending`; pause curl when it is full
  *   on_ready         (loop) start the response once the head is complete,
@@ -31,12 +31,6 @@
 
 /* Sends stay at or under this size so TLS encrypts in modest batches. */
 #define FLUSH_HIGH_WATER (256 * 1024)
-/*
- * h2o accepts request heads of up to ~400 KB. GCS object names are at most
- * 1024 bytes (3 KiB percent-encoded), so longer targets and heads are abuse.
- */
-#define MAX_REQUEST_TARGET (16 * 1024)
-#define MAX_REQUEST_HEADERS (64 * 1024)
 /* JSON bodies are buffered whole to rewrite links; past this they stream as is. */
 #define JSON_REWRITE_MAX (32 * 1024 * 1024)
 
@@ -595,124 +589,6 @@ static int start_transfer(forward_t *self)
     set_method_and_body(self, easy);
     self->started_at = now_ms();
     return upstream_transfer_start(worker->upstream, &self->transfer);
-}
-
-static bool method_known(const h2o_iovec_t *method)
-{
-    static const char *const methods[] = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"};
-    for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++)
-        if (h2o_memis(method->base, method->len, methods[i], strlen(methods[i])))
-            return true;
-    return false;
-}
-
-static void log_local_answer(h2o_req_t *req, route_api_t api, const char *why)
-{
-    if (!worker_of(req)->conf->log.access_log)
-        return;
-    access_log_write(&(access_log_entry_t){.req = req,
-                                           .api = api,
-                                           .status = req->res.status,
-                                           .bytes_sent = req->res.content_length,
-                                           .upstream_ms = -1,
-                                           .cache = "PASS",
-                                           .error = why});
-}
-
-static size_t request_header_bytes(const h2o_req_t *req)
-{
-    size_t total = 0;
-    for (size_t i = 0; i != req->headers.size; i++)
-        total += req->headers.entries[i].name->len + req->headers.entries[i].value.len + 4;
-    return total;
-}
-
-/* Refuses what no GCS API would accept; returns true when it answered. */
-static bool refuse_malformed(h2o_req_t *req, const route_t *route)
-{
-    const char *why = NULL;
-    if (req->path.len > MAX_REQUEST_TARGET) {
-        gcs_error_send(req, route->error_format, GCS_ERROR_URI_TOO_LONG, NULL);
-        why = "request target too long";
-    } else if (request_header_bytes(req) > MAX_REQUEST_HEADERS) {
-        gcs_error_send(req, route->error_format, GCS_ERROR_HEADERS_TOO_LARGE, NULL);
-        why = "request headers too large";
-    } else if (route->api == ROUTE_NONE) {
-        gcs_error_send(req, route->error_format, GCS_ERROR_NOT_FOUND, "Not Found");
-        why = "unknown route";
-    } else if (!method_known(&req->method)) {
-        gcs_error_send(req, route->error_format, GCS_ERROR_METHOD_NOT_ALLOWED, NULL);
-        why = "method not allowed";
-    }
-    if (why != NULL)
-        log_local_answer(req, route->api, why);
-    return why != NULL;
-}
-
-static void send_admin_json(h2o_req_t *req, const char *body, size_t len)
-{
-    req->res.status = 200;
-    req->res.reason = "OK";
-    req->res.content_length = len;
-    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("application/json"));
-    h2o_send_inline(req, body, len);
-}
-
-static void answer_stats(h2o_req_t *req, cache_t *cache)
-{
-    store_stats_t st = {0};
-    if (cache != NULL)
-        store_stats_get(cache->store, &st);
-    char *body = h2o_mem_alloc_pool(&req->pool, 512);
-    int n = snprintf(body, 512,
-                     "{\"cache_enabled\":%s,\"budget\":%llu,\"used_bytes\":%llu,\"objects\":%llu,\"chunks\":%llu,"
-                     "\"evicted_objects\":%llu,\"evicted_bytes\":%llu,\"commits\":%llu,\"corrupt_chunks\":%llu,"
-                     "\"busy_rejections\":%llu}",
-                     cache != NULL ? "true" : "false", (unsigned long long)st.budget,
-                     (unsigned long long)st.used_bytes, (unsigned long long)st.objects, (unsigned long long)st.chunks,
-                     (unsigned long long)st.evicted_objects, (unsigned long long)st.evicted_bytes,
-                     (unsigned long long)st.commits, (unsigned long long)st.corrupt_chunks,
-                     (unsigned long long)st.busy_rejections);
-    send_admin_json(req, body, (size_t)n);
-}
-
-static void answer_admin(h2o_req_t *req, worker_t *worker)
-{
-    static const char health[] = "{\"status\":\"ok\"}";
-    if (h2o_memis(req->path_normalized.base, req->path_normalized.len, H2O_STRLIT("/_larder/healthz")))
-        send_admin_json(req, health, sizeof(health) - 1);
-    else if (h2o_memis(req->path_normalized.base, req->path_normalized.len, H2O_STRLIT("/_larder/stats")))
-        answer_stats(req, worker->cache);
-    else
-        gcs_error_send(req, ERROR_FORMAT_JSON, GCS_ERROR_NOT_FOUND, "No such larder endpoint.");
-}
-
-int forward_on_req(h2o_handler_t *handler, h2o_req_t *req)
-{
-    (void)handler;
-    worker_t *worker = worker_of(req);
-    route_t route;
-    route_classify(&route, req->path.base, req->path.len, req->authority.base, req->authority.len,
-                   worker->conf->virtual_host_suffix);
-
-    if (route.api == ROUTE_ADMIN) {
-        answer_admin(req, worker);
-        log_local_answer(req, route.api, NULL);
-        return 0;
-    }
-    if (refuse_malformed(req, &route))
-        return 0;
-
-    cache_plan_t *plan = NULL;
-    if (worker->cache != NULL) {
-        bool reads = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET")) ||
-                     h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD"));
-        if (!reads) /* drop the cached copy now; the answer drops it again once upstream confirmed */
-            forward_cache_invalidate_for_write(req, worker, &route);
-        else if ((plan = forward_cache_plan(req, worker, &route)) == NULL)
-            return 0; /* answered from the cache */
-    }
-    return forward_start(req, worker, &route, plan);
 }
 
 int forward_start(h2o_req_t *req, worker_t *worker, const route_t *route, cache_plan_t *plan)

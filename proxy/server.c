@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "gcs_error.h"
+#include "handler.h"
 #include "proxy.h"
 #include "worker.h"
 
@@ -117,7 +118,7 @@ static void setup_globalconf(listener_t *l, const conf_t *conf)
     h2o_hostconf_t *host = h2o_config_register_host(gc, h2o_iovec_init(H2O_STRLIT("default")), 65535);
     h2o_pathconf_t *path = h2o_config_register_path(host, "/", 0);
     h2o_handler_t *handler = h2o_create_handler(path, sizeof(*handler));
-    handler->on_req = forward_on_req;
+    handler->on_req = handler_on_req;
     /* h2o binds requests it rejects itself (413, 400) to the fallback path. */
     gcs_error_register_filter(&host->fallback_path, conf->virtual_host_suffix);
 }

@@ -51,7 +51,4 @@ static inline worker_t *worker_of(h2o_req_t *req)
     return H2O_STRUCT_FROM_MEMBER(listener_context_t, h2o, req->conn->ctx)->worker;
 }
 
-/* Handles every request that reaches larder's path handler (forward.c). */
-int forward_on_req(h2o_handler_t *self, h2o_req_t *req);
-
 #endif
