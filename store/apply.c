@@ -46,7 +46,6 @@ int apply_txn(apply_ctx_t *a, apply_body_fn body, void *arg)
     int rc;
 
     discard_deltas(a);
-    a->freed = 0;
     rc = mdb_txn_begin(s->env, NULL, 0, &a->txn);
     if (rc != MDB_SUCCESS) {
         a->txn = NULL;
@@ -161,9 +160,9 @@ static int store_meta(apply_ctx_t *a, const store_key_t *key, size_t len, const 
  */
 static int keep_damaged_value(apply_ctx_t *a)
 {
-    store_log(a->store, STORE_LOG_ERROR,
-              "store %s: a chunk's LMDB page header is damaged; the store will be rebuilt at the next start",
-              a->store->path);
+    store_log_msg(a->store, STORE_LOG_ERROR,
+                  "store %s: a chunk's LMDB page header is damaged; the store will be rebuilt at the next start",
+                  a->store->path);
     return env_mark_damaged(a->txn, a->store);
 }
 
@@ -182,7 +181,6 @@ static int delete_chunks(apply_ctx_t *a, const store_key_t *key)
     rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
     while (rc == MDB_SUCCESS && k.mv_size == CHUNK_KEY_SIZE && memcmp(k.mv_data, key->hash, STORE_KEY_SIZE) == 0) {
         if (lmdb_overflow_ok(&v, s->psize, NULL, 0)) {
-            a->freed += lmdb_footprint(s->psize, CHUNK_KEY_SIZE, v.mv_size);
             rc = mdb_cursor_del(cur, 0);
         } else {
             rc = keep_damaged_value(a);
@@ -198,13 +196,9 @@ static int delete_chunks(apply_ctx_t *a, const store_key_t *key)
 int apply_delete_object(apply_ctx_t *a, const store_key_t *key)
 {
     store_t *s = a->store;
-    MDB_val k = {STORE_KEY_SIZE, (void *)key->hash}, v;
-    int rc = mdb_get(a->txn, s->dbi_meta, &k, &v);
+    MDB_val k = {STORE_KEY_SIZE, (void *)key->hash};
+    int rc = mdb_del(a->txn, s->dbi_meta, &k, NULL);
 
-    if (rc == MDB_SUCCESS) {
-        a->freed += lmdb_footprint(s->psize, STORE_KEY_SIZE, v.mv_size);
-        rc = mdb_del(a->txn, s->dbi_meta, &k, NULL);
-    }
     if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND)
         return rc;
     if ((rc = delete_chunks(a, key)) != MDB_SUCCESS)
@@ -276,8 +270,10 @@ static int chunk_put(apply_ctx_t *a, const op_t *op)
     if (!sound)
         return apply_delete_object(a, &op->key);
     if ((misfit = chunk_misfit(op, &f)) != NULL) {
-        store_log(s, STORE_LOG_DEBUG, "store: chunk %u of generation %lld dropped: %s", op->index,
-                  (long long)op->generation, misfit);
+        /* A generation replaced while its fill ran is an ordinary race; anything else is the caller's bug. */
+        if (f.generation == op->generation)
+            store_log_msg(s, STORE_LOG_WARN, "store %s: chunk %u of generation %lld dropped: %s", s->path, op->index,
+                          (long long)op->generation, misfit);
         return MDB_SUCCESS;
     }
     chunk_key_make(&ck, &op->key, op->generation, op->index);

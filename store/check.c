@@ -34,9 +34,9 @@ typedef struct scan {
     store_t *s;
     MDB_txn *txn;
     bool deep;
-    uintptr_t map_base;      /* where overflow page headers place the map; 0 until the first */
+    uintptr_t map_base; /* where overflow page headers place the map; 0 until the first */
     size_t last_pgno;
-    bool build_index;        /* collect an index entry per record */
+    bool build_index; /* collect an index entry per record */
     index_entry_t **entries;
     size_t n, cap;
     char *why;
@@ -71,8 +71,7 @@ static int scan_freelist(scan_t *sc)
 
     if (rc != MDB_SUCCESS)
         return lmdb_failed(sc, rc, "opening the free list");
-    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == MDB_SUCCESS;
-         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == MDB_SUCCESS; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
         const size_t *ids = v.mv_data;
         size_t n, i;
 
@@ -128,12 +127,12 @@ static bool chunk_deep_ok(scan_t *sc, const MDB_val *cv, size_t expected_len)
 }
 
 /*
- * Checks one metadata record and the chunks that sort under its key; *crc
+ * Checks one metadata record and the chunks that sort under its key; *chunk_rc
  * and the chunk cursor advance past them. Both databases are in key-hash
  * order, so one merged walk pairs every chunk with its record.
  */
 static int scan_object(scan_t *sc, MDB_cursor *cc, const MDB_val *mk, const MDB_val *mv, MDB_val *ck, MDB_val *cv,
-                       int *crc)
+                       int *chunk_rc)
 {
     size_t psize = sc->s->psize;
     store_key_t mkey;
@@ -148,7 +147,7 @@ static int scan_object(scan_t *sc, MDB_cursor *cc, const MDB_val *mk, const MDB_
         return damaged(sc, "a metadata record fails its checksum");
     if (sc->deep && !lmdb_overflow_ok(mv, psize, &sc->map_base, sc->last_pgno))
         return damaged(sc, "a metadata record's page header is garbled");
-    for (; *crc == MDB_SUCCESS; *crc = mdb_cursor_get(cc, ck, cv, MDB_NEXT)) {
+    for (; *chunk_rc == MDB_SUCCESS; *chunk_rc = mdb_cursor_get(cc, ck, cv, MDB_NEXT)) {
         store_key_t key;
         int64_t generation;
         uint32_t index;
@@ -172,8 +171,8 @@ static int scan_object(scan_t *sc, MDB_cursor *cc, const MDB_val *mk, const MDB_
         count++;
         bytes += lmdb_footprint(psize, CHUNK_KEY_SIZE, cv->mv_size);
     }
-    if (*crc != MDB_SUCCESS && *crc != MDB_NOTFOUND)
-        return lmdb_failed(sc, *crc, "walking the chunks");
+    if (*chunk_rc != MDB_SUCCESS && *chunk_rc != MDB_NOTFOUND)
+        return lmdb_failed(sc, *chunk_rc, "walking the chunks");
     if (count != f.chunks_present || bytes != f.chunk_bytes)
         return damaged(sc, "accounting mismatch: a record counts %u chunks (%llu bytes), the store has %u (%llu bytes)",
                        f.chunks_present, (unsigned long long)f.chunk_bytes, count, (unsigned long long)bytes);
@@ -184,26 +183,26 @@ static int scan_records(scan_t *sc)
 {
     MDB_cursor *mc = NULL, *cc = NULL;
     MDB_val mk, mv, ck, cv;
-    int rc, mrc, crc;
+    int rc, meta_rc, chunk_rc;
 
     if ((rc = mdb_cursor_open(sc->txn, sc->s->dbi_meta, &mc)) != MDB_SUCCESS ||
         (rc = mdb_cursor_open(sc->txn, sc->s->dbi_chunks, &cc)) != MDB_SUCCESS) {
         rc = lmdb_failed(sc, rc, "opening cursors");
         goto out;
     }
-    crc = mdb_cursor_get(cc, &ck, &cv, MDB_FIRST);
+    chunk_rc = mdb_cursor_get(cc, &ck, &cv, MDB_FIRST);
     rc = STORE_OK;
-    for (mrc = mdb_cursor_get(mc, &mk, &mv, MDB_FIRST); mrc == MDB_SUCCESS && rc == STORE_OK;
-         mrc = mdb_cursor_get(mc, &mk, &mv, MDB_NEXT))
-        rc = scan_object(sc, cc, &mk, &mv, &ck, &cv, &crc);
+    for (meta_rc = mdb_cursor_get(mc, &mk, &mv, MDB_FIRST); meta_rc == MDB_SUCCESS && rc == STORE_OK;
+         meta_rc = mdb_cursor_get(mc, &mk, &mv, MDB_NEXT))
+        rc = scan_object(sc, cc, &mk, &mv, &ck, &cv, &chunk_rc);
     if (rc != STORE_OK)
         goto out;
-    if (mrc != MDB_NOTFOUND)
-        rc = lmdb_failed(sc, mrc, "walking the metadata");
-    else if (crc == MDB_SUCCESS)
+    if (meta_rc != MDB_NOTFOUND)
+        rc = lmdb_failed(sc, meta_rc, "walking the metadata");
+    else if (chunk_rc == MDB_SUCCESS)
         rc = damaged(sc, "a chunk without a metadata record");
-    else if (crc != MDB_NOTFOUND)
-        rc = lmdb_failed(sc, crc, "walking the chunks");
+    else if (chunk_rc != MDB_NOTFOUND)
+        rc = lmdb_failed(sc, chunk_rc, "walking the chunks");
 out:
     if (cc != NULL)
         mdb_cursor_close(cc);

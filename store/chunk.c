@@ -6,7 +6,7 @@
  * key, the length field and the payload: a garbled header fails it, and so
  * does a sound value that a garbled leaf page files under the wrong key.
  *
- * Values bigger than half a page live on contiguous LMDB overflow pages.
+ * Values too big for a leaf page live on contiguous LMDB overflow pages.
  * LMDB reuses a freed run only for a request that fits it, so values of
  * arbitrary sizes fragment the file (see the shared LMDB notes). Every
  * overflow value is therefore padded to a power-of-two number of pages:
@@ -64,13 +64,29 @@ size_t chunk_expected_len(uint64_t object_size, uint32_t index)
     return left < STORE_CHUNK_SIZE ? (size_t)left : STORE_CHUNK_SIZE;
 }
 
+/*
+ * The largest leaf node LMDB 0.9 keeps in a page (its me_nodemax): a node
+ * (8-byte header, key, value) bigger than this has its value moved to
+ * overflow pages. Used for padding and accounting only, where being off
+ * costs a little space; the safety checks below do not depend on it.
+ */
+static size_t lmdb_node_max(size_t psize)
+{
+    return (((psize - LMDB_PAGE_HEADER) / 2) & ~(size_t)1) - 2;
+}
+
+static bool lmdb_goes_overflow(size_t psize, size_t key_len, size_t value_len)
+{
+    return 8 + key_len + value_len > lmdb_node_max(psize);
+}
+
 /* Bytes of the LMDB value for a payload of len bytes: header plus payload, padded to its size class. */
 size_t chunk_value_size(size_t len, size_t psize)
 {
     size_t value = CHUNK_HEADER_SIZE + len, pages = 1;
 
-    if (value <= psize / 2)
-        return value; /* small enough to sit in a leaf page, where no run needs reusing */
+    if (!lmdb_goes_overflow(psize, CHUNK_KEY_SIZE, value))
+        return value; /* sits in a leaf page, where no run of pages needs reusing */
     while (pages * psize - LMDB_PAGE_HEADER < value)
         pages *= 2;
     return pages * psize - LMDB_PAGE_HEADER;
@@ -148,12 +164,12 @@ bool lmdb_overflow_ok(const MDB_val *v, size_t psize, uintptr_t *map_base, size_
     return *map_base == base;
 }
 
-/* Approximate bytes a key/value pair takes in LMDB: its leaf node, plus its overflow pages if any. */
+/* Bytes a key/value pair takes in LMDB: its leaf node and slot, plus its overflow pages if any. */
 uint64_t lmdb_footprint(size_t psize, size_t key_len, size_t value_len)
 {
     const size_t node = 8 + 2; /* node header, and its slot in the page's index */
 
-    if (value_len <= psize / 2)
+    if (!lmdb_goes_overflow(psize, key_len, value_len))
         return node + key_len + value_len;
     return node + key_len + 8 + (value_len + LMDB_PAGE_HEADER + psize - 1) / psize * psize;
 }

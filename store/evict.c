@@ -50,7 +50,7 @@ void evict_to(store_t *s, apply_ctx_t *a, uint64_t target)
         if (v.n == 0)
             return;
         if ((rc = apply_txn(a, delete_victims, &v)) != MDB_SUCCESS) {
-            store_log(s, STORE_LOG_ERROR, "store %s: eviction failed: %s", s->path, mdb_strerror(rc));
+            store_log_msg(s, STORE_LOG_ERROR, "store %s: eviction failed: %s", s->path, mdb_strerror(rc));
             return;
         }
         index_usage(&s->index, &after, NULL, NULL);
@@ -87,7 +87,7 @@ void persist_recency(store_t *s, apply_ctx_t *a)
         return; /* the touches still order eviction; only a restart would forget them */
     while ((b.n = index_take_dirty(&s->index, b.items, RECENCY_BATCH)) > 0) {
         if ((rc = apply_txn(a, write_recency, &b)) != MDB_SUCCESS) {
-            store_log(s, STORE_LOG_WARN, "store %s: persisting recency failed: %s", s->path, mdb_strerror(rc));
+            store_log_msg(s, STORE_LOG_WARN, "store %s: persisting recency failed: %s", s->path, mdb_strerror(rc));
             break;
         }
     }

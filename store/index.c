@@ -108,7 +108,8 @@ int index_init(store_index_t *ix, size_t expected_objects)
     size_t n = 1024;
 
     memset(ix, 0, sizeof(*ix));
-    while (n < expected_objects && n < ((size_t)1 << 30))
+    /* A starting size only: the table doubles as it fills, so no guess can cost much memory up front. */
+    while (n < expected_objects && n < ((size_t)1 << 20))
         n *= 2;
     ix->buckets = calloc(n, sizeof(*ix->buckets));
     if (ix->buckets == NULL)
@@ -239,6 +240,8 @@ void index_load(store_index_t *ix, index_entry_t **entries, size_t n)
 {
     size_t i;
 
+    if (n == 0)
+        return; /* entries may be NULL then, which qsort must not see */
     qsort(entries, n, sizeof(*entries), by_access_seq);
     pthread_mutex_lock(&ix->lock);
     for (i = 0; i < n; i++)

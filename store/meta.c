@@ -27,12 +27,18 @@
 
 /* Every string field of store_meta_t, in record order. Appending is a format change: bump the magic. */
 static const size_t meta_strings[] = {
-    offsetof(store_meta_t, bucket),           offsetof(store_meta_t, name),
-    offsetof(store_meta_t, etag),             offsetof(store_meta_t, content_type),
-    offsetof(store_meta_t, content_encoding), offsetof(store_meta_t, cache_control),
-    offsetof(store_meta_t, content_disposition), offsetof(store_meta_t, content_language),
-    offsetof(store_meta_t, last_modified),    offsetof(store_meta_t, crc32c),
-    offsetof(store_meta_t, md5),              offsetof(store_meta_t, resource_json),
+    offsetof(store_meta_t, bucket),
+    offsetof(store_meta_t, name),
+    offsetof(store_meta_t, etag),
+    offsetof(store_meta_t, content_type),
+    offsetof(store_meta_t, content_encoding),
+    offsetof(store_meta_t, cache_control),
+    offsetof(store_meta_t, content_disposition),
+    offsetof(store_meta_t, content_language),
+    offsetof(store_meta_t, last_modified),
+    offsetof(store_meta_t, crc32c),
+    offsetof(store_meta_t, md5),
+    offsetof(store_meta_t, resource_json),
     offsetof(store_meta_t, owner),
 };
 #define META_NSTRINGS (sizeof(meta_strings) / sizeof(meta_strings[0]))

@@ -18,7 +18,7 @@ static MDB_txn *read_begin(store_t *s)
     int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
 
     if (rc != MDB_SUCCESS) {
-        store_log(s, STORE_LOG_ERROR, "store %s: read transaction failed: %s", s->path, mdb_strerror(rc));
+        store_log_msg(s, STORE_LOG_ERROR, "store %s: read transaction failed: %s", s->path, mdb_strerror(rc));
         return NULL;
     }
     return txn;
@@ -54,8 +54,8 @@ int store_meta_get(store_t *store, const store_key_t *key, store_meta_t *meta)
         rc = STORE_ERROR;
     mdb_txn_abort(txn);
     if (rc == STORE_CORRUPT) {
-        store_log(store, STORE_LOG_WARN, "store %s: a damaged metadata record was found; removing the object",
-                  store->path);
+        store_log_msg(store, STORE_LOG_WARN, "store %s: a damaged metadata record was found; removing the object",
+                      store->path);
         schedule_removal(store, OP_INVALIDATE, key, 0, 0);
     }
     return rc;
@@ -104,8 +104,8 @@ ssize_t store_chunk_read(store_t *store, const store_key_t *key, int64_t generat
         rc = STORE_CORRUPT;
     if (rc == STORE_CORRUPT) {
         atomic_fetch_add(&store->corrupt_chunks, 1);
-        store_log(store, STORE_LOG_WARN, "store %s: chunk %u of generation %lld failed its checksum; removing it",
-                  store->path, index, (long long)generation);
+        store_log_msg(store, STORE_LOG_WARN, "store %s: chunk %u of generation %lld failed its checksum; removing it",
+                      store->path, index, (long long)generation);
         schedule_removal(store, OP_DROP_CHUNK, key, generation, index);
     }
     return rc == STORE_OK ? (ssize_t)len : rc;

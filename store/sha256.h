@@ -10,9 +10,9 @@
 
 typedef struct sha256 {
     uint32_t state[8];
-    uint64_t length;        /* bytes hashed so far */
+    uint64_t length; /* bytes hashed so far */
     unsigned char block[64];
-    size_t used;            /* bytes waiting in block */
+    size_t used; /* bytes waiting in block */
 } sha256_t;
 
 void sha256_init(sha256_t *ctx);

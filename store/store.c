@@ -27,8 +27,10 @@
 /* Map room beyond the budget: batches landing before eviction, free pages a reader still pins, LMDB's own pages. */
 #define MAP_HEADROOM ((uint64_t)64 << 20)
 #define MiB ((uint64_t)1 << 20)
+/* 64 TiB: the map must fit the address space with room to spare. */
+#define BUDGET_MAX ((uint64_t)1 << 46)
 
-void store_log(store_t *s, int level, const char *fmt, ...)
+void store_log_msg(store_t *s, int level, const char *fmt, ...)
 {
     char msg[1024];
     va_list ap;
@@ -65,8 +67,8 @@ static int configure(store_t *s, const store_config_t *config)
     size_t len;
 
     s->config = *config;
-    if (config->path == NULL || config->path[0] == '\0' || config->budget == 0 || config->budget > ((uint64_t)1 << 56)) {
-        store_log(s, STORE_LOG_ERROR, "store: a path and a budget between 1 byte and 64 PiB are required");
+    if (config->path == NULL || config->path[0] == '\0' || config->budget == 0 || config->budget > BUDGET_MAX) {
+        store_log_msg(s, STORE_LOG_ERROR, "store: a path and a budget between 1 byte and 64 TiB are required");
         return STORE_ERROR;
     }
     if (s->config.high_water == 0)
@@ -74,8 +76,8 @@ static int configure(store_t *s, const store_config_t *config)
     if (s->config.low_water == 0)
         s->config.low_water = DEFAULT_LOW_WATER;
     if (!(s->config.low_water > 0 && s->config.low_water <= s->config.high_water && s->config.high_water <= 1)) {
-        store_log(s, STORE_LOG_ERROR, "store: water marks need 0 < low (%g) <= high (%g) <= 1", s->config.low_water,
-                  s->config.high_water);
+        store_log_msg(s, STORE_LOG_ERROR, "store: water marks need 0 < low (%g) <= high (%g) <= 1", s->config.low_water,
+                      s->config.high_water);
         return STORE_ERROR;
     }
     if (s->config.max_queue_bytes == 0)
@@ -96,8 +98,8 @@ static int configure(store_t *s, const store_config_t *config)
     s->batch_max = min_u64(WRITER_BATCH_MAX, max_u64(s->config.budget / 4, MiB));
     s->batch_max = min_u64(s->batch_max, max_u64(s->config.max_queue_bytes / 2, MiB));
     /* The file is sparse: a map much larger than the data costs address space only. */
-    s->map_size = (size_t)((s->config.budget + s->config.budget / 4 + MAP_HEADROOM + 2 * s->batch_max + MiB - 1) /
-                           MiB * MiB);
+    s->map_size =
+        (size_t)((s->config.budget + s->config.budget / 4 + MAP_HEADROOM + 2 * s->batch_max + MiB - 1) / MiB * MiB);
     return STORE_OK;
 }
 
@@ -132,14 +134,14 @@ static int dir_prepare(store_t *s)
     else if (err == 0 && !S_ISDIR(st.st_mode))
         err = ENOTDIR;
     if (err != 0) {
-        store_log(s, STORE_LOG_ERROR, "store %s: cannot use the directory: %s", s->path, strerror(err));
+        store_log_msg(s, STORE_LOG_ERROR, "store %s: cannot use the directory: %s", s->path, strerror(err));
         return STORE_ERROR;
     }
     s->dir_fd = open(s->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (s->dir_fd < 0 || flock(s->dir_fd, LOCK_EX | LOCK_NB) != 0) {
         err = errno;
-        store_log(s, STORE_LOG_ERROR, "store %s: %s", s->path,
-                  err == EWOULDBLOCK ? "in use by another process" : strerror(err));
+        store_log_msg(s, STORE_LOG_ERROR, "store %s: %s", s->path,
+                      err == EWOULDBLOCK ? "in use by another process" : strerror(err));
         if (s->dir_fd >= 0)
             close(s->dir_fd);
         s->dir_fd = -1;
@@ -183,15 +185,15 @@ static int move_aside(store_t *s, const char *why)
         if (lstat(dst, &st) == 0)
             continue;
         if (rename(s->path, dst) == 0) {
-            store_log(s, STORE_LOG_ERROR, "store %s does not open cleanly (%s): moved it to %s and starting empty",
-                      s->path, why, dst);
+            store_log_msg(s, STORE_LOG_ERROR, "store %s does not open cleanly (%s): moved it to %s and starting empty",
+                          s->path, why, dst);
             return STORE_OK;
         }
         if (errno != EEXIST && errno != ENOTEMPTY)
             break;
     }
-    store_log(s, STORE_LOG_ERROR, "store %s does not open cleanly (%s), and moving it aside failed: %s", s->path, why,
-              strerror(errno));
+    store_log_msg(s, STORE_LOG_ERROR, "store %s does not open cleanly (%s), and moving it aside failed: %s", s->path,
+                  why, strerror(errno));
     return STORE_ERROR;
 }
 
@@ -204,7 +206,8 @@ static int rebuild(store_t *s, const char *why)
     if (rc == STORE_OK)
         rc = dir_prepare(s);
     if (rc == STORE_OK && (rc = open_checked(s, why_again, sizeof(why_again))) != STORE_OK)
-        store_log(s, STORE_LOG_ERROR, "store %s: the new, empty store does not open either: %s", s->path, why_again);
+        store_log_msg(s, STORE_LOG_ERROR, "store %s: the new, empty store does not open either: %s", s->path,
+                      why_again);
     return rc == STORE_OK ? STORE_OK : STORE_ERROR;
 }
 
@@ -241,9 +244,9 @@ int store_open(store_t **store, const store_config_t *config)
     if (rc == STORE_CORRUPT)
         rc = rebuild(s, why);
     else if (rc == STORE_ERROR && why[0] != '\0')
-        store_log(s, STORE_LOG_ERROR, "store %s: cannot open: %s", s->path, why);
+        store_log_msg(s, STORE_LOG_ERROR, "store %s: cannot open: %s", s->path, why);
     if (rc == STORE_OK && (rc = writer_start(s)) != STORE_OK)
-        store_log(s, STORE_LOG_ERROR, "store %s: cannot start the writer thread", s->path);
+        store_log_msg(s, STORE_LOG_ERROR, "store %s: cannot start the writer thread", s->path);
     if (rc != STORE_OK) {
         store_free(s);
         return STORE_ERROR;

@@ -51,25 +51,25 @@ enum { STORE_LOG_ERROR, STORE_LOG_WARN, STORE_LOG_INFO, STORE_LOG_DEBUG };
 
 typedef struct index_entry {
     store_key_t key;
-    struct index_entry *chain;      /* next in its hash bucket */
+    struct index_entry *chain;       /* next in its hash bucket */
     struct index_entry *prev, *next; /* LRU list, see store_index_t.lru */
-    uint64_t bytes;                 /* charged: metadata record plus chunks */
-    uint64_t access_seq;            /* recency order; persisted in the record */
-    int64_t last_access;            /* unix seconds */
+    uint64_t bytes;                  /* charged: metadata record plus chunks */
+    uint64_t access_seq;             /* recency order; persisted in the record */
+    int64_t last_access;             /* unix seconds */
     uint32_t chunks;
-    bool dirty;                     /* touched since its recency was last persisted */
+    bool dirty; /* touched since its recency was last persisted */
 } index_entry_t;
 
 /* One object's state after a committed change, for index_apply. */
 typedef struct index_delta {
     store_key_t key;
-    bool present;            /* false: the object is gone */
-    bool to_front;           /* a new fill: make it the most recently used */
+    bool present;  /* false: the object is gone */
+    bool to_front; /* a new fill: make it the most recently used */
     uint64_t bytes;
     uint64_t access_seq;
     int64_t last_access;
     uint32_t chunks;
-    index_entry_t *spare;    /* allocated before the commit, so applying cannot fail */
+    index_entry_t *spare; /* allocated before the commit, so applying cannot fail */
 } index_delta_t;
 
 /* An object's recency, taken from the index to be written into its record. */
@@ -80,13 +80,13 @@ typedef struct recency {
 } recency_t;
 
 typedef struct store_index {
-    pthread_mutex_t lock;    /* guards everything below */
+    pthread_mutex_t lock; /* guards everything below */
     index_entry_t **buckets;
-    size_t nbuckets;         /* a power of two */
-    index_entry_t lru;       /* sentinel: lru.next is the most recently used entry, lru.prev the least */
+    size_t nbuckets;   /* a power of two */
+    index_entry_t lru; /* sentinel: lru.next is the most recently used entry, lru.prev the least */
     uint64_t objects, chunks, used_bytes;
-    uint64_t last_seq;       /* highest access_seq handed out */
-    store_key_t *dirty;      /* keys touched since the last persist, each once */
+    uint64_t last_seq;  /* highest access_seq handed out */
+    store_key_t *dirty; /* keys touched since the last persist, each once */
     size_t ndirty, dirty_cap;
 } store_index_t;
 
@@ -109,25 +109,25 @@ typedef struct op {
     struct op *next;
     op_kind_t kind;
     store_key_t key;
-    int64_t generation;      /* OP_CHUNK_PUT, OP_DROP_CHUNK */
-    uint32_t index;          /* OP_CHUNK_PUT, OP_DROP_CHUNK */
-    uint64_t seq;            /* position in the queue, for store_sync */
-    int64_t queued_ms;       /* when it was queued (monotonic) */
-    size_t charge;           /* bytes it counts against max_queue_bytes */
-    size_t len;              /* bytes in data: chunk payload or encoded metadata record */
+    int64_t generation; /* OP_CHUNK_PUT, OP_DROP_CHUNK */
+    uint32_t index;     /* OP_CHUNK_PUT, OP_DROP_CHUNK */
+    uint64_t seq;       /* position in the queue, for store_sync */
+    int64_t queued_ms;  /* when it was queued (monotonic) */
+    size_t charge;      /* bytes it counts against max_queue_bytes */
+    size_t len;         /* bytes in data: chunk payload or encoded metadata record */
     unsigned char data[];
 } op_t;
 
 typedef struct writer {
     pthread_t thread;
-    pthread_mutex_t lock;    /* guards everything below */
-    pthread_cond_t wake;     /* the writer waits: work, a sync, or stop */
-    pthread_cond_t done;     /* store_sync and store_open wait: commits, start-up */
-    op_t *head, *tail;       /* queued, not yet taken by the writer */
-    size_t pending_bytes;    /* charge of the ops still queued */
-    size_t queued_bytes;     /* charge of everything not yet committed, taken or not */
+    pthread_mutex_t lock; /* guards everything below */
+    pthread_cond_t wake;  /* the writer waits: work, a sync, or stop */
+    pthread_cond_t done;  /* store_sync and store_open wait: commits, start-up */
+    op_t *head, *tail;    /* queued, not yet taken by the writer */
+    size_t pending_bytes; /* charge of the ops still queued */
+    size_t queued_bytes;  /* charge of everything not yet committed, taken or not */
     uint64_t enqueued_seq, committed_seq;
-    uint64_t failed_seq;     /* last seq of the latest batch lost to an error */
+    uint64_t failed_seq; /* last seq of the latest batch lost to an error */
     unsigned sync_waiters;
     bool started, stopping, broken;
     int start_rc;
@@ -145,12 +145,11 @@ int writer_sync(store_t *s);
 typedef struct apply_ctx {
     store_t *store;
     MDB_txn *txn;
-    index_delta_t *deltas;   /* what this transaction changed, for the index after commit */
+    index_delta_t *deltas; /* what this transaction changed, for the index after commit */
     size_t ndeltas, deltas_cap;
-    unsigned char *scratch;  /* a metadata record being rewritten */
+    unsigned char *scratch; /* a metadata record being rewritten */
     size_t scratch_cap;
-    bool skip_chunks;        /* MAP_FULL despite eviction: apply all but chunk puts */
-    uint64_t freed;          /* bytes of objects deleted in this transaction */
+    bool skip_chunks; /* MAP_FULL despite eviction: apply all but chunk puts */
 } apply_ctx_t;
 
 typedef int (*apply_body_fn)(apply_ctx_t *a, void *arg);
@@ -197,7 +196,7 @@ typedef struct meta_fixed {
     uint64_t access_seq;
     uint32_t num_chunks;
     uint32_t chunks_present;
-    uint64_t chunk_bytes;    /* footprint of the chunks present */
+    uint64_t chunk_bytes; /* footprint of the chunks present */
 } meta_fixed_t;
 
 size_t meta_encoded_size(const store_meta_t *m);
@@ -220,23 +219,23 @@ int check_scan(store_t *s, bool deep, bool build_index, char *why, size_t why_le
 /* ---- store.c ---- */
 
 struct store {
-    char *path;              /* the directory, without trailing slashes */
-    store_config_t config;   /* as given, with defaults filled in; config.path is ours */
+    char *path;                   /* the directory, without trailing slashes */
+    store_config_t config;        /* as given, with defaults filled in; config.path is ours */
     uint64_t high_mark, low_mark; /* bytes */
     uint64_t max_object_bytes;    /* larger objects are never cached */
     size_t batch_max;
     size_t map_size;
-    int dir_fd;              /* holds the flock that keeps other processes out */
+    int dir_fd; /* holds the flock that keeps other processes out */
     MDB_env *env;
     MDB_dbi dbi_info, dbi_meta, dbi_chunks;
     size_t psize;
-    bool fresh;              /* a new environment: the writer creates the layout first */
+    bool fresh; /* a new environment: the writer creates the layout first */
     store_index_t index;
     writer_t writer;
     _Atomic uint64_t evicted_objects, evicted_bytes, commits, corrupt_chunks, busy_rejections;
 };
 
-void store_log(store_t *s, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void store_log_msg(store_t *s, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 int64_t store_now_ms(void);
 
 /* Byte order helpers: every integer on disk is explicit about its order. */

@@ -10,12 +10,17 @@
  *
  * Before a batch it makes room (evicting so that the batch lands under the
  * high-water mark), and after one it evicts down to the low-water mark if
- * usage rose above the high one anyway. MDB_MAP_FULL, which means LMDB found
- * no room in the map despite the accounting (fragmentation, pages still held
- * by a reader), is answered by evicting more and retrying, and at last by
- * committing the batch without its chunks: never by losing an invalidation.
+ * usage rose above the high one anyway.
+ *
+ * MDB_MAP_FULL means LMDB found no room in the map despite the accounting
+ * (fragmentation, or freed pages an outside reader still pins). It is
+ * answered by evicting more and retrying, and at last by committing the
+ * batch without its chunks. When eviction did not help, the writer stops
+ * evicting for MAP_FULL until a whole batch commits again: emptying the
+ * cache would not help either. If even a batch without chunks fails, its
+ * invalidations and updates are carried over and retried with later
+ * batches: a stale object must not outlive a failed commit.
  */
-#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -23,12 +28,31 @@
 
 /* Retries after MDB_MAP_FULL with more eviction each time, before the batch's chunks are dropped. */
 #define MAP_FULL_RETRIES 2
+/* A batch that failed entirely is retried this much later, with what follows it. */
+#define CARRY_RETRY_MS 1000
+/* Failed ops kept for retry at most; beyond this they are dropped, and logged. */
+#define CARRY_MAX 100000
 
 typedef struct batch {
-    op_t *head;              /* ops in queue order */
-    uint64_t last_seq;
-    size_t charge;
+    op_t *head;        /* ops in queue order */
+    uint64_t last_seq; /* 0 when it holds only carried ops */
+    size_t charge;     /* of the ops taken from the queue */
 } batch_t;
+
+/* Ops of failed batches that must not be lost (everything but chunk puts). */
+typedef struct carry {
+    op_t *head, **tail;
+    size_t n;
+} carry_t;
+
+/* What only the writer thread touches. */
+typedef struct writer_local {
+    apply_ctx_t a;
+    carry_t carry;
+    bool map_stuck; /* eviction did not cure MDB_MAP_FULL: do not evict for it until a batch commits whole */
+    int64_t next_persist, next_flush, next_carry;
+    uint64_t flushed_commits;
+} writer_local_t;
 
 op_t *op_new(op_kind_t kind, const store_key_t *key, size_t len)
 {
@@ -101,17 +125,20 @@ static bool take_batch(store_t *s, batch_t *b, int64_t deadline_ms)
     return last;
 }
 
-/* Bytes the batch's fills and chunk puts would add to usage, were they all new. */
-static uint64_t batch_incoming(const store_t *s, const batch_t *b)
+/* Bytes the batch's fills and chunk puts would add to usage, were they all new; *chunks: whether it has any. */
+static uint64_t batch_incoming(const store_t *s, const batch_t *b, bool *chunks)
 {
     const op_t *op;
     uint64_t sum = 0;
 
+    *chunks = false;
     for (op = b->head; op != NULL; op = op->next) {
-        if (op->kind == OP_CHUNK_PUT)
+        if (op->kind == OP_CHUNK_PUT) {
             sum += lmdb_footprint(s->psize, CHUNK_KEY_SIZE, chunk_value_size(op->len, s->psize));
-        else if (op->kind == OP_FILL_BEGIN)
+            *chunks = true;
+        } else if (op->kind == OP_FILL_BEGIN) {
             sum += lmdb_footprint(s->psize, STORE_KEY_SIZE, op->len);
+        }
     }
     return sum;
 }
@@ -128,10 +155,21 @@ static int apply_batch(apply_ctx_t *a, void *arg)
     return MDB_SUCCESS;
 }
 
-/* Commits a batch; returns false if it was lost to an error (its ops are then not applied). */
-static bool commit_batch(store_t *s, apply_ctx_t *a, batch_t *b)
+/* Evicts for MDB_MAP_FULL: more than the accounting asks, since the map has less room than it shows. */
+static void evict_for_room(store_t *s, apply_ctx_t *a, uint64_t incoming)
 {
-    uint64_t incoming = batch_incoming(s, b), used, extra;
+    uint64_t used, extra = 2 * incoming > s->config.budget / 8 ? 2 * incoming : s->config.budget / 8;
+
+    index_usage(&s->index, &used, NULL, NULL);
+    evict_to(s, a, used > extra ? used - extra : 0);
+}
+
+/* Commits a batch; returns false if it was lost to an error (its ops are then not applied). */
+static bool commit_batch(store_t *s, writer_local_t *wl, batch_t *b)
+{
+    apply_ctx_t *a = &wl->a;
+    bool chunks;
+    uint64_t incoming = batch_incoming(s, b, &chunks), used;
     int rc, attempt;
 
     index_usage(&s->index, &used, NULL, NULL);
@@ -140,21 +178,25 @@ static bool commit_batch(store_t *s, apply_ctx_t *a, batch_t *b)
     for (attempt = 0;; attempt++) {
         a->skip_chunks = attempt > MAP_FULL_RETRIES;
         rc = apply_txn(a, apply_batch, b);
-        if (rc != MDB_MAP_FULL || attempt > MAP_FULL_RETRIES)
+        if (rc != MDB_MAP_FULL || a->skip_chunks)
             break;
-        if (attempt < MAP_FULL_RETRIES) {
-            index_usage(&s->index, &used, NULL, NULL);
-            extra = 2 * incoming > s->config.budget / 8 ? 2 * incoming : s->config.budget / 8;
-            evict_to(s, a, used > extra ? used - extra : 0);
-        }
+        if (attempt < MAP_FULL_RETRIES && !wl->map_stuck)
+            evict_for_room(s, a, incoming);
+        else
+            attempt = MAP_FULL_RETRIES; /* straight to the attempt without chunks */
     }
+    /* Only chunks committing again show there is room again; a batch of small records proves nothing. */
+    if (rc == MDB_MAP_FULL || (rc == MDB_SUCCESS && a->skip_chunks))
+        wl->map_stuck = true;
+    else if (rc == MDB_SUCCESS && chunks)
+        wl->map_stuck = false;
+    if (rc == MDB_SUCCESS && a->skip_chunks)
+        store_log_msg(s, STORE_LOG_WARN, "store %s: map full even after eviction; dropped the chunks of one batch",
+                      s->path);
     a->skip_chunks = false;
-    if (rc == MDB_SUCCESS && attempt > MAP_FULL_RETRIES)
-        store_log(s, STORE_LOG_WARN, "store %s: map full even after eviction; dropped the chunks of one batch",
-                  s->path);
     if (rc == MDB_SUCCESS)
         return true;
-    store_log(s, STORE_LOG_ERROR, "store %s: a batch of writes was lost: %s", s->path, mdb_strerror(rc));
+    store_log_msg(s, STORE_LOG_ERROR, "store %s: a batch of writes was lost: %s", s->path, mdb_strerror(rc));
     if (rc == MDB_PANIC) {
         pthread_mutex_lock(&s->writer.lock);
         s->writer.broken = true;
@@ -163,25 +205,55 @@ static bool commit_batch(store_t *s, apply_ctx_t *a, batch_t *b)
     return false;
 }
 
-/* Marks a batch committed (or lost), wakes store_sync, and frees its ops. */
-static void finish_batch(store_t *s, batch_t *b, bool lost)
+/*
+ * Marks a batch committed (or lost), wakes store_sync, and frees its ops;
+ * a lost batch's ops other than chunk puts go to the carry list instead
+ * (carry is NULL in the last round, when there is no later batch).
+ */
+static void finish_batch(store_t *s, batch_t *b, bool lost, carry_t *carry)
 {
     writer_t *w = &s->writer;
     op_t *op, *next;
+    size_t dropped = 0;
 
     if (b->head == NULL)
         return;
     pthread_mutex_lock(&w->lock);
     w->queued_bytes -= b->charge;
-    w->committed_seq = b->last_seq;
-    if (lost)
+    if (b->last_seq > w->committed_seq)
+        w->committed_seq = b->last_seq;
+    if (lost && b->last_seq > 0)
         w->failed_seq = b->last_seq;
     pthread_cond_broadcast(&w->done);
     pthread_mutex_unlock(&w->lock);
     for (op = b->head; op != NULL; op = next) {
         next = op->next;
+        if (lost && op->kind != OP_CHUNK_PUT && carry != NULL && carry->n < CARRY_MAX) {
+            op->next = NULL;
+            *carry->tail = op;
+            carry->tail = &op->next;
+            carry->n++;
+            continue;
+        }
+        dropped += lost && op->kind != OP_CHUNK_PUT;
         free(op);
     }
+    if (dropped > 0)
+        store_log_msg(s, STORE_LOG_ERROR,
+                      "store %s: %zu invalidations or updates could not be committed and are dropped", s->path,
+                      dropped);
+}
+
+/* Puts the carried ops in front of the batch: they were queued before anything in it. */
+static void take_carry(batch_t *b, carry_t *carry)
+{
+    if (carry->head == NULL)
+        return;
+    *carry->tail = b->head;
+    b->head = carry->head;
+    carry->head = NULL;
+    carry->tail = &carry->head;
+    carry->n = 0;
 }
 
 static void keep_within_budget(store_t *s, apply_ctx_t *a)
@@ -202,7 +274,7 @@ static void flush(store_t *s, uint64_t *flushed_commits)
     if (commits == *flushed_commits)
         return;
     if ((rc = mdb_env_sync(s->env, 1)) != MDB_SUCCESS)
-        store_log(s, STORE_LOG_WARN, "store %s: flushing to disk failed: %s", s->path, mdb_strerror(rc));
+        store_log_msg(s, STORE_LOG_WARN, "store %s: flushing to disk failed: %s", s->path, mdb_strerror(rc));
     else
         *flushed_commits = commits;
 }
@@ -214,7 +286,7 @@ static bool start_up(store_t *s, apply_ctx_t *a)
     int rc = MDB_SUCCESS;
 
     if (s->fresh && (rc = apply_txn(a, apply_create_layout, NULL)) != MDB_SUCCESS)
-        store_log(s, STORE_LOG_ERROR, "store %s: creating the databases failed: %s", s->path, mdb_strerror(rc));
+        store_log_msg(s, STORE_LOG_ERROR, "store %s: creating the databases failed: %s", s->path, mdb_strerror(rc));
     pthread_mutex_lock(&w->lock);
     s->fresh = false;
     w->started = true;
@@ -224,43 +296,53 @@ static bool start_up(store_t *s, apply_ctx_t *a)
     return rc == MDB_SUCCESS;
 }
 
+/* One round: wait for work or housekeeping, commit, evict, persist, flush. Returns false after the last. */
+static bool writer_round(store_t *s, writer_local_t *wl)
+{
+    int64_t deadline = wl->next_persist < wl->next_flush ? wl->next_persist : wl->next_flush, now;
+    batch_t b;
+    bool last, lost = false;
+
+    if (wl->carry.head != NULL && wl->next_carry < deadline)
+        deadline = wl->next_carry;
+    last = take_batch(s, &b, deadline);
+    if (wl->carry.head != NULL && (b.head != NULL || last || store_now_ms() >= wl->next_carry))
+        take_carry(&b, &wl->carry);
+    if (b.head != NULL)
+        lost = !commit_batch(s, wl, &b);
+    keep_within_budget(s, &wl->a);
+    now = store_now_ms();
+    if (last || now >= wl->next_persist) {
+        persist_recency(s, &wl->a);
+        wl->next_persist = now + RECENCY_PERSIST_MS;
+    }
+    if (last || now >= wl->next_flush) {
+        flush(s, &wl->flushed_commits);
+        wl->next_flush = now + ENV_SYNC_MS;
+    }
+    /* Only now: store_sync's caller may then rely on eviction having run too. */
+    finish_batch(s, &b, lost, last ? NULL : &wl->carry);
+    if (lost)
+        wl->next_carry = now + CARRY_RETRY_MS;
+    return !last;
+}
+
 static void *writer_main(void *arg)
 {
     store_t *s = arg;
-    apply_ctx_t a;
-    int64_t next_persist, next_flush, now;
-    uint64_t flushed_commits = 0;
-    bool last = false;
+    writer_local_t wl;
 
-    apply_init(&a, s);
-    if (!start_up(s, &a)) {
-        apply_destroy(&a);
-        return NULL;
+    memset(&wl, 0, sizeof(wl));
+    wl.carry.tail = &wl.carry.head;
+    apply_init(&wl.a, s);
+    if (start_up(s, &wl.a)) {
+        keep_within_budget(s, &wl.a); /* the budget may have shrunk since the last run */
+        wl.next_persist = store_now_ms() + RECENCY_PERSIST_MS;
+        wl.next_flush = store_now_ms() + ENV_SYNC_MS;
+        while (writer_round(s, &wl))
+            ;
     }
-    keep_within_budget(s, &a); /* the budget may have shrunk since the last run */
-    next_persist = store_now_ms() + RECENCY_PERSIST_MS;
-    next_flush = store_now_ms() + ENV_SYNC_MS;
-    while (!last) {
-        batch_t b;
-        bool lost = false;
-
-        last = take_batch(s, &b, next_persist < next_flush ? next_persist : next_flush);
-        if (b.head != NULL)
-            lost = !commit_batch(s, &a, &b);
-        keep_within_budget(s, &a);
-        now = store_now_ms();
-        if (last || now >= next_persist) {
-            persist_recency(s, &a);
-            next_persist = now + RECENCY_PERSIST_MS;
-        }
-        if (last || now >= next_flush) {
-            flush(s, &flushed_commits);
-            next_flush = now + ENV_SYNC_MS;
-        }
-        /* Only now: store_sync's caller may then rely on eviction having run too. */
-        finish_batch(s, &b, lost);
-    }
-    apply_destroy(&a);
+    apply_destroy(&wl.a);
     return NULL;
 }
 

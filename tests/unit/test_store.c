@@ -150,8 +150,8 @@ static void test_meta_roundtrip(const test_dir_t *d)
 /* Fills and reads back objects at every size boundary of chunking. */
 static void test_chunking(const test_dir_t *d)
 {
-    static const uint64_t sizes[] = {0, 1, STORE_CHUNK_SIZE - 1, STORE_CHUNK_SIZE, STORE_CHUNK_SIZE + 1,
-                                     3 * STORE_CHUNK_SIZE + 12345, 2000, 5000};
+    static const uint64_t sizes[] = {
+        0, 1, STORE_CHUNK_SIZE - 1, STORE_CHUNK_SIZE, STORE_CHUNK_SIZE + 1, 3 * STORE_CHUNK_SIZE + 12345, 2000, 5000};
     const size_t n = sizeof(sizes) / sizeof(sizes[0]);
     store_t *s = open_store(d, 256 * TEST_MiB, NULL);
     void *buf = test_alloc_chunk(), *want = test_alloc_chunk();

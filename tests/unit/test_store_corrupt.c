@@ -398,6 +398,28 @@ static void test_payload_flip(const test_dir_t *golden)
     free(want);
 }
 
+/*
+ * Meta pages that place the main database's root beyond the end of the file
+ * (LMDB 0.9 meta pages carry no checksum): LMDB faults with SIGBUS reading
+ * it. The check in the child dies of that, and the store is rebuilt, while
+ * this process never touches the bad page.
+ */
+static void test_check_crashes(const test_dir_t *golden)
+{
+    const uint64_t last_pg = (uint64_t)1 << 18, root = last_pg - 5;
+    test_dir_t d;
+
+    from_golden(&d, golden);
+    for (int m = 0; m < 2; m++) {
+        /* In the meta page after its 16-byte header: the main database's md_root, then mm_last_pg. */
+        overwrite(&d, (long long)m * PAGE + 128, &root, 8);
+        overwrite(&d, (long long)m * PAGE + 136, &last_pg, 8);
+    }
+    expect_rebuilt(&d, "a root page beyond the end of the file");
+    CHECK(strstr(corrupt_log.last_error, "crashed") != NULL);
+    test_dir_remove(&d);
+}
+
 /* Edits made with LMDB itself: sound pages, wrong contents. */
 static void raw_edit(const test_dir_t *d, const char *db, const void *key, size_t klen, const void *val, size_t vlen)
 {
@@ -500,6 +522,7 @@ int main(void)
     test_meta_pages(&golden);
     test_tree_pages(&golden, seed);
     test_overflow_header(&golden);
+    test_check_crashes(&golden);
     test_payload_flip(&golden);
     test_logical_damage(&golden);
     test_random_damage(&golden, seed);

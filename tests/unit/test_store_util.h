@@ -84,10 +84,10 @@ static inline long long file_size(const char *path)
 
 typedef struct test_log {
     pthread_mutex_t lock;
-    int lines[4];            /* per level */
+    int lines[4]; /* per level */
     char last[1024];
     char last_error[1024];
-    int quiet;               /* do not echo to stderr */
+    int quiet; /* do not echo to stderr */
 } test_log_t;
 
 static inline void test_log_fn(void *ctx, int level, const char *msg)
@@ -233,7 +233,7 @@ static inline int test_fill(store_t *s, const char *name, int64_t gen, uint64_t 
  * the store's code, or -100 when the bytes that came back are wrong.
  */
 static inline int test_check_chunk(store_t *s, const char *name, int64_t gen, uint64_t size, uint32_t index, void *buf,
-                            void *want)
+                                   void *want)
 {
     store_key_t key;
     size_t len = test_chunk_len(size, index);
