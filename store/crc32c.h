@@ -13,5 +13,7 @@
  * CRC of a followed by b. crc32c(0, "123456789", 9) == 0xe3069283.
  */
 uint32_t crc32c(uint32_t crc, const void *buf, size_t len);
+/* The table-driven implementation, used where the CPU has no CRC32C instruction (and by tests to cross-check). */
+uint32_t crc32c_portable(uint32_t crc, const void *buf, size_t len);
 
 #endif

@@ -7,6 +7,7 @@
  * Also the small public calls that belong to no other file: keys and stats.
  */
 #include <errno.h>
+#include <openssl/sha.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -18,7 +19,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "sha256.h"
 #include "store_internal.h"
 
 #define DEFAULT_HIGH_WATER 0.95
@@ -265,16 +265,21 @@ void store_close(store_t *store)
 
 void store_key_make(store_key_t *key, const char *bucket, size_t bucket_len, const char *name, size_t name_len)
 {
-    unsigned char len_le[8];
-    sha256_t ctx;
-
-    /* The bucket's length first, so no bucket/name split can collide with another. */
-    put_le64(len_le, bucket_len);
-    sha256_init(&ctx);
-    sha256_update(&ctx, len_le, sizeof(len_le));
-    sha256_update(&ctx, bucket, bucket_len);
-    sha256_update(&ctx, name, name_len);
-    sha256_final(&ctx, key->hash);
+    /* The bucket's length first, so no bucket/name split can collide with another.
+     * GCS names fit the stack buffer (bucket <= 222, name <= 1024 bytes); longer
+     * ones, which upstream will refuse anyway, still get a correct key. */
+    unsigned char stack[8 + 256 + 1280], *buf = stack;
+    size_t len = 8 + bucket_len + name_len;
+    if (len > sizeof(stack) && (buf = malloc(len)) == NULL) {
+        memset(key->hash, 0xff, sizeof(key->hash)); /* matches nothing a real name hashes to */
+        return;
+    }
+    put_le64(buf, bucket_len);
+    memcpy(buf + 8, bucket, bucket_len);
+    memcpy(buf + 8 + bucket_len, name, name_len);
+    SHA256(buf, len, key->hash);
+    if (buf != stack)
+        free(buf);
 }
 
 void store_stats_get(store_t *store, store_stats_t *stats)

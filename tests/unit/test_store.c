@@ -9,7 +9,6 @@
 
 #include "crc32c.h"
 #include "crc32c_table.h"
-#include "sha256.h"
 #include "test_store_util.h"
 
 static void test_crc32c(void)
@@ -35,6 +34,18 @@ static void test_crc32c(void)
     CHECK(crc32c(crc32c(0, digits, 4), digits + 4, 5) == 0xe3069283u);
     CHECK(crc32c(0, zeros, 32) == 0x8a9136aau); /* RFC 3720 B.4: 32 bytes of zeros */
     CHECK(crc32c(0, "", 0) == 0);
+    CHECK(crc32c_portable(0, digits, 9) == 0xe3069283u);
+    CHECK(crc32c_portable(0, zeros, 32) == 0x8a9136aau);
+    /* The CPU instruction path and the table must agree on every length and alignment. */
+    static unsigned char noise[4096 + 16];
+    uint32_t x = 12345;
+    for (size_t i = 0; i < sizeof(noise); i++)
+        noise[i] = (unsigned char)((x = x * 1103515245u + 12345u) >> 16);
+    bool agree = true;
+    for (size_t start = 0; start < 16; start++)
+        for (size_t len = 0; len <= 4096; len += 1 + len / 7)
+            agree &= crc32c(7, noise + start, len) == crc32c_portable(7, noise + start, len);
+    CHECK(agree);
 }
 
 static void hex(const uint8_t *d, char *out)
@@ -43,37 +54,25 @@ static void hex(const uint8_t *d, char *out)
         sprintf(out + 2 * i, "%02x", d[i]);
 }
 
-static void test_sha256_and_keys(void)
+static void test_keys(void)
 {
-    uint8_t d[32];
     char h[65];
-    sha256_t ctx;
-    store_key_t a, b, c;
-    char million[1000];
+    store_key_t a, b, c, long_key;
+    static char long_name[3000];
 
-    sha256_init(&ctx);
-    sha256_update(&ctx, "abc", 3);
-    sha256_final(&ctx, d);
-    hex(d, h);
-    CHECK_STR(h, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
-    sha256_init(&ctx);
-    sha256_final(&ctx, d);
-    hex(d, h);
-    CHECK_STR(h, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
-    /* A million 'a's, fed in pieces that straddle block boundaries. */
-    memset(million, 'a', sizeof(million));
-    sha256_init(&ctx);
-    for (int i = 0; i < 1000; i++)
-        sha256_update(&ctx, million, sizeof(million));
-    sha256_final(&ctx, d);
-    hex(d, h);
-    CHECK_STR(h, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
-
+    /* The key is SHA-256 of the bucket length (64-bit little-endian), bucket and name. */
     store_key_make(&a, "ab", 2, "c", 1);
+    hex(a.hash, h);
+    CHECK_STR(h, "6d38234db36d6dcc6ff6702b434e13bcdad84fa7a0aed399b15b83a5fe49d721");
     store_key_make(&b, "a", 1, "bc", 2);
     store_key_make(&c, "ab", 2, "c", 1);
     CHECK(memcmp(a.hash, b.hash, 32) != 0);
     CHECK(memcmp(a.hash, c.hash, 32) == 0);
+    /* Names longer than any GCS name still get their real key. */
+    memset(long_name, 'n', sizeof(long_name));
+    store_key_make(&long_key, "bkt", 3, long_name, sizeof(long_name));
+    hex(long_key.hash, h);
+    CHECK_STR(h, "e30d12c7e0a18f3cc562bbcee46e73487b3e0e6f4a8414350537888988efe2ad");
 }
 
 static store_t *open_store(const test_dir_t *d, uint64_t budget, test_log_t *log)
@@ -404,7 +403,7 @@ static void in_fresh_dir(void (*test)(const test_dir_t *d))
 int main(void)
 {
     test_crc32c();
-    test_sha256_and_keys();
+    test_keys();
     in_fresh_dir(test_meta_roundtrip);
     in_fresh_dir(test_chunking);
     in_fresh_dir(test_partial_and_versions);
