@@ -14,6 +14,18 @@
 /* How long a finished fill stays visible: the writer commits its last chunks meanwhile. */
 #define FILL_LINGER_MS 5000
 
+/* Past this age the store has long committed a record: the store's copy is current again. */
+#define RECENT_RECORD_MS 10000
+#define RECENT_RECORD_MAX 1024
+
+struct recent_record {
+    recent_record_t *next;
+    store_key_t key;
+    int64_t generation;
+    uint64_t noted_at_ms;
+    char *record;
+};
+
 struct fill_entry {
     fill_entry_t *next;
     store_key_t key;
@@ -74,6 +86,12 @@ void cache_close(cache_t *cache)
         free(cache->fills);
         cache->fills = next;
     }
+    while (cache->recent != NULL) {
+        recent_record_t *next = cache->recent->next;
+        free(cache->recent->record);
+        free(cache->recent);
+        cache->recent = next;
+    }
     pthread_mutex_destroy(&cache->fills_lock);
     free(cache);
 }
@@ -117,7 +135,7 @@ static const char *flavour_key(cache_flavour_t flavour)
 }
 
 char *cache_record_merge(const char *record, cache_flavour_t flavour, const char *etag, json_t *headers,
-                         json_t *resource)
+                         json_t *resource, json_t *resource_headers)
 {
     json_t *root = record != NULL ? json_loads(record, 0, NULL) : NULL;
     if (!json_is_object(root)) {
@@ -130,6 +148,8 @@ char *cache_record_merge(const char *record, cache_flavour_t flavour, const char
         json_object_set_new(root, flavour_key(flavour), json_pack("{s:s,s:O}", "etag", etag, "headers", headers));
     if (resource != NULL)
         json_object_set(root, "resource", resource);
+    if (resource_headers != NULL)
+        json_object_set(root, "resource_headers", resource_headers);
     char *text = json_dumps(root, JSON_COMPACT);
     json_decref(root);
     return text;
@@ -148,6 +168,73 @@ bool cache_record_view(const char *record, cache_flavour_t flavour, json_t **roo
         return false;
     }
     return true;
+}
+
+/* --- records not yet committed --- */
+
+static void free_recent(recent_record_t *r)
+{
+    free(r->record);
+    free(r);
+}
+
+/* Drops expired entries, the entry for key (when given), and the oldest past the cap. Lock held. */
+static void prune_recent(cache_t *cache, uint64_t now, const store_key_t *key)
+{
+    size_t kept = 0;
+    for (recent_record_t **p = &cache->recent; *p != NULL;) {
+        recent_record_t *r = *p;
+        bool drop = now - r->noted_at_ms > RECENT_RECORD_MS || kept >= RECENT_RECORD_MAX ||
+                    (key != NULL && memcmp(r->key.hash, key->hash, sizeof(key->hash)) == 0);
+        if (drop) {
+            *p = r->next;
+            free_recent(r);
+        } else {
+            kept++;
+            p = &r->next;
+        }
+    }
+}
+
+void cache_record_note(cache_t *cache, const store_key_t *key, int64_t generation, const char *record)
+{
+    recent_record_t *r = calloc(1, sizeof(*r));
+    if (r == NULL || (r->record = strdup(record)) == NULL) {
+        free(r);
+        return; /* merges fall back to the store's copy */
+    }
+    r->key = *key;
+    r->generation = generation;
+    pthread_mutex_lock(&cache->fills_lock);
+    r->noted_at_ms = monotonic_ms();
+    prune_recent(cache, r->noted_at_ms, key);
+    r->next = cache->recent; /* newest first, so the cap drops the oldest */
+    cache->recent = r;
+    pthread_mutex_unlock(&cache->fills_lock);
+}
+
+char *cache_record_latest(cache_t *cache, const store_key_t *key, int64_t generation, const char *committed)
+{
+    char *latest = NULL;
+    pthread_mutex_lock(&cache->fills_lock);
+    prune_recent(cache, monotonic_ms(), NULL);
+    for (recent_record_t *r = cache->recent; r != NULL; r = r->next)
+        if (memcmp(r->key.hash, key->hash, sizeof(key->hash)) == 0) {
+            if (r->generation == generation)
+                latest = strdup(r->record);
+            break;
+        }
+    pthread_mutex_unlock(&cache->fills_lock);
+    if (latest == NULL && committed != NULL)
+        latest = strdup(committed);
+    return latest;
+}
+
+void cache_record_forget(cache_t *cache, const store_key_t *key)
+{
+    pthread_mutex_lock(&cache->fills_lock);
+    prune_recent(cache, monotonic_ms(), key);
+    pthread_mutex_unlock(&cache->fills_lock);
 }
 
 /* Query parameters that carry credentials: OAuth tokens and the signed-URL schemes. */

@@ -20,12 +20,14 @@
 #include "store.h"
 
 typedef struct fill_entry fill_entry_t;
+typedef struct recent_record recent_record_t;
 
 typedef struct cache {
     const conf_t *conf;
     store_t *store;
-    pthread_mutex_t fills_lock; /* guards `fills`: fills are shared across worker threads */
+    pthread_mutex_t fills_lock; /* guards `fills` and `recent`: shared across worker threads */
     fill_entry_t *fills;        /* in-progress whole-object fills, a short list */
+    recent_record_t *recent;    /* records queued to the store but maybe not committed yet */
 } cache_t;
 
 /* Opens the store (moving a damaged one aside); NULL *cache when caching is off. */
@@ -36,12 +38,27 @@ void cache_close(cache_t *cache);
 
 /* Headers of an upstream media response worth replaying on a hit, as a JSON array of [name, value]. */
 json_t *cache_capture_headers(const h2o_headers_t *headers);
-/* Merges one API's view (etag + headers) into a record (which may be NULL); returns the new record text. */
+/*
+ * Merges into a record (which may be NULL) one API's media view (etag and
+ * headers), and/or the JSON resource with the headers of its metadata
+ * response. Returns the new record text (caller frees).
+ */
 char *cache_record_merge(const char *record, cache_flavour_t flavour, const char *etag, json_t *headers,
-                         json_t *resource);
+                         json_t *resource, json_t *resource_headers);
 /* The ETag and headers for flavour, or false when that API never filled this object. */
 bool cache_record_view(const char *record, cache_flavour_t flavour, json_t **root, const char **etag,
                        json_t **headers);
+
+/*
+ * Records go to the store through its writer queue, so a record just written
+ * may not be readable yet. The cache remembers the newest record it queued for
+ * each object for a few seconds; merges start from it rather than from the
+ * store, so two views filled back to back both survive.
+ */
+void cache_record_note(cache_t *cache, const store_key_t *key, int64_t generation, const char *record);
+/* The newest record of that generation: the noted one, else a copy of committed (which may be NULL). Caller frees. */
+char *cache_record_latest(cache_t *cache, const store_key_t *key, int64_t generation, const char *committed);
+void cache_record_forget(cache_t *cache, const store_key_t *key);
 
 /* A caller's identity for ownership until tokens are validated: a hash of its credentials. */
 void cache_caller_id(h2o_req_t *req, char *out, size_t cap);

@@ -351,9 +351,8 @@ static void start_response(forward_t *self)
     self->upstream_ms = (int64_t)(now_ms() - self->started_at);
     req->res.status = self->status;
     req->res.reason = reason_phrase(self->status);
-    if (self->plan != NULL && self->plan->creq.kind != CACHE_READ_NONE)
-        h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-cache"), 0, NULL, self->cache_state,
-                              strlen(self->cache_state));
+    h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-cache"), 0, NULL, self->cache_state,
+                          strlen(self->cache_state));
     self->super.proceed = on_proceed;
     self->super.stop = on_stop;
     self->started = self->responded = true;

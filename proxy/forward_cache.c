@@ -15,6 +15,14 @@
 
 #include "forward.h"
 
+/* fill_time is kept in unix milliseconds, so a ttl window is exact. */
+static int64_t unix_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static void plan_dispose(void *p)
 {
     cache_plan_t *plan = p;
@@ -73,7 +81,7 @@ static bool entry_serves(const cache_plan_t *plan, const store_meta_t *meta, cac
     const cache_request_t *c = &plan->creq;
     if (c->kind == CACHE_READ_METADATA) {
         json_t *root = meta->resource_json != NULL ? json_loads(meta->resource_json, 0, NULL) : NULL;
-        bool has = json_object_get(root, "resource") != NULL;
+        bool has = json_object_get(root, "resource") != NULL && json_object_get(root, "resource_headers") != NULL;
         json_decref(root);
         return has;
     }
@@ -97,7 +105,7 @@ static bool is_fresh(const cache_plan_t *plan, const store_meta_t *meta, const c
                                                          plan->creq.name, strlen(plan->creq.name));
     if (policy->kind == CACHE_POLICY_IMMUTABLE)
         return true;
-    return policy->kind == CACHE_POLICY_TTL && time(NULL) - meta->fill_time < (int64_t)policy->ttl_seconds;
+    return policy->kind == CACHE_POLICY_TTL && unix_ms() - meta->fill_time < (int64_t)policy->ttl_seconds * 1000;
 }
 
 /* Until tokens are validated, only the credentials that filled an entry may skip revalidation. */
@@ -280,19 +288,24 @@ static bool cacheable_by_headers(forward_t *self, const store_meta_t *meta)
     return true;
 }
 
-/* The existing record of this generation, to keep the other API's view. */
-static char *existing_record(forward_t *self, int64_t generation, store_meta_t *scratch)
+/* The newest record of this generation, queued or committed, so other views survive a merge. Caller frees. */
+static char *existing_record(forward_t *self, int64_t generation)
 {
     cache_plan_t *plan = self->plan;
-    if (plan->have_cached && plan->cached.generation == generation)
-        return plan->cached.resource_json;
-    if (store_meta_get(self->worker->cache->store, &plan->key, scratch) == STORE_OK) {
-        if (scratch->generation == generation)
-            return scratch->resource_json;
-        store_meta_free(scratch);
+    store_meta_t stored = {0};
+    bool have_stored = false;
+    const char *committed = NULL;
+    if (plan->have_cached && plan->cached.generation == generation) {
+        committed = plan->cached.resource_json;
+    } else if (store_meta_get(self->worker->cache->store, &plan->key, &stored) == STORE_OK) {
+        have_stored = true;
+        if (stored.generation == generation)
+            committed = stored.resource_json;
     }
-    memset(scratch, 0, sizeof(*scratch));
-    return NULL;
+    char *latest = cache_record_latest(self->worker->cache, &plan->key, generation, committed);
+    if (have_stored)
+        store_meta_free(&stored);
+    return latest;
 }
 
 /* Reads the media response head into meta; false when the body must not be stored. */
@@ -310,7 +323,7 @@ static bool media_meta(forward_t *self, store_meta_t *meta, uint64_t *start)
     meta->content_language = (char *)response_header(self, "content-language", NULL);
     meta->last_modified = (char *)response_header(self, "last-modified", NULL);
     meta->owner = self->plan->caller;
-    meta->fill_time = time(NULL);
+    meta->fill_time = unix_ms();
     parse_hashes(self, meta);
     uint64_t last;
     if (self->status == 206) {
@@ -331,25 +344,26 @@ static bool media_meta(forward_t *self, store_meta_t *meta, uint64_t *start)
 static void start_fill(forward_t *self)
 {
     cache_plan_t *plan = self->plan;
-    store_meta_t meta, scratch = {0};
+    store_meta_t meta;
     uint64_t start;
     if (!media_meta(self, &meta, &start))
         return;
     json_t *headers = cache_capture_headers(&self->req->res.headers);
-    char *record = headers != NULL ? cache_record_merge(existing_record(self, meta.generation, &scratch),
-                                                        plan->creq.flavour, meta.etag, headers, NULL)
+    char *existing = existing_record(self, meta.generation);
+    char *record = headers != NULL ? cache_record_merge(existing, plan->creq.flavour, meta.etag, headers, NULL, NULL)
                                    : NULL;
     json_decref(headers);
-    if (scratch.bucket != NULL || scratch.resource_json != NULL)
-        store_meta_free(&scratch);
+    free(existing);
     if (record == NULL)
         return;
     meta.bucket = plan->creq.bucket;
     meta.name = plan->creq.name;
     meta.resource_json = record;
     self->filling = fill_start(&self->fill, self->worker->cache, &plan->key, &meta, start, plan->lead);
-    if (self->filling)
+    if (self->filling) {
         plan->lead = false; /* the fill owns the single-flight slot now */
+        cache_record_note(self->worker->cache, &plan->key, meta.generation, record);
+    }
     free(record);
 }
 
@@ -386,11 +400,14 @@ static bool serve_revalidated(forward_t *self)
     upstream_transfer_release(self->worker->upstream, &self->transfer);
     self->handed_off = self->responded = true;
     /* The entry is confirmed: under a ttl policy the window starts again now. */
-    plan->cached.fill_time = time(NULL);
+    plan->cached.fill_time = unix_ms();
     store_meta_update(self->worker->cache->store, &plan->key, &plan->cached);
     plan->have_cached = false;
     plan->kind = PLAN_PASS;
     plan->widened = false;
+    /* Forget the 304's head: the hit writes the recorded one. */
+    memset(&self->req->res.headers, 0, sizeof(self->req->res.headers));
+    self->req->res.content_length = SIZE_MAX;
     if (cache_serve_hit(self->req, self->worker, &plan->creq, &plan->cached, HIT_REVALIDATED, NULL) != 0)
         forward_after_all(self->req, &plan->creq);
     return true;
@@ -406,8 +423,10 @@ void forward_cache_on_head(forward_t *self)
         return;
     }
     self->cache_state = "MISS";
-    if (self->status == 404)
+    if (self->status == 404) {
         store_invalidate(self->worker->cache->store, &plan->key);
+        cache_record_forget(self->worker->cache, &plan->key);
+    }
     bool body = plan->creq.kind == CACHE_READ_MEDIA && !self->is_head && (self->status == 200 || self->status == 206);
     if (body)
         start_fill(self);
@@ -431,9 +450,15 @@ bool forward_cache_take_over(forward_t *self)
     if (self->filling)
         fill_finish(&self->fill, true); /* whole chunks that arrived are good */
     self->filling = false;
-    gcs_error_send_range_not_satisfiable(self->req, self->route.error_format, self->unsatisfiable_total - 1);
-    self->bytes_sent = self->req->res.content_length;
+    h2o_req_t *req = self->req;
+    h2o_iovec_t body = gcs_error_prepare(req, self->route.error_format, GCS_ERROR_RANGE_NOT_SATISFIABLE, NULL);
+    char *value = h2o_mem_alloc_pool(&req->pool, 40);
+    int n = snprintf(value, 40, "bytes */%llu", (unsigned long long)(self->unsatisfiable_total - 1));
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_RANGE, NULL, value, (size_t)n);
+    h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-cache"), 0, NULL, H2O_STRLIT("MISS"));
+    self->bytes_sent = body.len;
     self->responded = true;
+    h2o_send_inline(req, body.base, body.len);
     return true;
 }
 
@@ -472,6 +497,7 @@ static void invalidate_name(worker_t *worker, const char *bucket, size_t bucket_
     store_key_t key;
     store_key_make(&key, bucket, bucket_len, name, name_len);
     store_invalidate(worker->cache->store, &key);
+    cache_record_forget(worker->cache, &key);
 }
 
 /* Decodes a path segment (raw) or a query value (form-encoded: '+' is a space). */
@@ -558,7 +584,7 @@ static int64_t json_int64(json_t *object, const char *key)
 static void record_resource(forward_t *self, json_t *resource)
 {
     cache_plan_t *plan = self->plan;
-    store_meta_t meta = {0}, scratch = {0};
+    store_meta_t meta = {0};
     char date[64];
     meta.bucket = plan->creq.bucket;
     meta.name = plan->creq.name;
@@ -575,21 +601,23 @@ static void record_resource(forward_t *self, json_t *resource)
     meta.last_modified = http_date_of_rfc3339(json_string_value(json_object_get(resource, "updated")), date,
                                               sizeof(date));
     meta.owner = plan->caller;
-    meta.fill_time = time(NULL);
+    meta.fill_time = unix_ms();
     if (meta.generation < 0 || meta.size > self->worker->conf->cache.max_object_size)
         return;
-    char *existing = existing_record(self, meta.generation, &scratch);
-    char *record = cache_record_merge(existing, plan->creq.flavour, NULL, NULL, resource);
+    char *existing = existing_record(self, meta.generation);
+    json_t *headers = cache_capture_headers(&self->req->res.headers);
+    char *record = headers != NULL ? cache_record_merge(existing, plan->creq.flavour, NULL, NULL, resource, headers)
+                                   : NULL;
+    json_decref(headers);
     if (record != NULL) {
         meta.resource_json = record;
-        if (existing != NULL)
-            store_meta_update(self->worker->cache->store, &plan->key, &meta);
-        else
-            store_fill_begin(self->worker->cache->store, &plan->key, &meta);
+        int rc = existing != NULL ? store_meta_update(self->worker->cache->store, &plan->key, &meta)
+                                  : store_fill_begin(self->worker->cache->store, &plan->key, &meta);
+        if (rc == STORE_OK)
+            cache_record_note(self->worker->cache, &plan->key, meta.generation, record);
         free(record);
     }
-    if (scratch.bucket != NULL || scratch.resource_json != NULL)
-        store_meta_free(&scratch);
+    free(existing);
 }
 
 void forward_cache_on_json(forward_t *self, const char *body, size_t len)

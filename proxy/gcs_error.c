@@ -104,8 +104,7 @@ static const char *content_type_of(error_format_t format)
     return format == ERROR_FORMAT_JSON ? "application/json; charset=UTF-8" : "application/xml; charset=UTF-8";
 }
 
-/* Sets status and headers and returns the body; the caller may add headers before sending it. */
-static h2o_iovec_t prepare_error(h2o_req_t *req, error_format_t format, gcs_error_kind_t kind, const char *message)
+h2o_iovec_t gcs_error_prepare(h2o_req_t *req, error_format_t format, gcs_error_kind_t kind, const char *message)
 {
     char *body = h2o_mem_alloc_pool(&req->pool, 2048);
     size_t len = gcs_error_format(body, 2048, format, kind, message);
@@ -116,7 +115,10 @@ static h2o_iovec_t prepare_error(h2o_req_t *req, error_format_t format, gcs_erro
     req->res.content_length = len;
     memset(&req->res.headers, 0, sizeof(req->res.headers));
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, type, strlen(type));
-    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL, H2O_STRLIT("private, max-age=0"));
+    /* As GCS does: JSON errors forbid caching outright, XML errors say nothing. */
+    if (format == ERROR_FORMAT_JSON)
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL,
+                       H2O_STRLIT("no-cache, no-store, max-age=0, must-revalidate"));
     if (kind == GCS_ERROR_METHOD_NOT_ALLOWED)
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ALLOW, NULL,
                        H2O_STRLIT("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"));
@@ -125,18 +127,10 @@ static h2o_iovec_t prepare_error(h2o_req_t *req, error_format_t format, gcs_erro
 
 void gcs_error_send(h2o_req_t *req, error_format_t format, gcs_error_kind_t kind, const char *message)
 {
-    h2o_iovec_t body = prepare_error(req, format, kind, message);
+    h2o_iovec_t body = gcs_error_prepare(req, format, kind, message);
     h2o_send_inline(req, body.base, body.len);
 }
 
-void gcs_error_send_range_not_satisfiable(h2o_req_t *req, error_format_t format, uint64_t total)
-{
-    h2o_iovec_t body = prepare_error(req, format, GCS_ERROR_RANGE_NOT_SATISFIABLE, NULL);
-    char *value = h2o_mem_alloc_pool(&req->pool, 40);
-    int n = snprintf(value, 40, "bytes */%llu", (unsigned long long)total);
-    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_RANGE, NULL, value, (size_t)n);
-    h2o_send_inline(req, body.base, body.len);
-}
 
 /* --- filter for h2o's own error responses --- */
 

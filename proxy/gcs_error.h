@@ -27,11 +27,14 @@ typedef enum {
     GCS_ERROR_INTERNAL
 } gcs_error_kind_t;
 
+/*
+ * Sets the status and headers of an error response and returns its body
+ * (pool-owned); the caller may add headers before h2o_send_inline(body).
+ */
+h2o_iovec_t gcs_error_prepare(h2o_req_t *req, error_format_t format, gcs_error_kind_t kind, const char *message);
+
 /* Sends a complete error response; message NULL uses the kind's default. */
 void gcs_error_send(h2o_req_t *req, error_format_t format, gcs_error_kind_t kind, const char *message);
-
-/* A 416 with the Content-Range: bytes * / total that RFC 7233 asks for. */
-void gcs_error_send_range_not_satisfiable(h2o_req_t *req, error_format_t format, uint64_t total);
 
 /* Formats the body into buf; returns its length (truncated to cap - 1). */
 size_t gcs_error_format(char *buf, size_t cap, error_format_t format, gcs_error_kind_t kind, const char *message);

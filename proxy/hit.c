@@ -17,6 +17,8 @@
 #include <strings.h>
 #include <time.h>
 
+#include <openssl/evp.h>
+
 #include "access_log.h"
 #include "cache.h"
 #include "gcs_error.h"
@@ -116,22 +118,62 @@ static bool etag_list_matches(const char *list, size_t len, const char *etag)
     return false;
 }
 
+/* The object's ETags: GCS accepts either API's form in a condition on either API. */
+typedef struct etag_set {
+    const char *tags[4];
+    size_t count;
+    char md5_tag[40]; /* the XML form, "<md5 hex>", derived from the stored md5 */
+} etag_set_t;
+
+static void etag_set_add(etag_set_t *set, const char *tag)
+{
+    if (tag != NULL && set->count < sizeof(set->tags) / sizeof(set->tags[0]))
+        set->tags[set->count++] = tag;
+}
+
+static void etag_set_init(etag_set_t *set, const store_meta_t *meta, json_t *root)
+{
+    memset(set, 0, sizeof(*set));
+    etag_set_add(set, json_string_value(json_object_get(json_object_get(root, "json"), "etag")));
+    etag_set_add(set, json_string_value(json_object_get(json_object_get(root, "xml"), "etag")));
+    etag_set_add(set, json_string_value(json_object_get(json_object_get(root, "resource"), "etag")));
+    unsigned char md5[32];
+    if (meta->md5 != NULL && strlen(meta->md5) == 24 &&
+        EVP_DecodeBlock(md5, (const unsigned char *)meta->md5, 24) >= 16) {
+        size_t n = 0;
+        set->md5_tag[n++] = '"';
+        for (int i = 0; i < 16; i++)
+            n += (size_t)snprintf(set->md5_tag + n, sizeof(set->md5_tag) - n, "%02x", md5[i]);
+        set->md5_tag[n++] = '"';
+        set->md5_tag[n] = '\0';
+        etag_set_add(set, set->md5_tag);
+    }
+}
+
+static bool etag_set_matches(const etag_set_t *set, const char *list, size_t len)
+{
+    for (size_t i = 0; i < set->count; i++)
+        if (etag_list_matches(list, len, set->tags[i]))
+            return true;
+    return false;
+}
+
 /* 0 to serve, or 304 / 412. */
-static int evaluate_preconditions(const cache_request_t *c, const store_meta_t *meta, const char *etag)
+static int evaluate_preconditions(const cache_request_t *c, const store_meta_t *meta, const etag_set_t *etags)
 {
     int64_t modified = meta->last_modified != NULL
                            ? cache_parse_http_date(meta->last_modified, strlen(meta->last_modified))
                            : -1;
     if ((c->if_generation_match >= 0 && c->if_generation_match != meta->generation) ||
         (c->if_metageneration_match >= 0 && c->if_metageneration_match != meta->metageneration) ||
-        (c->if_match != NULL && !etag_list_matches(c->if_match, c->if_match_len, etag)) ||
+        (c->if_match != NULL && !etag_set_matches(etags, c->if_match, c->if_match_len)) ||
         (c->if_match == NULL && c->if_unmodified_since >= 0 && modified > c->if_unmodified_since))
         return 412;
     if ((c->if_generation_not_match >= 0 && c->if_generation_not_match == meta->generation) ||
         (c->if_metageneration_not_match >= 0 && c->if_metageneration_not_match == meta->metageneration))
         return 304;
     if (c->if_none_match != NULL)
-        return etag_list_matches(c->if_none_match, c->if_none_match_len, etag) ? 304 : 0;
+        return etag_set_matches(etags, c->if_none_match, c->if_none_match_len) ? 304 : 0;
     if (c->if_modified_since >= 0 && modified >= 0 && modified <= c->if_modified_since)
         return 304;
     return 0;
@@ -288,23 +330,35 @@ static error_format_t error_format_of(const hit_t *self)
     return self->creq->flavour == CACHE_FLAVOUR_XML ? ERROR_FORMAT_XML : ERROR_FORMAT_JSON;
 }
 
-static void send_precondition_failed(hit_t *self)
+/* A 412 or 416 decided from the cached metadata: an answer of the cache like any other. */
+static void send_cache_error(hit_t *self, gcs_error_kind_t kind)
 {
-    gcs_error_send(self->req, error_format_of(self), GCS_ERROR_PRECONDITION_FAILED, NULL);
-    self->bytes_sent = self->req->res.content_length;
+    h2o_req_t *req = self->req;
+    h2o_iovec_t body = gcs_error_prepare(req, error_format_of(self), kind, NULL);
+    if (kind == GCS_ERROR_RANGE_NOT_SATISFIABLE) {
+        /* RFC 7233 4.4: a 416 says how long the representation is. */
+        char *value = h2o_mem_alloc_pool(&req->pool, 40);
+        int n = snprintf(value, 40, "bytes */%llu", (unsigned long long)self->meta.size);
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_RANGE, NULL, value, (size_t)n);
+    }
+    add_x_cache(self);
+    self->bytes_sent = body.len;
+    h2o_send_inline(req, body.base, body.len);
 }
 
-/* The JSON resource, its links pointed at larder. */
+/* The JSON resource, its links pointed at larder, with the headers upstream sent it with. */
 static int serve_metadata(hit_t *self, json_t *root)
 {
     h2o_req_t *req = self->req;
-    json_t *resource = json_object_get(root, "resource");
+    json_t *resource = json_object_get(root, "resource"), *headers = json_object_get(root, "resource_headers");
     const char *etag = json_string_value(json_object_get(resource, "etag"));
-    if (resource == NULL || etag == NULL)
+    if (resource == NULL || etag == NULL || !json_is_array(headers))
         return -1;
-    int verdict = evaluate_preconditions(self->creq, &self->meta, etag);
+    etag_set_t etags;
+    etag_set_init(&etags, &self->meta, root);
+    int verdict = evaluate_preconditions(self->creq, &self->meta, &etags);
     if (verdict == 412) {
-        send_precondition_failed(self);
+        send_cache_error(self, GCS_ERROR_PRECONDITION_FAILED);
         return 0;
     }
     char *text = json_dumps(resource, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));
@@ -326,21 +380,20 @@ static int serve_metadata(hit_t *self, json_t *root)
                                          : h2o_strdup(&req->pool, text, len);
     free(rewritten);
     free(text);
-    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
-                   H2O_STRLIT("application/json; charset=UTF-8"));
-    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ETAG, NULL, h2o_strdup(&req->pool, etag, SIZE_MAX).base,
-                   strlen(etag));
+    add_recorded_headers(req, headers, verdict == 304);
     add_x_cache(self);
     send_small(self, verdict == 304 ? 304 : 200, verdict == 304 ? NULL : body.base, verdict == 304 ? 0 : body.len);
     return 0;
 }
 
-static int serve_media(hit_t *self, const char *etag, json_t *headers)
+static int serve_media(hit_t *self, json_t *root, json_t *headers)
 {
     h2o_req_t *req = self->req;
-    int verdict = evaluate_preconditions(self->creq, &self->meta, etag);
+    etag_set_t etags;
+    etag_set_init(&etags, &self->meta, root);
+    int verdict = evaluate_preconditions(self->creq, &self->meta, &etags);
     if (verdict == 412) {
-        send_precondition_failed(self);
+        send_cache_error(self, GCS_ERROR_PRECONDITION_FAILED);
         return 0;
     }
     add_recorded_headers(req, headers, verdict == 304);
@@ -352,8 +405,8 @@ static int serve_media(hit_t *self, const char *etag, json_t *headers)
     uint64_t first = 0, last = 0, size = self->meta.size;
     bool satisfiable = cache_range_resolve(&self->creq->range, size, &first, &last);
     if (self->creq->range.present && !satisfiable) {
-        gcs_error_send_range_not_satisfiable(req, error_format_of(self), size);
-        self->bytes_sent = req->res.content_length;
+        memset(&req->res.headers, 0, sizeof(req->res.headers));
+        send_cache_error(self, GCS_ERROR_RANGE_NOT_SATISFIABLE);
         return 0;
     }
     req->res.status = self->creq->range.present ? 206 : 200;
@@ -393,9 +446,10 @@ static int serve_with_meta(hit_t *self)
     if (self->meta.content_encoding != NULL && strcasecmp(self->meta.content_encoding, "gzip") == 0 &&
         !self->creq->accepts_gzip)
         return -1;
+    /* The view must exist; its ETag is one of several a condition may name (see etag_set_init). */
     if (!cache_record_view(self->meta.resource_json, self->creq->flavour, &root, &etag, &headers))
         return -1;
-    int rc = serve_media(self, etag, headers);
+    int rc = serve_media(self, root, headers);
     json_decref(root);
     return rc;
 }

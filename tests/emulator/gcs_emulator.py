@@ -482,9 +482,11 @@ def err_precondition(details=None):
     return ApiError(412, "conditionNotMet", text, "PreconditionFailed", text, details)
 
 
-def err_range(header):
+def err_range(header, size):
     text = "The requested range cannot be satisfied."
-    return ApiError(416, "requestedRangeNotSatisfiable", text, "InvalidRange", text, header)
+    # RFC 7233 4.4: a 416 carries the representation's length.
+    return ApiError(416, "requestedRangeNotSatisfiable", text, "InvalidRange", text, header,
+                    headers=[("Content-Range", "bytes */%d" % size)])
 
 
 def err_invalid(text, reason="invalid", xml_code="InvalidArgument"):
@@ -697,14 +699,14 @@ def parse_range(header, size):
     if first == "":
         suffix = int(last)
         if suffix == 0 or size == 0:
-            raise err_range(header)
+            raise err_range(header, size)
         return max(0, size - suffix), size
     start = int(first)
     end = size if last == "" else int(last) + 1
     if last != "" and end <= start:
         return None
     if start >= size:
-        raise err_range(header)
+        raise err_range(header, size)
     return start, min(end, size)
 
 

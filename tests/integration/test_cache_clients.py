@@ -1,0 +1,243 @@
+"""test_cache_clients.py - real clients read the same object twice through larder's cache.
+
+gsutil (TLS listener), `gcloud storage`, the Node SDK and curl each download
+one object twice. The emulator's counters must show that the second read
+moved no object bytes from upstream (media_bytes_sent unchanged). gsutil and
+gcloud download with ?generation=G, which is immutable, so their second read
+must be a pure HIT: no media request reaches upstream at all. curl and the
+Node SDK read without a generation under the default policy ("always"), so
+upstream may only be asked whether the object changed (304, no body).
+Every download is compared by sha256 with the object read straight from the
+emulator.
+
+A missing client skips its test; if any was skipped and nothing failed, the
+file exits 77 (skipped, never passed).
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import unittest
+import zlib
+
+sys.path.insert(0, os.path.dirname(__file__))
+import harness  # noqa: E402
+import test_cache as tc  # noqa: E402  (helpers only)
+
+CALL_TIMEOUT = 120
+SIZE = 6 * 1024 * 1024 + 12345  # several chunks and a short last one
+NODE_DIR = os.path.join(harness.SOURCE_DIR, "tests", "clients", "node")
+GCLOUD_TOKEN = "ya29.cache-gcloud-token-51ac"
+NODE_TOKEN = "ya29.cache-node-token-0d7e"
+
+BOTO_TEMPLATE = """\
+[Credentials]
+gs_json_host = 127.0.0.1
+gs_json_port = {port}
+gs_host = 127.0.0.1
+gs_port = {port}
+gs_oauth2_refresh_token = any-refresh-token
+[OAuth2]
+provider_token_uri = http://127.0.0.1:{token_port}/token
+client_id = any
+client_secret = any
+[Boto]
+https_validate_certificates = True
+num_retries = 1
+max_retry_delay = 1
+[GSUtil]
+prefer_api = json
+default_project_id = test
+state_dir = {state_dir}
+software_update_check_period = 0
+"""
+
+
+def clean_env(prefixes):
+    env = dict(os.environ)
+    for name in list(env):
+        if name.startswith(prefixes) or name.lower().endswith("_proxy"):
+            del env[name]
+    return env
+
+
+class CachedClientsTest(tc.CacheTestCase):
+    larder_config = {"cache": {"enabled": True, "default_policy": "always"}}
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.tmp = tempfile.mkdtemp(prefix="clients-", dir=cls.workdir)
+
+    def setUp(self):
+        super().setUp()
+        self.emulator.control("POST", "tokens", {GCLOUD_TOKEN: tc.OWNER_EMAIL, NODE_TOKEN: tc.OWNER_EMAIL})
+
+    # -- running clients ------------------------------------------------------
+
+    def run_client(self, cmd, env, cwd=None):
+        """One client call; SIGKILL after CALL_TIMEOUT because a plain timeout leaves orphans."""
+        proc = subprocess.run(["timeout", "-s", "KILL", str(CALL_TIMEOUT)] + cmd, env=env, cwd=cwd,
+                              capture_output=True, timeout=CALL_TIMEOUT + 10)
+        if proc.returncode != 0:
+            self.fail("%s exited %d:\n%s" % (" ".join(cmd[:3]), proc.returncode,
+                                             proc.stderr.decode(errors="replace")[-3000:]))
+        return proc
+
+    def out_path(self, name):
+        path = os.path.join(self.tmp, name)
+        if os.path.exists(path):
+            os.unlink(path)
+        return path
+
+    def gsutil_env(self):
+        state_dir = os.path.join(self.tmp, "gsutil-state")
+        cloudsdk = os.path.join(self.tmp, "gsutil-cloudsdk")
+        os.makedirs(state_dir, exist_ok=True)
+        os.makedirs(cloudsdk, exist_ok=True)
+        boto = os.path.join(self.tmp, "boto")
+        with open(boto, "w") as f:
+            f.write(BOTO_TEMPLATE.format(port=self.larder.tls_port, token_port=self.emulator.port,
+                                         state_dir=state_dir))
+        env = clean_env(("BOTO_", "CLOUDSDK_", "GSUTIL_"))
+        env.update({"BOTO_CONFIG": boto, "BOTO_PATH": boto, "CLOUDSDK_CONFIG": cloudsdk,
+                    "CLOUDSDK_CORE_PASS_CREDENTIALS_TO_GSUTIL": "false",
+                    "CLOUDSDK_CORE_CUSTOM_CA_CERTS_FILE": self.ca.ca_cert, "CLOUDSDK_CORE_DISABLE_PROMPTS": "1"})
+        return env
+
+    def gcloud_env(self):
+        cloudsdk = os.path.join(self.tmp, "gcloud-cloudsdk")
+        os.makedirs(cloudsdk, exist_ok=True)
+        token_file = os.path.join(self.tmp, "gcloud-token")
+        with open(token_file, "w") as f:
+            f.write(GCLOUD_TOKEN)
+        env = clean_env(("BOTO_", "CLOUDSDK_", "GOOGLE_"))
+        env.update({"CLOUDSDK_CONFIG": cloudsdk,
+                    "CLOUDSDK_API_ENDPOINT_OVERRIDES_STORAGE": self.larder.url + "/storage/v1/",
+                    "CLOUDSDK_AUTH_ACCESS_TOKEN_FILE": token_file, "CLOUDSDK_CORE_PROJECT": "test",
+                    "CLOUDSDK_CORE_DISABLE_PROMPTS": "1"})
+        return env
+
+    def node_env(self):
+        env = dict(os.environ, LARDER_TEST_TOKEN=NODE_TOKEN)
+        for name in ("STORAGE_EMULATOR_HOST", "GOOGLE_APPLICATION_CREDENTIALS", "NODE_EXTRA_CA_CERTS",
+                     "HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+            env.pop(name, None)
+        return env
+
+    # -- the check ------------------------------------------------------------
+
+    def media_reads(self, mark):
+        return self.upstream_since(mark, ("media_get", "xml_get"))
+
+    def download_twice(self, name, download, generation_read):
+        """download(dst) runs the client once; returns the upstream log of the second run."""
+        self.put_object(name, size=SIZE, seed=zlib.crc32(name.encode()) % 1000)
+        expected = tc.sha(self.object_bytes(name))
+        dst = self.out_path(name.replace("/", "_") + ".1")
+        mark = self.mark()
+        download(dst)
+        self.assertEqual(harness.sha256_file(dst), expected, "first download")
+        first = self.media_reads(mark)
+        self.assertEqual(len(first), 1, "the first download should read the media once: %r" % first)
+        self.assertIn(first[0]["status"], (200, 206), first)
+        self.settle()
+        sent_before = self.emulator.counters()["media_bytes_sent"]
+        mark = self.mark()
+        dst = self.out_path(name.replace("/", "_") + ".2")
+        download(dst)
+        self.assertEqual(harness.sha256_file(dst), expected, "second download")
+        self.assertEqual(self.emulator.counters()["media_bytes_sent"], sent_before,
+                         "the second download moved object bytes from upstream: %r" % self.media_reads(mark))
+        second = self.media_reads(mark)
+        if generation_read:
+            self.assertEqual(second, [], "a ?generation= read of a cached object went upstream")
+        else:
+            for e in second:
+                self.assertEqual(e["status"], 304, second)
+                self.assertTrue(e["headers"].get("If-None-Match"), second)
+        # larder's access log agrees: the second media read came from the store.
+        media = [e for e in self.larder.access_log() if e["method"] == "GET" and
+                 ("alt=media" in e["path"] or e["path"].startswith("/" + self.bucket + "/"))]
+        self.assertIn(media[-1]["cache"], ("HIT",) if generation_read else ("HIT", "REVALIDATED"), media[-3:])
+        return second
+
+    # -- the clients ----------------------------------------------------------
+
+    def test_gsutil_over_tls(self):
+        if shutil.which("gsutil") is None:
+            self.skipTest("gsutil is not installed")
+        env = self.gsutil_env()
+        url = "gs://%s/g/obj.bin" % self.bucket
+
+        def download(dst):
+            self.run_client(["gsutil", "cp", url, dst], env)
+
+        self.download_twice("g/obj.bin", download, generation_read=True)
+        gets = [e for e in self.larder.access_log() if "alt=media" in e["path"] and self.bucket in e["path"]]
+        self.assertEqual(len(gets), 2, gets)
+        self.assertTrue(all("generation=" in e["path"] for e in gets), gets)
+
+    def test_gcloud_storage(self):
+        if shutil.which("gcloud") is None:
+            self.skipTest("gcloud is not installed")
+        env = self.gcloud_env()
+        url = "gs://%s/c/obj.bin" % self.bucket
+
+        def download(dst):
+            self.run_client(["gcloud", "storage", "cp", url, dst], env)
+
+        self.download_twice("c/obj.bin", download, generation_read=True)
+        gets = [e for e in self.larder.access_log() if "alt=media" in e["path"] and self.bucket in e["path"]]
+        self.assertEqual(len(gets), 2, gets)
+        self.assertTrue(all("generation=" in e["path"] for e in gets), gets)
+
+    def test_node_sdk(self):
+        if shutil.which("node") is None:
+            self.skipTest("node is not installed")
+        if not os.path.isdir(os.path.join(NODE_DIR, "node_modules", "@google-cloud", "storage")):
+            self.skipTest("tests/clients/node/node_modules is missing: run `npm ci` in tests/clients/node")
+        env = self.node_env()
+
+        def download(dst):
+            proc = self.run_client(["node", os.path.join(NODE_DIR, "storage_client.js"), self.larder.url,
+                                    self.bucket, "download", "n/obj.bin", dst], env, cwd=NODE_DIR)
+            json.loads(proc.stdout.decode().strip().splitlines()[-1])
+
+        self.download_twice("n/obj.bin", download, generation_read=False)
+
+    def test_curl_json_and_xml(self):
+        if shutil.which("curl") is None:
+            self.skipTest("curl is not installed")
+        variants = [("json", self.larder.url, []), ("xml", self.larder.url, []),
+                    ("json-h2-tls", self.larder.tls_url, ["--http2", "--cacert", self.ca.ca_cert]),
+                    ("xml-h2c", self.larder.url, ["--http2-prior-knowledge"])]
+        for label, base, extra in variants:
+            name = "k/obj-%s.bin" % label
+            path = self.media(name) if label.startswith("json") else self.xml(name)
+
+            def download(dst, path=path, base=base, extra=extra):
+                self.run_client(["curl", "-sS", "--fail", "-H", "Authorization: Bearer owner", "-o", dst]
+                                + extra + [base + path], dict(os.environ))
+
+            with self.subTest(label):
+                self.download_twice(name, download, generation_read=False)
+                if "h2" in label:
+                    versions = {e.get("http") for e in self.larder.access_log() if "obj-%s" % label in e["path"]}
+                    self.assertTrue(versions and all(v.startswith("2") for v in versions), (label, versions))
+
+
+def main():
+    result = unittest.main(verbosity=2, exit=False).result
+    if not result.wasSuccessful():
+        sys.exit(1)
+    if result.skipped:
+        harness.skip("; ".join(reason for _, reason in result.skipped))
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,439 @@
+"""test_cache_faults.py - the read cache under pressure: budget and eviction, kill -9
+mid-fill, a damaged store, and upstream faults in the middle of a fill.
+
+The invariant behind every test here: whatever happens, a client never gets
+wrong bytes in a clean 200, and nothing torn is ever served from the store
+afterwards. Bytes are compared by sha256 with the same object read straight
+from the emulator.
+"""
+
+import hashlib
+import os
+import re
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+import harness  # noqa: E402
+import test_cache as tc  # noqa: E402  (helpers only: its test classes are not collected here)
+
+OWNER = tc.OWNER
+MiB = tc.MiB
+CHUNK = tc.CHUNK
+ASIDE_LINE = re.compile(r"does not open cleanly .*moved it to (\S+) and starting empty")
+
+
+def data_file(larder):
+    return os.path.join(larder.config["store"]["path"], "data.mdb")
+
+
+def sanitizer_clean(log_text):
+    return not any(marker in log_text for marker in harness.SANITIZER_MARKERS)
+
+
+class FaultCase(tc.CacheTestCase):
+    """A CacheTestCase whose tests may stop, kill and restart larder on the same store."""
+
+    larder_config = {"cache": {"enabled": True, "default_policy": "immutable"},
+                     "upstream": {"idle_timeout_ms": 2000}}
+
+    def restart_larder(self, kill=False, before_start=None):
+        """Stops larder (SIGTERM and a clean exit, or SIGKILL), then starts a new one on the same store."""
+        cls = type(self)
+        old = cls.larder
+        if kill:
+            old.proc.kill()
+            old.proc.wait()
+            old.log.close()
+            self.assertTrue(sanitizer_clean(old.read_log()), old.read_log()[-4000:])
+        else:
+            old.stop()
+        try:
+            if before_start is not None:
+                before_start(old)
+        finally:
+            cls.restarts = getattr(cls, "restarts", 0) + 1
+            workdir = os.path.join(cls.workdir, "run%d" % cls.restarts)
+            os.makedirs(workdir)
+            config = dict(cls.larder_config or {})
+            config["store"] = dict(config.get("store", {}), path=old.config["store"]["path"])
+            cls.larder = harness.Larder(workdir, self.emulator.base_url, self.ca, config=config)
+            self.sent = []
+        return cls.larder
+
+    def read_sha(self, path, headers=OWNER, timeout=120):
+        digest = hashlib.sha256()
+        r = self.get(path, headers, sink=digest.update, timeout=timeout)
+        return r, digest.hexdigest()
+
+    def direct_sha(self, path, headers=OWNER):
+        digest = hashlib.sha256()
+        r = tc.http_request(self.emulator.port, "GET", path, headers, sink=digest.update, timeout=120)
+        self.assertEqual((r.status, r.error), (200, None))
+        return digest.hexdigest()
+
+
+# ==========================================================================
+# Budget and eviction
+# ==========================================================================
+
+class BudgetTest(FaultCase):
+    larder_config = {"store": {"budget": "32MiB", "high_water_percent": 95, "low_water_percent": 85},
+                     "cache": {"enabled": True, "default_policy": "immutable"}}
+
+    def test_store_stays_within_budget(self):
+        budget = 32 * MiB
+        size, count = 4 * MiB, 24  # 96 MiB of distinct objects
+        expected = {}
+        for i in range(count):
+            self.put_object("load/%02d" % i, size=size, seed=100 + i)
+            expected[i] = self.direct_sha(self.media("load/%02d" % i))
+        sizes = []
+        for i in range(count):
+            r, digest = self.read_sha(self.media("load/%02d" % i))
+            self.assertEqual((r.status, r.error, digest), (200, None, expected[i]), i)
+            # Object 0 is read again all along: least recently used it is not.
+            r, digest = self.read_sha(self.media("load/00"))
+            self.assertEqual((r.status, digest), (200, expected[0]))
+            sizes.append(os.path.getsize(data_file(self.larder)))
+        deadline = time.monotonic() + 10
+        while True:
+            stats = self.settle()
+            if stats["used_bytes"] <= budget or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        mdb = os.path.getsize(data_file(self.larder))
+        print("\nstore after 96 MiB through a 32 MiB budget: %s; data.mdb %.1f MiB (largest seen %.1f MiB)"
+              % (stats, mdb / MiB, max(sizes) / MiB), flush=True)
+        self.assertEqual(stats["budget"], budget)
+        self.assertLessEqual(stats["used_bytes"], budget, stats)
+        self.assertGreater(stats["used_bytes"], 0, stats)
+        self.assertGreater(stats["evicted_objects"], 0, stats)
+        self.assertLess(stats["objects"], count, stats)
+        # LMDB reuses freed pages: the file is bounded by the budget plus slack, not the workload.
+        self.assertLessEqual(max(sizes + [mdb]), 2 * budget, "data.mdb grew to %d bytes" % max(sizes + [mdb]))
+        # Recency decides: the newest and the hot object are still there, the oldest cold ones are not.
+        for i, expect in ((count - 1, "HIT"), (0, "HIT"), (1, "MISS"), (2, "MISS")):
+            r, digest = self.read_sha(self.media("load/%02d" % i))
+            self.assertEqual((r.status, digest), (200, expected[i]), i)
+            self.assertEqual(r.x_cache, expect, "object %d" % i)
+        self.assertLogAgrees()
+
+    def test_object_larger_than_the_budget(self):
+        """An object bigger than the whole budget is served whole and leaves the store within budget."""
+        self.put_object("huge", size=40 * MiB, seed=5)
+        expected = self.direct_sha(self.media("huge"))
+        for _ in range(2):
+            r, digest = self.read_sha(self.media("huge"))
+            self.assertEqual((r.status, r.error, digest), (200, None, expected))
+            self.settle()
+        stats = self.settle()
+        self.assertLessEqual(stats["used_bytes"], 32 * MiB, stats)
+        # The cache still works afterwards.
+        self.put_object("after", size=2 * MiB, seed=6)
+        expected = self.direct_sha(self.media("after"))
+        for want in ("MISS", "HIT"):
+            r, digest = self.read_sha(self.media("after"))
+            self.assertEqual((r.status, r.x_cache, digest), (200, want, expected))
+            self.settle()
+        self.assertLogAgrees()
+
+
+class MaxObjectSizeTest(FaultCase):
+    larder_config = {"cache": {"enabled": True, "default_policy": "immutable", "max_object_size": "1MiB"}}
+
+    def test_objects_over_max_object_size_pass_uncached(self):
+        self.put_object("small", size=MiB, seed=1)
+        self.put_object("big", size=MiB + 1, seed=2)
+        for name, second in (("small", "HIT"), ("big", "MISS")):
+            expected = self.direct_sha(self.media(name))
+            r, digest = self.read_sha(self.media(name))
+            self.assertEqual((r.status, r.x_cache, digest), (200, "MISS", expected), name)
+            self.settle()
+            mark = self.mark()
+            r, digest = self.read_sha(self.media(name))
+            self.assertEqual((r.status, r.x_cache, digest), (200, second, expected), name)
+            self.assertEqual(len(self.upstream_since(mark)), 0 if second == "HIT" else 1, name)
+        self.assertLogAgrees()
+
+
+# ==========================================================================
+# kill -9 and damage
+# ==========================================================================
+
+class CrashTest(FaultCase):
+
+    def test_kill_9_mid_fill_then_restart(self):
+        size = 200 * MiB
+        self.put_object("crash.bin", size=size, seed=42)
+        path = self.media("crash.bin")
+        expected = self.direct_sha(path)
+        # ~50 MiB/s from upstream, so the kill lands mid-fill.
+        self.emulator.faults(bandwidth_bps=50 * MiB, match="/crash.bin")
+        sent_before = self.emulator.counters()["media_bytes_sent"]
+        got = {"bytes": 0}
+        killed = threading.Event()
+
+        def sink(data):
+            got["bytes"] += len(data)
+            if got["bytes"] >= 60 * MiB and not killed.is_set():
+                killed.set()
+                self.larder.proc.kill()
+
+        try:
+            r = tc.http_request(self.larder.port, "GET", path, OWNER, sink=sink, timeout=60)
+            upstream_sent = self.emulator.counters()["media_bytes_sent"] - sent_before
+        finally:
+            if not killed.is_set():
+                self.larder.proc.kill()
+            larder = self.restart_larder(kill=True)
+        self.emulator.clear_faults()
+        self.assertTrue(killed.is_set(), "the read finished before the kill (%d bytes)" % got["bytes"])
+        self.assertEqual(r.status, 200)
+        self.assertIsNotNone(r.error, "a read cut by kill -9 looked complete")
+        self.assertLess(got["bytes"], size)
+        self.assertLess(upstream_sent, size, "upstream finished before the kill: no fill was interrupted")
+        self.assertNotIn("does not open cleanly", larder.read_log())
+        r, digest = self.read_sha(path)
+        self.assertEqual((r.status, r.error), (200, None))
+        self.assertEqual(digest, expected, "wrong bytes after a crash mid-fill (X-Cache %s)" % r.x_cache)
+        self.assertIn(r.x_cache, ("MISS", "HIT"))
+        self.settle()
+        mark = self.mark()
+        r, digest = self.read_sha(path)
+        self.assertEqual((r.status, r.error, r.x_cache, digest), (200, None, "HIT", expected))
+        self.assertNoUpstream(mark)
+        # A ranged read across the part filled before the crash and the rest.
+        r = self.get(path, dict(OWNER, Range="bytes=%d-%d" % (59 * MiB, 61 * MiB)))
+        want = self.direct(path, dict(OWNER, Range="bytes=%d-%d" % (59 * MiB, 61 * MiB)))
+        self.assertSameAnswer(r, want, "range after restart")
+        self.assertLogAgrees()
+
+
+class DamageTest(FaultCase):
+
+    def fill(self, name, size, seed):
+        # Random bytes, not a synthetic object: the corruption tests look for them in data.mdb.
+        self.put_object(name, data=os.urandom(size))
+        path = self.media(name)
+        expected = self.direct_sha(path)
+        r, digest = self.read_sha(path)
+        self.assertEqual((r.status, digest), (200, expected))
+        self.settle()
+        r, digest = self.read_sha(path)
+        self.assertEqual((r.x_cache, digest), ("HIT", expected))
+        return path, expected
+
+    def test_garbage_header_moves_store_aside(self):
+        path, expected = self.fill("dmg.bin", 3 * MiB, 8)
+        store_path = self.larder.config["store"]["path"]
+
+        def scribble(old):
+            with open(data_file(old), "r+b") as f:
+                f.write(os.urandom(8192))
+
+        larder = self.restart_larder(before_start=scribble)
+        lines = [line for line in larder.read_log().splitlines() if "does not open cleanly" in line]
+        self.assertEqual(len(lines), 1, larder.read_log()[-3000:])
+        aside = ASIDE_LINE.search(lines[0])
+        self.assertIsNotNone(aside, lines[0])
+        self.assertTrue(os.path.isdir(aside.group(1).rstrip('",')), lines[0])
+        self.assertTrue(aside.group(1).startswith(store_path + ".broken-"), lines[0])
+        self.assertEqual(self.stats()["objects"], 0)
+        r, digest = self.read_sha(path)
+        self.assertEqual((r.status, r.x_cache, digest), (200, "MISS", expected))
+        self.settle()
+        r, digest = self.read_sha(path)
+        self.assertEqual((r.status, r.x_cache, digest), (200, "HIT", expected))
+        self.assertLogAgrees()
+
+    def corrupt_payload(self, larder, name):
+        """Overwrites 4 KiB of the object's bytes wherever they sit inside data.mdb."""
+        data = self.object_bytes(name)
+        probe = data[CHUNK + 5000:CHUNK + 5064]  # inside the second chunk
+        with open(data_file(larder), "r+b") as f:
+            blob = f.read()
+            hits = [m.start() for m in re.finditer(re.escape(probe), blob)]
+            self.assertTrue(hits, "the object's bytes are not in data.mdb")
+            for at in hits:
+                f.seek(at)
+                f.write(os.urandom(4096))
+            f.flush()
+            os.fsync(f.fileno())
+
+    def assertRecovers(self, path, expected):
+        """The read that finds the damage may be cut (headers are out by then); it never
+        completes with other bytes, and the damaged chunk is treated as absent from then
+        on (store.h: STORE_CORRUPT), so the client's immediate retry gets the object."""
+        r, digest = self.read_sha(path)
+        if r.status == 200 and r.error is None:
+            self.assertEqual(digest, expected, "a clean 200 with wrong bytes (X-Cache %s)" % r.x_cache)
+        else:
+            self.assertEqual(r.status, 200, r)  # cut mid-body: the only honest failure
+        first = (r.x_cache, repr(r.error))
+        r, digest = self.read_sha(path)
+        self.assertEqual((r.status, r.error, digest), (200, None, expected),
+                         "the retry right after %r (X-Cache %s)" % (first, r.x_cache))
+        self.settle()
+        r, digest = self.read_sha(path)
+        self.assertEqual((r.status, r.error, r.x_cache, digest), (200, None, "HIT", expected))
+
+    def test_corrupt_chunk_while_stopped(self):
+        path, expected = self.fill("rot.bin", 3 * MiB, 9)
+        self.restart_larder(before_start=lambda old: self.corrupt_payload(old, "rot.bin"))
+        self.assertRecovers(path, expected)
+        self.assertLogAgrees()
+
+    def test_corrupt_chunk_while_running(self):
+        path, expected = self.fill("rot2.bin", 3 * MiB, 10)
+        self.corrupt_payload(self.larder, "rot2.bin")
+        self.assertRecovers(path, expected)
+        self.assertLogAgrees()
+
+
+# ==========================================================================
+# Upstream faults in the middle of a fill
+# ==========================================================================
+
+ALWAYS_BUCKET = "pol-always"
+
+
+class UpstreamFaultTest(FaultCase):
+    larder_config = {"cache": {"enabled": True, "default_policy": "immutable",
+                               "policies": ALWAYS_BUCKET + "=always"},
+                     "upstream": {"idle_timeout_ms": 2000}}
+
+    def assertCutNotClean(self, r, size, what):
+        if r.status == 200 or r.status == 206:
+            self.assertIsNotNone(r.error, "%s: a torn body looked complete (%d bytes)" % (what, len(r.body)))
+            self.assertLess(len(r.body), size, what)
+        else:
+            self.assertGcsJsonError(r.status, r.body, 502)
+
+    def test_reset_mid_fill_caches_nothing_torn(self):
+        size = 6 * MiB
+        for i, reset_at in enumerate((CHUNK + 1000, 3 * CHUNK, 512 * 1024)):
+            name = "reset-%d.bin" % i
+            self.put_object(name, size=size, seed=11 + i)
+            path = self.media(name)
+            expected = self.direct_sha(path)
+            self.emulator.faults(reset_after_bytes=reset_at, match="/" + name, times=1)
+            r = self.get(path, OWNER)
+            self.assertCutNotClean(r, size, "reset after %d bytes" % reset_at)
+            self.settle()
+            mark = self.mark()
+            r, digest = self.read_sha(path)
+            self.assertEqual((r.status, r.error, digest), (200, None, expected), reset_at)
+            self.assertEqual(r.x_cache, "MISS", "after a fill cut at %d bytes" % reset_at)
+            up = self.upstream_since(mark, ("media_get",))
+            self.assertEqual(len(up), 1, up)
+            self.assertIsNone(up[0]["headers"].get("Range"), up)
+            self.settle()
+            r, digest = self.read_sha(path)
+            self.assertEqual((r.x_cache, digest), ("HIT", expected))
+        self.assertLogAgrees()
+
+    def test_reset_mid_ranged_fill(self):
+        size = 5 * CHUNK + 10
+        self.put_object("rr.bin", size=size, seed=12)
+        path = self.media("rr.bin")
+        data = self.object_bytes("rr.bin")
+        rng = "bytes=%d-%d" % (CHUNK + 10, 3 * CHUNK + 10)  # widened to chunks 1..3
+        # The cut falls in chunk 2, before the client's window ends.
+        self.emulator.faults(reset_after_bytes=CHUNK + 500000, match="/rr.bin", times=1)
+        r = self.get(path, dict(OWNER, Range=rng))
+        self.assertCutNotClean(r, size, "ranged")
+        self.settle()
+        r = self.get(path, dict(OWNER, Range=rng))
+        self.assertEqual((r.status, r.error, r.body), (206, None, data[CHUNK + 10:3 * CHUNK + 11]))
+        self.assertEqual(r.x_cache, "MISS")
+        self.settle()
+        r, digest = self.read_sha(path)
+        self.assertEqual((r.status, digest), (200, tc.sha(data)))
+        self.assertLogAgrees()
+
+    def test_reset_with_followers(self):
+        size = 8 * MiB
+        self.put_object("fr.bin", size=size, seed=13)
+        path = self.media("fr.bin")
+        expected = self.direct_sha(path)
+        self.emulator.faults(reset_after_bytes=3 * MiB, bandwidth_bps=8 * MiB, match="/fr.bin", times=1)
+        barrier = threading.Barrier(8)
+        results = []
+
+        def read():
+            barrier.wait()
+            digest = hashlib.sha256()
+            r = tc.http_request(self.larder.port, "GET", path, OWNER, sink=digest.update, timeout=60)
+            results.append((r.status, r.error, digest.hexdigest()))
+
+        threads = [threading.Thread(target=read) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(90)
+        self.assertEqual(len(results), 8)
+        for status, error, digest in results:
+            if status == 200 and error is None:
+                self.assertEqual(digest, expected, "a follower got a clean 200 with wrong bytes")
+            else:
+                self.assertIn(status, (200, 502), (status, error))
+        self.assertTrue(any(error is not None or status != 200 for status, error, _ in results),
+                        "nobody saw the reset: the fault did not bite")
+        self.settle()
+        r, digest = self.read_sha(path)
+        self.assertEqual((r.status, r.error, digest), (200, None, expected))
+        self.settle()
+        r, digest = self.read_sha(path)
+        self.assertEqual((r.x_cache, digest), ("HIT", expected))
+
+    def test_stall_mid_fill_is_cut_and_not_cached(self):
+        size = 4 * MiB
+        self.put_object("stall.bin", size=size, seed=14)
+        path = self.media("stall.bin")
+        expected = self.direct_sha(path)
+        self.emulator.faults(stall_ms=5000, stall_after_bytes=CHUNK + 100, match="/stall.bin", times=1)
+        started = time.monotonic()
+        r = self.get(path, OWNER)
+        self.assertLess(time.monotonic() - started, 4.5)
+        self.assertCutNotClean(r, size, "stall")
+        self.settle()
+        r, digest = self.read_sha(path)
+        self.assertEqual((r.status, r.error, r.x_cache, digest), (200, None, "MISS", expected))
+        self.settle()
+        r, digest = self.read_sha(path)
+        self.assertEqual((r.x_cache, digest), ("HIT", expected))
+        self.assertLogAgrees()
+
+    def test_reset_on_changed_object_keeps_nothing_torn(self):
+        """Under "always", a revalidation answered 200 (new bytes) and then cut leaves no torn entry."""
+        self.emulator.create_bucket(ALWAYS_BUCKET)
+        size = 3 * MiB
+        name = "chg-%s.bin" % self.bucket
+        path = self.media(name, ALWAYS_BUCKET)
+        self.put_object(name, size=size, seed=15, bucket=ALWAYS_BUCKET)
+        first = self.direct_sha(path)
+        r, digest = self.read_sha(path)
+        self.assertEqual((r.x_cache, digest), ("MISS", first))
+        self.settle()
+        self.put_object(name, size=size, seed=16, bucket=ALWAYS_BUCKET)
+        second = self.direct_sha(path)
+        self.emulator.faults(reset_after_bytes=CHUNK + 10, match="/" + name, times=1)
+        mark = self.mark()
+        r = self.get(path, OWNER)
+        up = self.upstream_since(mark, ("media_get",))
+        self.assertTrue(up and up[0]["headers"].get("If-None-Match"), up)
+        self.assertCutNotClean(r, size, "changed object")
+        self.settle()
+        r, digest = self.read_sha(path)
+        self.assertEqual((r.status, r.error, r.x_cache), (200, None, "MISS"))
+        self.assertEqual(digest, second, "wrong bytes after a cut revalidation")
+        self.settle()
+        r, digest = self.read_sha(path)
+        self.assertEqual((r.status, r.error, r.x_cache, digest), (200, None, "REVALIDATED", second))
+        self.assertLogAgrees()
+
+
+if __name__ == "__main__":
+    harness.main()
