@@ -329,7 +329,22 @@ static int drop_chunk(apply_ctx_t *a, const op_t *op)
     return note(a, &op->key, &f, len, false, false);
 }
 
-/* New metadata for the cached version; its chunks, counts and recency stay. */
+/*
+ * What a metadata update keeps from the record it replaces: the fields that
+ * describe what the store holds rather than what the caller says. The size
+ * too, since the chunks present were cut to it.
+ */
+static void keep_store_fields(meta_fixed_t *f, const meta_fixed_t *old)
+{
+    f->size = old->size;
+    f->num_chunks = old->num_chunks;
+    f->chunks_present = old->chunks_present;
+    f->chunk_bytes = old->chunk_bytes;
+    f->access_seq = old->access_seq;
+    f->last_access = old->last_access;
+}
+
+/* New metadata for the cached version: the caller's fields (fill_time too); its chunks, counts and recency stay. */
 static int meta_update(apply_ctx_t *a, const op_t *op)
 {
     meta_fixed_t old, f;
@@ -350,10 +365,10 @@ static int meta_update(apply_ctx_t *a, const op_t *op)
         return EINVAL; /* write.c encoded it: cannot happen */
     if (f.generation != old.generation)
         return MDB_SUCCESS; /* the version it describes is not the one cached */
-    old.metageneration = f.metageneration;
-    if ((rc = store_meta(a, &op->key, op->len, &old)) != MDB_SUCCESS)
+    keep_store_fields(&f, &old);
+    if ((rc = store_meta(a, &op->key, op->len, &f)) != MDB_SUCCESS)
         return rc;
-    return note(a, &op->key, &old, op->len, false, false);
+    return note(a, &op->key, &f, op->len, false, false);
 }
 
 int apply_op(apply_ctx_t *a, const op_t *op)

@@ -6,7 +6,10 @@
  * A read transaction pins every page freed after it began, so one held across
  * client I/O would let the file grow by everything written meanwhile. The
  * chunk's checksum is verified after the transaction ends, on the caller's
- * copy. Nothing here writes: damage found is queued for the writer to remove.
+ * copy. Nothing here writes: damage found is queued for the writer to remove,
+ * and hidden from readers until it is (hide.c), as are invalidated objects:
+ * each call looks there first, which costs one atomic load while nothing
+ * with a key in the same stripe is hidden.
  */
 #include <string.h>
 
@@ -24,7 +27,12 @@ static MDB_txn *read_begin(store_t *s)
     return txn;
 }
 
-/* Damage seen by a reader: queue its removal. Never refused, and losing it only delays the cleanup. */
+/*
+ * Damage seen by a reader: queue its removal, and hide the damage from
+ * readers until then, so a retry is a clean miss rather than the same
+ * error. Never refused; losing it (no memory, store closing) only delays
+ * the cleanup, and the next read finds the damage again.
+ */
 static void schedule_removal(store_t *s, op_kind_t kind, const store_key_t *key, int64_t generation, uint32_t index)
 {
     op_t *op = op_new(kind, key, 0);
@@ -33,7 +41,7 @@ static void schedule_removal(store_t *s, op_kind_t kind, const store_key_t *key,
         return;
     op->generation = generation;
     op->index = index;
-    (void)writer_enqueue(s, op, false);
+    (void)hide_enqueue(s, op);
 }
 
 int store_meta_get(store_t *store, const store_key_t *key, store_meta_t *meta)
@@ -43,6 +51,8 @@ int store_meta_get(store_t *store, const store_key_t *key, store_meta_t *meta)
     int rc;
 
     memset(meta, 0, sizeof(*meta));
+    if (hide_object_hidden(&store->hide, key))
+        return STORE_NOT_FOUND; /* invalidated; LMDB still has it until the writer commits */
     if ((txn = read_begin(store)) == NULL)
         return STORE_ERROR;
     rc = mdb_get(txn, store->dbi_meta, &k, &v);
@@ -68,6 +78,8 @@ bool store_chunk_present(store_t *store, const store_key_t *key, int64_t generat
     MDB_txn *txn;
     int rc;
 
+    if (hide_chunk_hidden(&store->hide, key, generation, index))
+        return false; /* invalidated, or found corrupt: its removal is queued */
     chunk_key_make(&ck, key, generation, index);
     if ((txn = read_begin(store)) == NULL)
         return false;
@@ -86,6 +98,8 @@ ssize_t store_chunk_read(store_t *store, const store_key_t *key, int64_t generat
     size_t len = 0;
     int rc;
 
+    if (hide_chunk_hidden(&store->hide, key, generation, index))
+        return STORE_NOT_FOUND;
     chunk_key_make(&ck, key, generation, index);
     if ((txn = read_begin(store)) == NULL)
         return STORE_ERROR;

@@ -216,6 +216,7 @@ static void store_free(store_t *s)
     env_close(s);
     dir_release(s);
     index_destroy(&s->index);
+    hide_destroy(&s->hide);
     free(s->path);
     free(s);
 }
@@ -233,6 +234,11 @@ int store_open(store_t **store, const store_config_t *config)
     s->config.log = config->log; /* so configure() can report */
     s->config.log_ctx = config->log_ctx;
     if (index_init(&s->index, (size_t)(config->budget / MiB) * 2) != 0) {
+        free(s);
+        return STORE_ERROR;
+    }
+    if (hide_init(&s->hide) != 0) {
+        index_destroy(&s->index);
         free(s);
         return STORE_ERROR;
     }

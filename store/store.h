@@ -10,6 +10,10 @@
  * that ends before the call returns: no transaction is ever held across
  * client I/O). All writes are queued to the store's single writer thread,
  * which commits in batches; eviction also runs there, never on the caller.
+ * Reads see committed state, with two exceptions that take effect at once:
+ * an invalidated object, and a chunk a read reported STORE_CORRUPT, are
+ * absent to every reader as soon as the call that found or removed them
+ * returns, though their removal commits later.
  */
 #ifndef LARDER_STORE_H
 #define LARDER_STORE_H
@@ -73,7 +77,7 @@ typedef struct store_meta {
     char *md5;                /* base64, NULL for composite objects */
     char *resource_json;      /* the JSON API object resource, for metadata GETs; may be NULL */
     char *owner;              /* identity that filled the object; may be NULL */
-    int64_t fill_time;        /* unix seconds */
+    int64_t fill_time;        /* set by the caller (larder stores unix milliseconds); the store keeps it as given */
     int64_t last_access;      /* unix seconds, as last persisted */
     uint32_t num_chunks;      /* ceil(size / STORE_CHUNK_SIZE) */
     uint32_t chunks_present;  /* how many of them are committed */
@@ -92,13 +96,15 @@ void store_close(store_t *store);
 int store_meta_get(store_t *store, const store_key_t *key, store_meta_t *meta);
 void store_meta_free(store_meta_t *meta);
 
-/* True when chunk `index` of that generation is committed. */
+/* True when chunk `index` of that generation is committed (and neither invalidated nor reported corrupt since). */
 bool store_chunk_present(store_t *store, const store_key_t *key, int64_t generation, uint32_t index);
 
 /*
  * Copies chunk `index` of that generation into buf (cap >= STORE_CHUNK_SIZE),
  * verifying its checksum. Returns the payload length, or STORE_NOT_FOUND /
- * STORE_CORRUPT. The read transaction ends before this returns.
+ * STORE_CORRUPT. The read transaction ends before this returns. After
+ * STORE_CORRUPT the chunk is absent at once: present says false and reads
+ * say STORE_NOT_FOUND, so a retry refetches it from upstream.
  */
 ssize_t store_chunk_read(store_t *store, const store_key_t *key, int64_t generation, uint32_t index, void *buf,
                          size_t cap);
@@ -112,9 +118,19 @@ int store_fill_begin(store_t *store, const store_key_t *key, const store_meta_t 
 /* Queues one whole chunk (copied). Returns STORE_BUSY when the queue is full. */
 int store_chunk_put(store_t *store, const store_key_t *key, int64_t generation, uint32_t index, const void *data,
                     size_t len);
-/* Replaces the metadata of the cached version (e.g. after a metadata-only change). */
+/*
+ * Replaces the metadata of the cached version (e.g. after a metadata-only
+ * change, or a revalidation that restarts fill_time): every field the caller
+ * sets, fill_time included. Size, chunk counts and last_access stay the
+ * store's. Ignored if another generation is cached by then. Queued.
+ */
 int store_meta_update(store_t *store, const store_key_t *key, const store_meta_t *meta);
-/* Removes the object and all its chunks (any generation). Queued. */
+/*
+ * Removes the object and all its chunks (any generation). Queued, but
+ * visible at once: from its return, every read of key from any thread says
+ * STORE_NOT_FOUND (absent), until a store_fill_begin queued after it
+ * commits. STORE_ERROR: the store is closing or broken, or out of memory.
+ */
 int store_invalidate(store_t *store, const store_key_t *key);
 /* Records an access for LRU; in memory, persisted in batches. Never blocks on the writer. */
 void store_touch(store_t *store, const store_key_t *key);

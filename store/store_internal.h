@@ -20,7 +20,10 @@
  * Threads: callers read through short read transactions (read.c) and queue
  * writes (write.c); one writer thread (writer.c) applies them in batched
  * write transactions (apply.c) and evicts (evict.c). No other thread ever
- * opens a write transaction.
+ * opens a write transaction. Removals that must show before they commit
+ * (invalidations, corrupt chunks) are hidden from readers meanwhile (hide.c).
+ * Lock order: a hide stripe's lock, then the writer's; the index's lock is
+ * never held with either.
  */
 #ifndef LARDER_STORE_INTERNAL_H
 #define LARDER_STORE_INTERNAL_H
@@ -138,7 +141,41 @@ int writer_start(store_t *s);
 void writer_stop(store_t *s);
 bool writer_would_refuse(store_t *s, size_t len);
 int writer_enqueue(store_t *s, op_t *op, bool refusable);
+int writer_enqueue_seq(store_t *s, op_t *op, bool refusable, uint64_t *seq);
 int writer_sync(store_t *s);
+
+/* ---- hide.c: removals readers must see before the writer commits them ---- */
+
+#define HIDE_STRIPES 16
+
+/* An object invalidated, or one chunk found corrupt, whose removal is queued but not yet committed. */
+typedef struct hidden {
+    struct hidden *chain; /* next in its bucket */
+    store_key_t key;
+    bool whole;         /* the whole object (OP_INVALIDATE); else one chunk (OP_DROP_CHUNK) */
+    int64_t generation; /* a chunk's */
+    uint32_t index;     /* a chunk's */
+    uint64_t seq;       /* the queued op that removes it; the latest, if queued again */
+} hidden_t;
+
+typedef struct hide_stripe {
+    pthread_mutex_t lock;  /* guards everything below; count is also read without it */
+    _Atomic size_t count;  /* entries: readers take no lock while it is 0 */
+    hidden_t **buckets;
+    size_t nbuckets; /* a power of two */
+    size_t chunks;   /* entries that are single chunks (bounded) */
+} hide_stripe_t;
+
+typedef struct hide_table {
+    hide_stripe_t stripes[HIDE_STRIPES]; /* by key */
+} hide_table_t;
+
+int hide_init(hide_table_t *h);
+void hide_destroy(hide_table_t *h);
+bool hide_object_hidden(hide_table_t *h, const store_key_t *key);
+bool hide_chunk_hidden(hide_table_t *h, const store_key_t *key, int64_t generation, uint32_t index);
+int hide_enqueue(store_t *s, op_t *op);
+void hide_committed(hide_table_t *h, const op_t *ops);
 
 /* ---- apply.c: write transactions on the writer thread ---- */
 
@@ -231,6 +268,7 @@ struct store {
     size_t psize;
     bool fresh; /* a new environment: the writer creates the layout first */
     store_index_t index;
+    hide_table_t hide; /* invalidations and corrupt chunks, hidden from readers until committed */
     writer_t writer;
     _Atomic uint64_t evicted_objects, evicted_bytes, commits, corrupt_chunks, busy_rejections;
 };

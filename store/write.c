@@ -28,7 +28,7 @@ static op_t *meta_op(op_kind_t kind, const store_key_t *key, const store_meta_t 
     f.generation = meta->generation;
     f.metageneration = meta->metageneration;
     f.size = meta->size;
-    f.fill_time = meta->fill_time != 0 ? meta->fill_time : time(NULL);
+    f.fill_time = meta->fill_time; /* the caller's clock and unit: the store never reads it */
     f.num_chunks = chunk_count(meta->size);
     if ((op = op_new(kind, key, len)) == NULL)
         return NULL;
@@ -77,11 +77,12 @@ int store_meta_update(store_t *store, const store_key_t *key, const store_meta_t
     return op != NULL ? writer_enqueue(store, op, false) : STORE_ERROR;
 }
 
+/* Readers stop seeing the object now (hide.c); LMDB loses it when the writer commits. */
 int store_invalidate(store_t *store, const store_key_t *key)
 {
     op_t *op = op_new(OP_INVALIDATE, key, 0);
 
-    return op != NULL ? writer_enqueue(store, op, false) : STORE_ERROR;
+    return op != NULL ? hide_enqueue(store, op) : STORE_ERROR;
 }
 
 int store_sync(store_t *store)

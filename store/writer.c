@@ -19,7 +19,9 @@
  * evicting for MAP_FULL until a whole batch commits again: emptying the
  * cache would not help either. If even a batch without chunks fails, its
  * invalidations and updates are carried over and retried with later
- * batches: a stale object must not outlive a failed commit.
+ * batches: a stale object must not outlive a failed commit. Readers do not
+ * wait for any of this: an invalidation is hidden from them from the moment
+ * it is queued until its batch commits (hide.c).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -310,6 +312,9 @@ static bool writer_round(store_t *s, writer_local_t *wl)
         take_carry(&b, &wl->carry);
     if (b.head != NULL)
         lost = !commit_batch(s, wl, &b);
+    /* Readers now see what LMDB holds; done before finish_batch wakes store_sync, so a refill shows after a sync. */
+    if (b.head != NULL && !lost)
+        hide_committed(&s->hide, b.head);
     keep_within_budget(s, &wl->a);
     now = store_now_ms();
     if (last || now >= wl->next_persist) {
@@ -430,6 +435,18 @@ bool writer_would_refuse(store_t *s, size_t len)
 /* Queues op, which the queue then owns (freed here if refused). refusable ops get STORE_BUSY when full. */
 int writer_enqueue(store_t *s, op_t *op, bool refusable)
 {
+    uint64_t seq;
+
+    return writer_enqueue_seq(s, op, refusable, &seq);
+}
+
+/*
+ * The same, and *seq is the position op was given (hide.c lists it): read
+ * here, under the lock, because the writer may commit and free op as soon
+ * as the lock is released.
+ */
+int writer_enqueue_seq(store_t *s, op_t *op, bool refusable, uint64_t *seq)
+{
     writer_t *w = &s->writer;
     int rc = STORE_OK;
 
@@ -442,7 +459,7 @@ int writer_enqueue(store_t *s, op_t *op, bool refusable)
     } else {
         bool was_empty = w->head == NULL;
 
-        op->seq = ++w->enqueued_seq;
+        op->seq = *seq = ++w->enqueued_seq;
         op->queued_ms = store_now_ms();
         if (was_empty)
             w->head = op;

@@ -398,6 +398,84 @@ static void test_payload_flip(const test_dir_t *golden)
     free(want);
 }
 
+/* Flips one byte in the payload of chunk idx of object i. */
+static void flip_payload(const test_dir_t *d, int i, uint32_t idx)
+{
+    unsigned char byte;
+    long long off = payload_offset(d, i, idx);
+    char path[256];
+    int fd;
+
+    CHECK(off > 0);
+    data_path(d, path, sizeof(path));
+    fd = open(path, O_RDWR);
+    CHECK(fd >= 0 && pread(fd, &byte, 1, off + 1000) == 1);
+    byte ^= 0x01;
+    CHECK(pwrite(fd, &byte, 1, off + 1000) == 1);
+    close(fd);
+}
+
+/*
+ * After a read said STORE_CORRUPT, the chunk is absent at once, to every
+ * reader, before its removal commits: a retry must be a clean miss that
+ * refetches, not the same error. The writer here commits only for
+ * store_sync, so "at once" cannot be the writer having been quick.
+ */
+static void test_corrupt_absent_at_once(const test_dir_t *golden)
+{
+    store_config_t c;
+    void *buf = test_alloc_chunk(), *want = test_alloc_chunk();
+    store_key_t key;
+    store_stats_t st;
+    store_t *s = NULL;
+    test_dir_t d;
+
+    from_golden(&d, golden);
+    flip_payload(&d, 7, 0);
+    flip_payload(&d, 5, 2);
+    c = config_for(&d);
+    c.commit_interval_ms = 600000;
+    CHECK(store_open(&s, &c) == STORE_OK);
+    test_key(&key, "c/7");
+    CHECK(store_chunk_present(s, &key, 17, 0));
+    CHECK(test_check_chunk(s, "c/7", 17, sizes[7], 0, buf, want) == STORE_CORRUPT);
+    /* No sync: the removal is only queued, and the index still counts the chunk. */
+    CHECK(!store_chunk_present(s, &key, 17, 0));
+    CHECK(test_check_chunk(s, "c/7", 17, sizes[7], 0, buf, want) == STORE_NOT_FOUND);
+    CHECK(test_check_chunk(s, "c/7", 17, sizes[7], 0, buf, want) == STORE_NOT_FOUND);
+    store_stats_get(s, &st);
+    CHECK(st.corrupt_chunks == 1 && st.chunks == 11);
+    /* Only that chunk: its neighbour, and the same index of other objects and generations, are untouched. */
+    CHECK(store_chunk_present(s, &key, 17, 1));
+    CHECK(test_check_chunk(s, "c/7", 17, sizes[7], 1, buf, want) == STORE_OK);
+    CHECK(test_check_chunk(s, "c/5", 15, sizes[5], 0, buf, want) == STORE_OK);
+    CHECK(!store_chunk_present(s, &key, 16, 0));
+    /* A second damaged chunk, in another object. */
+    CHECK(test_check_chunk(s, "c/5", 15, sizes[5], 2, buf, want) == STORE_CORRUPT);
+    CHECK(test_check_chunk(s, "c/5", 15, sizes[5], 2, buf, want) == STORE_NOT_FOUND);
+
+    /* Refetched before the removal committed: the removal goes first, then the good copy shows. */
+    CHECK(test_put_chunk(s, "c/7", 17, sizes[7], 0, buf) == STORE_OK);
+    CHECK(!store_chunk_present(s, &key, 17, 0));
+    CHECK(store_sync(s) == STORE_OK);
+    CHECK(store_chunk_present(s, &key, 17, 0));
+    CHECK(test_check_chunk(s, "c/7", 17, sizes[7], 0, buf, want) == STORE_OK);
+    /* Refetched after: absent once committed, then back. */
+    test_key(&key, "c/5");
+    CHECK(!store_chunk_present(s, &key, 15, 2));
+    CHECK(test_put_chunk(s, "c/5", 15, sizes[5], 2, buf) == STORE_OK);
+    CHECK(store_sync(s) == STORE_OK);
+    CHECK(test_check_chunk(s, "c/5", 15, sizes[5], 2, buf, want) == STORE_OK);
+    store_stats_get(s, &st);
+    CHECK(st.corrupt_chunks == 2 && st.chunks == 11);
+    store_close(s);
+    CHECK(open_and_read(&d).exact == 11);
+    CHECK(broken_copies(&d) == 0);
+    test_dir_remove(&d);
+    free(buf);
+    free(want);
+}
+
 /*
  * Meta pages that place the main database's root beyond the end of the file
  * (LMDB 0.9 meta pages carry no checksum): LMDB faults with SIGBUS reading
@@ -524,6 +602,7 @@ int main(void)
     test_overflow_header(&golden);
     test_check_crashes(&golden);
     test_payload_flip(&golden);
+    test_corrupt_absent_at_once(&golden);
     test_logical_damage(&golden);
     test_random_damage(&golden, seed);
     test_dir_remove(&golden);
