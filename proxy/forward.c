@@ -532,20 +532,6 @@ static char *build_url(forward_t *self)
     return url;
 }
 
-static char *build_public_base(h2o_req_t *req, const conf_t *conf)
-{
-    if (conf->public_url != NULL)
-        return strdup(conf->public_url);
-    if (req->authority.len == 0)
-        return NULL;
-    size_t len = req->scheme->name.len + 3 + req->authority.len;
-    char *base = malloc(len + 1);
-    if (base != NULL)
-        snprintf(base, len + 1, "%.*s://%.*s", (int)req->scheme->name.len, req->scheme->name.base,
-                 (int)req->authority.len, req->authority.base);
-    return base;
-}
-
 static void set_method_and_body(forward_t *self, CURL *easy)
 {
     h2o_req_t *req = self->req;
@@ -604,7 +590,8 @@ int forward_start(h2o_req_t *req, worker_t *worker, const route_t *route, cache_
     self->response_timer.cb = on_response_timeout;
     self->idle_timer.cb = on_idle_timeout;
     self->watchdog.cb = on_watchdog;
-    self->public_base = build_public_base(req, worker->conf);
+    self->public_base = link_public_base(worker->conf->public_url, req->scheme->name.base, req->scheme->name.len,
+                                         req->authority.base, req->authority.len);
     if (start_transfer(self) != 0) {
         upstream_transfer_release(worker->upstream, &self->transfer);
         finish_error(self, GCS_ERROR_INTERNAL, "could not start upstream transfer");

@@ -346,6 +346,17 @@ static void send_cache_error(hit_t *self, gcs_error_kind_t kind)
     h2o_send_inline(req, body.base, body.len);
 }
 
+/* 0 to serve, 304, or 412 (already answered). */
+static int check_preconditions(hit_t *self, json_t *root)
+{
+    etag_set_t etags;
+    etag_set_init(&etags, &self->meta, root);
+    int verdict = evaluate_preconditions(self->creq, &self->meta, &etags);
+    if (verdict == 412)
+        send_cache_error(self, GCS_ERROR_PRECONDITION_FAILED);
+    return verdict;
+}
+
 /* The JSON resource, its links pointed at larder, with the headers upstream sent it with. */
 static int serve_metadata(hit_t *self, json_t *root)
 {
@@ -354,30 +365,21 @@ static int serve_metadata(hit_t *self, json_t *root)
     const char *etag = json_string_value(json_object_get(resource, "etag"));
     if (resource == NULL || etag == NULL || !json_is_array(headers))
         return -1;
-    etag_set_t etags;
-    etag_set_init(&etags, &self->meta, root);
-    int verdict = evaluate_preconditions(self->creq, &self->meta, &etags);
-    if (verdict == 412) {
-        send_cache_error(self, GCS_ERROR_PRECONDITION_FAILED);
+    int verdict = check_preconditions(self, root);
+    if (verdict == 412)
         return 0;
-    }
     char *text = json_dumps(resource, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));
     if (text == NULL)
         return -1;
-    size_t len = strlen(text);
-    const char *base = self->worker->conf->public_url;
-    char derived[512];
-    if (base == NULL && req->authority.len != 0) {
-        snprintf(derived, sizeof(derived), "%.*s://%.*s", (int)req->scheme->name.len, req->scheme->name.base,
-                 (int)req->authority.len, req->authority.base);
-        base = derived;
-    }
-    size_t rewritten_len;
+    size_t len = strlen(text), rewritten_len;
+    char *base = link_public_base(self->worker->conf->public_url, req->scheme->name.base, req->scheme->name.len,
+                                  req->authority.base, req->authority.len);
     char *rewritten = base != NULL ? link_rewrite_json(text, len, self->worker->conf->upstream.base_url, base,
                                                        &rewritten_len)
                                    : NULL;
     h2o_iovec_t body = rewritten != NULL ? h2o_strdup(&req->pool, rewritten, rewritten_len)
                                          : h2o_strdup(&req->pool, text, len);
+    free(base);
     free(rewritten);
     free(text);
     add_recorded_headers(req, headers, verdict == 304);
@@ -389,13 +391,9 @@ static int serve_metadata(hit_t *self, json_t *root)
 static int serve_media(hit_t *self, json_t *root, json_t *headers)
 {
     h2o_req_t *req = self->req;
-    etag_set_t etags;
-    etag_set_init(&etags, &self->meta, root);
-    int verdict = evaluate_preconditions(self->creq, &self->meta, &etags);
-    if (verdict == 412) {
-        send_cache_error(self, GCS_ERROR_PRECONDITION_FAILED);
+    int verdict = check_preconditions(self, root);
+    if (verdict == 412)
         return 0;
-    }
     add_recorded_headers(req, headers, verdict == 304);
     add_x_cache(self);
     if (verdict == 304) {

@@ -4,6 +4,7 @@
 #include "link_rewrite.h"
 
 #include <jansson.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -103,4 +104,18 @@ char *link_rewrite_json(const char *body, size_t len, const char *upstream_base,
     }
     json_decref(root);
     return out;
+}
+
+char *link_public_base(const char *configured, const char *scheme, size_t scheme_len, const char *authority,
+                       size_t authority_len)
+{
+    if (configured != NULL)
+        return strdup(configured);
+    if (authority_len == 0)
+        return NULL;
+    size_t len = scheme_len + 3 + authority_len;
+    char *base = malloc(len + 1);
+    if (base != NULL)
+        snprintf(base, len + 1, "%.*s://%.*s", (int)scheme_len, scheme, (int)authority_len, authority);
+    return base;
 }

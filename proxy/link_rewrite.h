@@ -18,6 +18,14 @@
 bool link_is_upstream(const char *url, size_t len, const char *upstream_base, size_t *path_start);
 
 /*
+ * The base URL links should carry: the configured public URL, or else the
+ * scheme and Host the request came with. Returns a malloc'd string, or NULL
+ * when neither is known.
+ */
+char *link_public_base(const char *configured, const char *scheme, size_t scheme_len, const char *authority,
+                       size_t authority_len);
+
+/*
  * Rewrites the selfLink and mediaLink values in a JSON document. Returns a
  * malloc'd document (caller frees) and its length, or NULL when nothing was
  * rewritten or the body is not JSON; then the original is to be sent as is.

@@ -34,6 +34,31 @@ SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime
                      "SUMMARY: UndefinedBehaviorSanitizer", "SUMMARY: AddressSanitizer")
 
 
+# gsutil's boto file for larder's TLS listener and the emulator's OAuth endpoint
+# (see ../shared/reference/clients.md); format with port, token_port, state_dir.
+GSUTIL_BOTO_TEMPLATE = """\
+[Credentials]
+gs_json_host = 127.0.0.1
+gs_json_port = {port}
+gs_host = 127.0.0.1
+gs_port = {port}
+gs_oauth2_refresh_token = any-refresh-token
+[OAuth2]
+provider_token_uri = http://127.0.0.1:{token_port}/token
+client_id = any
+client_secret = any
+[Boto]
+https_validate_certificates = True
+num_retries = 1
+max_retry_delay = 1
+[GSUtil]
+prefer_api = json
+default_project_id = test
+state_dir = {state_dir}
+software_update_check_period = 0
+"""
+
+
 def skip(reason):
     print("SKIP: " + reason, flush=True)
     sys.exit(SKIP_EXIT)

@@ -33,27 +33,6 @@ NODE_DIR = os.path.join(harness.SOURCE_DIR, "tests", "clients", "node")
 GCLOUD_TOKEN = "ya29.cache-gcloud-token-51ac"
 NODE_TOKEN = "ya29.cache-node-token-0d7e"
 
-BOTO_TEMPLATE = """\
-[Credentials]
-gs_json_host = 127.0.0.1
-gs_json_port = {port}
-gs_host = 127.0.0.1
-gs_port = {port}
-gs_oauth2_refresh_token = any-refresh-token
-[OAuth2]
-provider_token_uri = http://127.0.0.1:{token_port}/token
-client_id = any
-client_secret = any
-[Boto]
-https_validate_certificates = True
-num_retries = 1
-max_retry_delay = 1
-[GSUtil]
-prefer_api = json
-default_project_id = test
-state_dir = {state_dir}
-software_update_check_period = 0
-"""
 
 
 def clean_env(prefixes):
@@ -100,7 +79,7 @@ class CachedClientsTest(tc.CacheTestCase):
         os.makedirs(cloudsdk, exist_ok=True)
         boto = os.path.join(self.tmp, "boto")
         with open(boto, "w") as f:
-            f.write(BOTO_TEMPLATE.format(port=self.larder.tls_port, token_port=self.emulator.port,
+            f.write(harness.GSUTIL_BOTO_TEMPLATE.format(port=self.larder.tls_port, token_port=self.emulator.port,
                                          state_dir=state_dir))
         env = clean_env(("BOTO_", "CLOUDSDK_", "GSUTIL_"))
         env.update({"BOTO_CONFIG": boto, "BOTO_PATH": boto, "CLOUDSDK_CONFIG": cloudsdk,

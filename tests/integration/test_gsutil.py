@@ -29,27 +29,6 @@ CALL_TIMEOUT = 120
 SMALL = 1024
 LARGE = 20 * 1024 * 1024  # over gsutil's 8 MiB resumable threshold
 
-BOTO_TEMPLATE = """\
-[Credentials]
-gs_json_host = 127.0.0.1
-gs_json_port = {port}
-gs_host = 127.0.0.1
-gs_port = {port}
-gs_oauth2_refresh_token = any-refresh-token
-[OAuth2]
-provider_token_uri = http://127.0.0.1:{token_port}/token
-client_id = any
-client_secret = any
-[Boto]
-https_validate_certificates = True
-num_retries = 1
-max_retry_delay = 1
-[GSUtil]
-prefer_api = json
-default_project_id = test
-state_dir = {state_dir}
-software_update_check_period = 0
-"""
 
 
 def md5_b64(path):
@@ -72,7 +51,7 @@ class GsutilTest(harness.LarderTestCase):
         os.makedirs(cloudsdk_config)
         boto = os.path.join(cls.tmp, "boto")
         with open(boto, "w") as f:
-            f.write(BOTO_TEMPLATE.format(port=cls.larder.tls_port, token_port=cls.emulator.port,
+            f.write(harness.GSUTIL_BOTO_TEMPLATE.format(port=cls.larder.tls_port, token_port=cls.emulator.port,
                                          state_dir=state_dir))
         env = dict(os.environ)
         # Keep the caller's configuration and proxies out of it.

@@ -45,9 +45,21 @@ static void test_json(void)
     free(out);
 }
 
+static void test_public_base(void)
+{
+    char *base = link_public_base(NULL, "https", 5, "127.0.0.1:8443", 14);
+    CHECK_STR(base, "https://127.0.0.1:8443");
+    free(base);
+    base = link_public_base("http://larder.internal", "https", 5, "127.0.0.1:8443", 14);
+    CHECK_STR(base, "http://larder.internal");
+    free(base);
+    CHECK(link_public_base(NULL, "http", 4, "", 0) == NULL);
+}
+
 int main(void)
 {
     test_is_upstream();
+    test_public_base();
     test_json();
     UNIT_DONE();
 }
