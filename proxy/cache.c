@@ -5,7 +5,7 @@
 #include "cache.h"
 #include "route.h"
 
-#include <openssl/evp.h>
+#include <openssl/sha.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -155,19 +155,22 @@ char *cache_record_merge(const char *record, cache_flavour_t flavour, const char
     return text;
 }
 
-bool cache_record_view(const char *record, cache_flavour_t flavour, json_t **root, const char **etag,
-                       json_t **headers)
+json_t *cache_record_parse(const char *record)
 {
-    *root = record != NULL ? json_loads(record, 0, NULL) : NULL;
-    json_t *view = json_object_get(*root, flavour_key(flavour));
+    json_t *root = record != NULL ? json_loads(record, 0, NULL) : NULL;
+    if (root != NULL && !json_is_object(root)) {
+        json_decref(root);
+        root = NULL;
+    }
+    return root;
+}
+
+bool cache_record_view(json_t *root, cache_flavour_t flavour, const char **etag, json_t **headers)
+{
+    json_t *view = json_object_get(root, flavour_key(flavour));
     *etag = json_string_value(json_object_get(view, "etag"));
     *headers = json_object_get(view, "headers");
-    if (*etag == NULL || !json_is_array(*headers)) {
-        json_decref(*root);
-        *root = NULL;
-        return false;
-    }
-    return true;
+    return *etag != NULL && json_is_array(*headers);
 }
 
 /* --- records not yet committed --- */
@@ -243,44 +246,49 @@ static const char *const credential_params[] = {"access_token", "X-Goog-Signatur
 
 void cache_caller_id(h2o_req_t *req, char *out, size_t cap)
 {
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    bool any = false;
-    if (ctx == NULL || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1) {
-        /* Without a digest nobody can be told apart: nobody skips revalidation. */
-        EVP_MD_CTX_free(ctx);
-        snprintf(out, cap, "unidentified");
-        return;
-    }
+    /* The credentials, gathered into one buffer and hashed once: this runs on every hit. */
+    char stack[2048];
+    h2o_iovec_t parts[1 + sizeof(credential_params) / sizeof(credential_params[0]) * 2];
+    size_t nparts = 0, total = 0;
     ssize_t i = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, -1);
-    if (i != -1) {
-        EVP_DigestUpdate(ctx, req->headers.entries[i].value.base, req->headers.entries[i].value.len);
-        any = true;
-    }
+    if (i != -1)
+        parts[nparts++] = req->headers.entries[i].value;
     for (size_t k = 0; k < sizeof(credential_params) / sizeof(credential_params[0]); k++) {
         size_t len;
         const char *value = route_query_param(req->path.base, req->path.len, credential_params[k], &len);
         if (value != NULL) {
-            EVP_DigestUpdate(ctx, credential_params[k], strlen(credential_params[k]) + 1);
-            EVP_DigestUpdate(ctx, value, len);
-            any = true;
+            parts[nparts++] = h2o_iovec_init(credential_params[k], strlen(credential_params[k]) + 1);
+            parts[nparts++] = h2o_iovec_init(value, len);
         }
     }
-    unsigned char digest[EVP_MAX_MD_SIZE];
-    unsigned int digest_len = 0;
-    bool ok = EVP_DigestFinal_ex(ctx, digest, &digest_len) == 1 && digest_len >= 16;
-    EVP_MD_CTX_free(ctx);
-    if (!ok) {
-        snprintf(out, cap, "unidentified");
-        return;
-    }
-    if (!any) {
+    if (nparts == 0) {
         /* Anonymous callers share one identity: what they may read, everyone may. */
         snprintf(out, cap, "anonymous");
         return;
     }
+    for (size_t k = 0; k < nparts; k++)
+        total += parts[k].len;
+    char *buf = total <= sizeof(stack) ? stack : malloc(total);
+    if (buf == NULL) {
+        snprintf(out, cap, "unidentified"); /* nobody can be told apart: nobody skips revalidation */
+        return;
+    }
+    size_t at = 0;
+    for (size_t k = 0; k < nparts; k++) {
+        memcpy(buf + at, parts[k].base, parts[k].len);
+        at += parts[k].len;
+    }
+    unsigned char digest[SHA256_DIGEST_LENGTH];
+    SHA256((const unsigned char *)buf, total, digest);
+    if (buf != stack)
+        free(buf);
+    static const char hex[] = "0123456789abcdef";
     size_t n = 0;
-    for (size_t k = 0; k < 16 && n + 3 <= cap; k++)
-        n += (size_t)snprintf(out + n, cap - n, "%02x", digest[k]);
+    for (size_t k = 0; k < 16 && n + 2 < cap; k++) {
+        out[n++] = hex[digest[k] >> 4];
+        out[n++] = hex[digest[k] & 15];
+    }
+    out[n] = '\0';
 }
 
 /* --- single-flight fills --- */

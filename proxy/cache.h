@@ -45,9 +45,10 @@ json_t *cache_capture_headers(const h2o_headers_t *headers);
  */
 char *cache_record_merge(const char *record, cache_flavour_t flavour, const char *etag, json_t *headers,
                          json_t *resource, json_t *resource_headers);
-/* The ETag and headers for flavour, or false when that API never filled this object. */
-bool cache_record_view(const char *record, cache_flavour_t flavour, json_t **root, const char **etag,
-                       json_t **headers);
+/* Parses a record once per request; NULL when absent or unreadable. */
+json_t *cache_record_parse(const char *record);
+/* The ETag and headers for flavour (borrowed from root), or false when that API never filled this object. */
+bool cache_record_view(json_t *root, cache_flavour_t flavour, const char **etag, json_t **headers);
 
 /*
  * Records go to the store through its writer queue, so a record just written
@@ -84,14 +85,16 @@ typedef enum { HIT_FRESH, HIT_REVALIDATED, HIT_FOLLOW } hit_mode_t;
 
 /*
  * Answers req from the store: the bytes (or a 304, 412 or 416 decided from
- * the cached metadata). meta is consumed. Returns -1 when the store cannot
+ * the cached metadata). meta is consumed; record is meta's parsed record
+ * (borrowed; NULL to parse it here). Returns -1 when the store cannot
  * serve this request after all; nothing was sent then, and the caller
  * forwards it instead. With meta NULL (following a fill that has not recorded
  * the object yet) it waits for the metadata, and calls fallback if the fill
  * fails to deliver it.
  */
-int cache_serve_hit(h2o_req_t *req, struct worker *worker, const cache_request_t *creq, store_meta_t *meta,
-                    hit_mode_t mode, void (*fallback)(h2o_req_t *req, const cache_request_t *creq));
+int cache_serve_hit(h2o_req_t *req, struct worker *worker, const cache_request_t *creq, const store_key_t *key,
+                    store_meta_t *meta, json_t *record, hit_mode_t mode,
+                    void (*fallback)(h2o_req_t *req, const cache_request_t *creq));
 
 /* True when the store holds every chunk the request needs. */
 bool cache_covers(cache_t *cache, const store_key_t *key, const store_meta_t *meta, const cache_range_t *range);

@@ -76,20 +76,15 @@ static void forward_after_all(h2o_req_t *req, const cache_request_t *creq)
     forward_start(req, worker_of(req), &plan->route, plan);
 }
 
-static bool entry_serves(const cache_plan_t *plan, const store_meta_t *meta, cache_t *cache)
+static bool entry_serves(const cache_plan_t *plan, const store_meta_t *meta, json_t *record, cache_t *cache)
 {
     const cache_request_t *c = &plan->creq;
-    if (c->kind == CACHE_READ_METADATA) {
-        json_t *root = meta->resource_json != NULL ? json_loads(meta->resource_json, 0, NULL) : NULL;
-        bool has = json_object_get(root, "resource") != NULL && json_object_get(root, "resource_headers") != NULL;
-        json_decref(root);
-        return has;
-    }
-    json_t *root, *headers;
+    if (c->kind == CACHE_READ_METADATA)
+        return json_object_get(record, "resource") != NULL && json_object_get(record, "resource_headers") != NULL;
+    json_t *headers;
     const char *etag;
-    if (!cache_record_view(meta->resource_json, c->flavour, &root, &etag, &headers))
+    if (!cache_record_view(record, c->flavour, &etag, &headers))
         return false;
-    json_decref(root);
     if (meta->content_encoding != NULL && strcasecmp(meta->content_encoding, "gzip") == 0 && !c->accepts_gzip)
         return false;
     /* Chunks of a fill under way (or just finished) are on their way into the store: the hit waits for them. */
@@ -114,15 +109,12 @@ static bool caller_owns(const cache_plan_t *plan, const store_meta_t *meta)
     return meta->owner != NULL && (strcmp(meta->owner, plan->caller) == 0 || strcmp(meta->owner, "anonymous") == 0);
 }
 
-static void plan_revalidation(cache_plan_t *plan, store_meta_t *meta)
+static void plan_revalidation(cache_plan_t *plan, store_meta_t *meta, json_t *record)
 {
-    json_t *root, *headers;
+    json_t *headers;
     const char *etag;
-    if (plan->creq.kind == CACHE_READ_MEDIA &&
-        cache_record_view(meta->resource_json, plan->creq.flavour, &root, &etag, &headers)) {
+    if (plan->creq.kind == CACHE_READ_MEDIA && cache_record_view(record, plan->creq.flavour, &etag, &headers))
         plan->revalidate_etag = strdup(etag);
-        json_decref(root);
-    }
     if (plan->revalidate_etag == NULL) {
         /* Metadata has no conditional GET: fetch it again, it is small. */
         plan->kind = PLAN_MISS;
@@ -156,21 +148,27 @@ cache_plan_t *forward_cache_plan(h2o_req_t *req, worker_t *worker, const route_t
             store_meta_free(&meta); /* an older generation: read it from upstream, keep the current one */
             return plan;
         }
-        if (entry_serves(plan, &meta, worker->cache)) {
+        json_t *record = cache_record_parse(meta.resource_json); /* once per request: it is the hit's main cost */
+        if (entry_serves(plan, &meta, record, worker->cache)) {
             if (is_fresh(plan, &meta, worker->conf) && caller_owns(plan, &meta)) {
-                if (cache_serve_hit(req, worker, &plan->creq, &meta, HIT_FRESH, forward_after_all) == 0)
+                int rc = cache_serve_hit(req, worker, &plan->creq, &plan->key, &meta, record, HIT_FRESH,
+                                         forward_after_all);
+                json_decref(record);
+                if (rc == 0)
                     return NULL;
             } else {
-                plan_revalidation(plan, &meta);
+                plan_revalidation(plan, &meta, record);
+                json_decref(record);
                 widen_range(plan);
                 return plan;
             }
         } else {
+            json_decref(record);
             store_meta_free(&meta);
         }
     }
     if (plan->creq.kind == CACHE_READ_MEDIA && cache_fill_active(worker->cache, &plan->key, plan->caller)) {
-        cache_serve_hit(req, worker, &plan->creq, NULL, HIT_FOLLOW, forward_after_all);
+        cache_serve_hit(req, worker, &plan->creq, &plan->key, NULL, NULL, HIT_FOLLOW, forward_after_all);
         return NULL;
     }
     plan->kind = PLAN_MISS;
@@ -408,7 +406,8 @@ static bool serve_revalidated(forward_t *self)
     /* Forget the 304's head: the hit writes the recorded one. */
     memset(&self->req->res.headers, 0, sizeof(self->req->res.headers));
     self->req->res.content_length = SIZE_MAX;
-    if (cache_serve_hit(self->req, self->worker, &plan->creq, &plan->cached, HIT_REVALIDATED, NULL) != 0)
+    if (cache_serve_hit(self->req, self->worker, &plan->creq, &plan->key, &plan->cached, NULL, HIT_REVALIDATED,
+                        NULL) != 0)
         forward_after_all(self->req, &plan->creq);
     return true;
 }

@@ -40,6 +40,7 @@ typedef struct hit {
     hit_mode_t mode;
     uint64_t next, end;          /* absolute offsets still to send: [next, end) */
     char *chunk;
+    size_t chunk_cap;
     int64_t chunk_index;         /* chunk held in `chunk`, -1 for none */
     size_t chunk_len;
     uint64_t waiting_since_ms;
@@ -250,7 +251,7 @@ static void send_slice(hit_t *self, const char *base, size_t len, h2o_send_state
 static bool load_chunk(hit_t *self, int64_t index)
 {
     ssize_t n = store_chunk_read(self->worker->cache->store, &self->key, self->meta.generation, (uint32_t)index,
-                                 self->chunk, STORE_CHUNK_SIZE);
+                                 self->chunk, self->chunk_cap);
     if (n < 0)
         return false;
     self->chunk_index = index;
@@ -302,7 +303,8 @@ static void hit_step(hit_t *self)
 bool cache_covers(cache_t *cache, const store_key_t *key, const store_meta_t *meta, const cache_range_t *range)
 {
     uint64_t first, last;
-    if (meta->size == 0)
+    /* The store counts committed chunks exactly: a complete object needs no per-chunk look-up. */
+    if (meta->size == 0 || meta->chunks_present == meta->num_chunks)
         return true;
     if (!cache_range_resolve(range, meta->size, &first, &last))
         return true; /* a 416 needs no bytes */
@@ -349,6 +351,11 @@ static void send_cache_error(hit_t *self, gcs_error_kind_t kind)
 /* 0 to serve, 304, or 412 (already answered). */
 static int check_preconditions(hit_t *self, json_t *root)
 {
+    const cache_request_t *c = self->creq;
+    if (c->if_match == NULL && c->if_none_match == NULL && c->if_modified_since < 0 && c->if_unmodified_since < 0 &&
+        c->if_generation_match < 0 && c->if_generation_not_match < 0 && c->if_metageneration_match < 0 &&
+        c->if_metageneration_not_match < 0)
+        return 0; /* the common case: nothing to evaluate */
     etag_set_t etags;
     etag_set_init(&etags, &self->meta, root);
     int verdict = evaluate_preconditions(self->creq, &self->meta, &etags);
@@ -420,8 +427,11 @@ static int serve_media(hit_t *self, json_t *root, json_t *headers)
     }
     if (self->creq->head)
         self->end = self->next; /* HEAD: headers only; h2o sends no body of its own */
-    if ((self->chunk = malloc(STORE_CHUNK_SIZE)) == NULL)
+    /* Small objects are most hits: their buffer need not be a whole chunk. */
+    size_t buffer_size = self->meta.size < STORE_CHUNK_SIZE ? (size_t)self->meta.size : STORE_CHUNK_SIZE;
+    if ((self->chunk = malloc(buffer_size != 0 ? buffer_size : 1)) == NULL)
         return -1;
+    self->chunk_cap = buffer_size;
     self->super.proceed = on_proceed;
     self->super.stop = on_stop;
     h2o_start_response(req, &self->super);
@@ -430,25 +440,25 @@ static int serve_media(hit_t *self, json_t *root, json_t *headers)
     return 0;
 }
 
-static int serve_with_meta(hit_t *self)
+/* record: meta's parsed record, borrowed for this call only; NULL to parse it here. */
+static int serve_with_meta(hit_t *self, json_t *record)
 {
-    json_t *root, *headers;
+    json_t *parsed = record == NULL ? cache_record_parse(self->meta.resource_json) : NULL, *headers;
+    json_t *root = record != NULL ? record : parsed;
     const char *etag;
-    if (self->creq->kind == CACHE_READ_METADATA) {
-        root = self->meta.resource_json != NULL ? json_loads(self->meta.resource_json, 0, NULL) : NULL;
-        int rc = root != NULL ? serve_metadata(self, root) : -1;
-        json_decref(root);
-        return rc;
-    }
+    int rc = -1;
+    if (root == NULL)
+        return -1;
+    if (self->creq->kind == CACHE_READ_METADATA)
+        rc = serve_metadata(self, root);
     /* gzip objects reach clients that refuse gzip only decompressed: upstream does that. */
-    if (self->meta.content_encoding != NULL && strcasecmp(self->meta.content_encoding, "gzip") == 0 &&
-        !self->creq->accepts_gzip)
-        return -1;
+    else if (self->meta.content_encoding != NULL && strcasecmp(self->meta.content_encoding, "gzip") == 0 &&
+             !self->creq->accepts_gzip)
+        rc = -1;
     /* The view must exist; its ETag is one of several a condition may name (see etag_set_init). */
-    if (!cache_record_view(self->meta.resource_json, self->creq->flavour, &root, &etag, &headers))
-        return -1;
-    int rc = serve_media(self, root, headers);
-    json_decref(root);
+    else if (cache_record_view(root, self->creq->flavour, &etag, &headers))
+        rc = serve_media(self, root, headers);
+    json_decref(parsed);
     return rc;
 }
 
@@ -459,7 +469,7 @@ static void wait_for_meta(hit_t *self)
         self->have_meta = true;
         self->poll.cb = on_poll; /* from now on the poll waits for chunks */
         self->waiting_since_ms = 0;
-        if (serve_with_meta(self) == 0)
+        if (serve_with_meta(self, NULL) == 0)
             return;
     } else {
         if (self->waiting_since_ms == 0)
@@ -479,8 +489,9 @@ static void on_meta_poll(h2o_timeout_entry_t *entry)
     wait_for_meta(H2O_STRUCT_FROM_MEMBER(hit_t, poll, entry));
 }
 
-int cache_serve_hit(h2o_req_t *req, worker_t *worker, const cache_request_t *creq, store_meta_t *meta,
-                    hit_mode_t mode, void (*fallback)(h2o_req_t *req, const cache_request_t *creq))
+int cache_serve_hit(h2o_req_t *req, worker_t *worker, const cache_request_t *creq, const store_key_t *key,
+                    store_meta_t *meta, json_t *record, hit_mode_t mode,
+                    void (*fallback)(h2o_req_t *req, const cache_request_t *creq))
 {
     hit_t *self = h2o_mem_alloc_shared(&req->pool, sizeof(*self), on_dispose);
     memset(self, 0, sizeof(*self));
@@ -492,7 +503,7 @@ int cache_serve_hit(h2o_req_t *req, worker_t *worker, const cache_request_t *cre
     self->chunk_index = -1;
     self->poll.cb = on_poll;
     self->watchdog.cb = on_watchdog;
-    store_key_make(&self->key, creq->bucket, strlen(creq->bucket), creq->name, strlen(creq->name));
+    self->key = *key;
     if (meta == NULL) {
         self->poll.cb = on_meta_poll;
         h2o_timeout_link(worker->loop, &worker->fill_poll, &self->poll);
@@ -501,7 +512,7 @@ int cache_serve_hit(h2o_req_t *req, worker_t *worker, const cache_request_t *cre
     self->meta = *meta;
     self->have_meta = true;
     memset(meta, 0, sizeof(*meta));
-    if (serve_with_meta(self) != 0) {
+    if (serve_with_meta(self, record) != 0) {
         self->abandoned = true; /* nothing went out; the pool frees self */
         return -1;
     }
