@@ -303,8 +303,9 @@ static void hit_step(hit_t *self)
 bool cache_covers(cache_t *cache, const store_key_t *key, const store_meta_t *meta, const cache_range_t *range)
 {
     uint64_t first, last;
-    /* The store counts committed chunks exactly: a complete object needs no per-chunk look-up. */
-    if (meta->size == 0 || meta->chunks_present == meta->num_chunks)
+    /* Asked chunk by chunk, not from the record's count: a chunk found corrupt is hidden at once,
+     * and the request must then go upstream for it rather than start and be cut. */
+    if (meta->size == 0)
         return true;
     if (!cache_range_resolve(range, meta->size, &first, &last))
         return true; /* a 416 needs no bytes */
