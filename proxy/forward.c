@@ -20,7 +20,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/socket.h>
 #include <time.h>
 
 #include "access_log.h"
@@ -33,13 +32,6 @@
 #define FLUSH_HIGH_WATER (256 * 1024)
 /* JSON bodies are buffered whole to rewrite links; past this they stream as is. */
 #define JSON_REWRITE_MAX (32 * 1024 * 1024)
-
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 static int buffer_append(byte_buffer_t *buf, const char *data, size_t len)
 {
@@ -83,16 +75,10 @@ static const char *reason_phrase(int status)
     }
 }
 
-static void disarm(h2o_timeout_entry_t *entry)
-{
-    if (h2o_timeout_is_linked(entry))
-        h2o_timeout_unlink(entry);
-}
-
 /* curl's low-speed check averages over seconds; this timer fires exactly. */
 static void rearm_idle_timer(forward_t *self)
 {
-    disarm(&self->idle_timer);
+    worker_disarm(&self->idle_timer);
     h2o_timeout_link(self->worker->loop, &self->worker->upstream_idle, &self->idle_timer);
 }
 
@@ -201,7 +187,7 @@ static size_t on_body(char *data, size_t size, size_t nitems, void *user)
         self->rewrite_json = false; /* too big to hold: stream it unmodified */
     if (!self->rewrite_json && self->pending.len != 0 && self->pending.len + len > FLUSH_HIGH_WATER) {
         self->paused = true;
-        disarm(&self->idle_timer); /* waiting on the client is not upstream's silence */
+        worker_disarm(&self->idle_timer); /* waiting on the client is not upstream's silence */
         return CURL_WRITEFUNC_PAUSE;
     }
     size_t skip = 0, keep = len;
@@ -228,7 +214,7 @@ static int on_progress(void *user, curl_off_t dltotal, curl_off_t dlnow, curl_of
         rearm_idle_timer(self);
     } else {
         /* Body sent: now the wait for the response head starts. */
-        disarm(&self->idle_timer);
+        worker_disarm(&self->idle_timer);
         if (!h2o_timeout_is_linked(&self->response_timer))
             h2o_timeout_link(self->worker->loop, &self->worker->upstream_response, &self->response_timer);
     }
@@ -254,12 +240,8 @@ static gcs_error_kind_t error_kind_of(CURLcode code)
 static void on_watchdog(h2o_timeout_entry_t *entry)
 {
     forward_t *self = H2O_STRUCT_FROM_MEMBER(forward_t, watchdog, entry);
-    /* h2o never times out a client that stops reading; cut the connection
-     * and let h2o tear it down through its usual close path. */
-    h2o_socket_t *sock = self->req->conn->callbacks->get_socket(self->req->conn);
     self->error = "client stopped reading";
-    if (sock != NULL)
-        shutdown(h2o_socket_get_fd(sock), SHUT_RDWR);
+    worker_cut_stalled_client(self->req);
 }
 
 static void flush(forward_t *self);
@@ -270,7 +252,7 @@ static void on_proceed(h2o_generator_t *generator, h2o_req_t *req)
     (void)req;
     self->sending = false;
     self->inflight.len = 0;
-    disarm(&self->watchdog);
+    worker_disarm(&self->watchdog);
     flush(self);
 }
 
@@ -311,7 +293,7 @@ static void flush(forward_t *self)
             upstream_transfer_resume(self->worker->upstream, &self->transfer);
         }
         if (finished)
-            disarm(&self->idle_timer);
+            worker_disarm(&self->idle_timer);
         self->flushing = false;
         h2o_send(self->req, &buf, buf.len != 0 ? 1 : 0, state);
         return; /* after a final send the request may be gone */
@@ -347,8 +329,8 @@ static bool wants_json_rewrite(forward_t *self)
 static void start_response(forward_t *self)
 {
     h2o_req_t *req = self->req;
-    disarm(&self->response_timer);
-    self->upstream_ms = (int64_t)(now_ms() - self->started_at);
+    worker_disarm(&self->response_timer);
+    self->upstream_ms = (int64_t)(worker_now_ms() - self->started_at);
     req->res.status = self->status;
     req->res.reason = reason_phrase(self->status);
     h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-cache"), 0, NULL, self->cache_state,
@@ -381,11 +363,11 @@ static void on_ready(upstream_transfer_t *transfer)
             return;
         }
         /* The head arrived: from here on only the body idle timeout applies. */
-        disarm(&self->response_timer);
+        worker_disarm(&self->response_timer);
         if (!transfer->finished && !self->paused && !h2o_timeout_is_linked(&self->idle_timer))
             rearm_idle_timer(self);
         if (forward_cache_take_over(self)) {
-            disarm(&self->idle_timer);
+            worker_disarm(&self->idle_timer);
             return; /* the cache answered (revalidated) or refused the range */
         }
         if (self->rewrite_json) {
@@ -424,9 +406,9 @@ static void on_dispose(void *p)
 {
     forward_t *self = p;
     upstream_transfer_release(self->worker->upstream, &self->transfer);
-    disarm(&self->response_timer);
-    disarm(&self->idle_timer);
-    disarm(&self->watchdog);
+    worker_disarm(&self->response_timer);
+    worker_disarm(&self->idle_timer);
+    worker_disarm(&self->watchdog);
     if (self->filling) /* the client left mid-fill: what arrived is not a whole object */
         fill_finish(&self->fill, false);
     if (self->worker->conf->log.access_log && !self->handed_off)
@@ -572,7 +554,7 @@ static int start_transfer(forward_t *self)
     curl_easy_setopt(easy, CURLOPT_XFERINFODATA, self);
     curl_easy_setopt(easy, CURLOPT_NOPROGRESS, 0L);
     set_method_and_body(self, easy);
-    self->started_at = now_ms();
+    self->started_at = worker_now_ms();
     return upstream_transfer_start(worker->upstream, &self->transfer);
 }
 

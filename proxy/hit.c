@@ -52,19 +52,6 @@ typedef struct hit {
     void (*fallback)(h2o_req_t *req, const cache_request_t *creq);
 } hit_t;
 
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static void disarm(h2o_timeout_entry_t *entry)
-{
-    if (h2o_timeout_is_linked(entry))
-        h2o_timeout_unlink(entry);
-}
-
 static const char *cache_state(hit_mode_t mode)
 {
     return mode == HIT_REVALIDATED ? "REVALIDATED" : "HIT";
@@ -73,8 +60,8 @@ static const char *cache_state(hit_mode_t mode)
 static void on_dispose(void *p)
 {
     hit_t *self = p;
-    disarm(&self->poll);
-    disarm(&self->watchdog);
+    worker_disarm(&self->poll);
+    worker_disarm(&self->watchdog);
     if (self->worker->conf->log.access_log && !self->abandoned)
         access_log_write(&(access_log_entry_t){.req = self->req,
                                                .api = self->creq->flavour == CACHE_FLAVOUR_XML ? ROUTE_XML : ROUTE_JSON,
@@ -214,7 +201,7 @@ static void on_proceed(h2o_generator_t *generator, h2o_req_t *req)
 {
     hit_t *self = H2O_STRUCT_FROM_MEMBER(hit_t, super, generator);
     (void)req;
-    disarm(&self->watchdog);
+    worker_disarm(&self->watchdog);
     hit_step(self);
 }
 
@@ -222,7 +209,7 @@ static void on_stop(h2o_generator_t *generator, h2o_req_t *req)
 {
     hit_t *self = H2O_STRUCT_FROM_MEMBER(hit_t, super, generator);
     (void)req;
-    disarm(&self->poll);
+    worker_disarm(&self->poll);
 }
 
 static void on_poll(h2o_timeout_entry_t *entry)
@@ -233,10 +220,8 @@ static void on_poll(h2o_timeout_entry_t *entry)
 static void on_watchdog(h2o_timeout_entry_t *entry)
 {
     hit_t *self = H2O_STRUCT_FROM_MEMBER(hit_t, watchdog, entry);
-    h2o_socket_t *sock = self->req->conn->callbacks->get_socket(self->req->conn);
     self->error = "client stopped reading";
-    if (sock != NULL)
-        shutdown(h2o_socket_get_fd(sock), SHUT_RDWR);
+    worker_cut_stalled_client(self->req);
 }
 
 static void send_slice(hit_t *self, const char *base, size_t len, h2o_send_state_t state)
@@ -268,10 +253,10 @@ static void hit_step(hit_t *self)
     int64_t index = (int64_t)(self->next / STORE_CHUNK_SIZE);
     if (index != self->chunk_index && !load_chunk(self, index)) {
         /* A fill under way commits its chunks shortly: wait for them, for a while. */
-        bool patient = (self->waiting_since_ms == 0 || now_ms() - self->waiting_since_ms < FOLLOW_PATIENCE_MS) &&
+        bool patient = (self->waiting_since_ms == 0 || worker_now_ms() - self->waiting_since_ms < FOLLOW_PATIENCE_MS) &&
                        cache_fill_active(self->worker->cache, &self->key, NULL);
         if (self->waiting_since_ms == 0)
-            self->waiting_since_ms = now_ms();
+            self->waiting_since_ms = worker_now_ms();
         if (patient) {
             h2o_timeout_link(self->worker->loop, &self->worker->fill_poll, &self->poll);
             return;
@@ -474,8 +459,8 @@ static void wait_for_meta(hit_t *self)
             return;
     } else {
         if (self->waiting_since_ms == 0)
-            self->waiting_since_ms = now_ms();
-        if (now_ms() - self->waiting_since_ms < FOLLOW_PATIENCE_MS &&
+            self->waiting_since_ms = worker_now_ms();
+        if (worker_now_ms() - self->waiting_since_ms < FOLLOW_PATIENCE_MS &&
             cache_fill_active(self->worker->cache, &self->key, NULL)) {
             h2o_timeout_link(self->worker->loop, &self->worker->fill_poll, &self->poll);
             return;

@@ -11,6 +11,9 @@
 #include <h2o.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <time.h>
 
 #include "cache.h"
 #include "conf.h"
@@ -44,6 +47,33 @@ struct worker {
     h2o_socket_t *stop_sock;
     bool stopping;
 };
+
+/* Monotonic milliseconds, for durations in logs and patience limits. */
+static inline uint64_t worker_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Unlinks a timeout entry if it is armed (h2o asserts on double unlinks). */
+static inline void worker_disarm(h2o_timeout_entry_t *entry)
+{
+    if (h2o_timeout_is_linked(entry))
+        h2o_timeout_unlink(entry);
+}
+
+/*
+ * The client-watchdog's cut: h2o 2.2.5 never times out a client that stops
+ * reading, so shut its socket down and let h2o tear the connection down
+ * through its usual close path (which disposes every request on it).
+ */
+static inline void worker_cut_stalled_client(h2o_req_t *req)
+{
+    h2o_socket_t *sock = req->conn->callbacks->get_socket(req->conn);
+    if (sock != NULL)
+        shutdown(h2o_socket_get_fd(sock), SHUT_RDWR);
+}
 
 /* The worker that runs the request's connection. */
 static inline worker_t *worker_of(h2o_req_t *req)

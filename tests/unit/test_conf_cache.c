@@ -41,19 +41,9 @@ static int load(conf_t *conf, const char *const *args, const char *const *env)
     return conf_load(conf, argc, argv, (char **)env, &action, err, sizeof(err));
 }
 
-/* A file under /tmp holding text; the caller unlinks path. */
 static void write_temp(char path[64], const char *text)
 {
-    size_t len = strlen(text);
-    int fd;
-
-    snprintf(path, 64, "/tmp/larder_test_conf_cache_XXXXXX");
-    fd = mkstemp(path);
-    CHECK(fd >= 0);
-    if (fd < 0)
-        return;
-    CHECK(write(fd, text, len) == (ssize_t)len);
-    CHECK(close(fd) == 0);
+    unit_write_temp(path, "larder_test_conf_cache", text);
 }
 
 /* Loads with --config FILE (holding json) when json is given. */

@@ -42,16 +42,7 @@ static int load(const char *config, const char *const *args, const char *const *
 
 static void write_temp(char path[64], const char *text)
 {
-    size_t len = strlen(text);
-    int fd;
-
-    snprintf(path, 64, "/tmp/larder_test_conf_XXXXXX");
-    fd = mkstemp(path);
-    CHECK(fd >= 0);
-    if (fd < 0)
-        return;
-    CHECK(write(fd, text, len) == (ssize_t)len);
-    CHECK(close(fd) == 0);
+    unit_write_temp(path, "larder_test_conf", text);
 }
 
 /* The error must be "config: KEY: ...", contain fragment, and be a single line without its newline. */

@@ -8,7 +8,9 @@
 #define LARDER_UNIT_H
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static int unit_failures;
 static int unit_checks;
@@ -32,6 +34,19 @@ static int unit_checks;
                     unit_b_ ? unit_b_ : "(null)");                                                                     \
         }                                                                                                              \
     } while (0)
+
+/* Writes text to a new file under /tmp named from prefix; the caller unlinks path. */
+static inline void unit_write_temp(char path[64], const char *prefix, const char *text)
+{
+    size_t len = strlen(text);
+    snprintf(path, 64, "/tmp/%s_XXXXXX", prefix);
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    if (fd < 0)
+        return;
+    CHECK(write(fd, text, len) == (ssize_t)len);
+    CHECK(close(fd) == 0);
+}
 
 #define UNIT_DONE()                                                                                                    \
     do {                                                                                                               \
