@@ -723,7 +723,8 @@ def parse_multipart(content_type, body):
 
     Accepts CRLF and bare-LF line endings and boundary='x' / "x" / x, because
     gsutil and gcloud send LF with a single-quoted boundary while the Node SDK
-    sends CRLF.
+    sends CRLF. One body uses one style, read off the first delimiter line:
+    deciding per part would strip a payload's own trailing CR in an LF body.
     """
     match = re.search(r"boundary\s*=\s*(\"[^\"]*\"|'[^']*'|[^;\s]+)", content_type or "", re.I)
     if not match:
@@ -739,6 +740,10 @@ def parse_multipart(content_type, body):
         if idx == 0 or body[idx - 1:idx] == b"\n":
             positions.append(idx)
         pos = idx + len(delimiter)
+    if not positions:
+        raise err_invalid("Multipart body has no boundary delimiter.")
+    first = positions[0] + len(delimiter)
+    eol = b"\r\n" if body[first:first + 2] == b"\r\n" else b"\n"
     parts = []
     for i, start in enumerate(positions):
         after = start + len(delimiter)
@@ -746,23 +751,20 @@ def parse_multipart(content_type, body):
             break
         end = positions[i + 1] if i + 1 < len(positions) else len(body)
         chunk = body[after:end]
-        chunk = chunk[2:] if chunk.startswith(b"\r\n") else chunk[1:] if chunk.startswith(b"\n") else chunk
-        if chunk.endswith(b"\r\n"):
-            chunk = chunk[:-2]
-        elif chunk.endswith(b"\n"):
-            chunk = chunk[:-1]
-        parts.append(_split_part(chunk))
+        if chunk.startswith(eol):
+            chunk = chunk[len(eol):]
+        if i + 1 < len(positions) and chunk.endswith(eol):
+            chunk = chunk[:-len(eol)]
+        parts.append(_split_part(chunk, eol))
     return parts
 
 
-def _split_part(chunk):
-    crlf, lf = chunk.find(b"\r\n\r\n"), chunk.find(b"\n\n")
-    if crlf >= 0 and (lf < 0 or crlf < lf):
-        head, payload = chunk[:crlf], chunk[crlf + 4:]
-    elif lf >= 0:
-        head, payload = chunk[:lf], chunk[lf + 2:]
-    elif chunk.startswith(b"\r\n") or chunk.startswith(b"\n"):
-        head, payload = b"", chunk.lstrip(b"\r\n")
+def _split_part(chunk, eol):
+    blank = chunk.find(eol + eol)
+    if chunk.startswith(eol):
+        head, payload = b"", chunk[len(eol):]
+    elif blank >= 0:
+        head, payload = chunk[:blank], chunk[blank + 2 * len(eol):]
     else:
         head, payload = chunk, b""
     headers = {}
