@@ -5,7 +5,6 @@
 #include "cache.h"
 #include "route.h"
 
-#include <openssl/sha.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -155,24 +154,6 @@ char *cache_record_merge(const char *record, cache_flavour_t flavour, const char
     return text;
 }
 
-json_t *cache_record_parse(const char *record)
-{
-    json_t *root = record != NULL ? json_loads(record, 0, NULL) : NULL;
-    if (root != NULL && !json_is_object(root)) {
-        json_decref(root);
-        root = NULL;
-    }
-    return root;
-}
-
-bool cache_record_view(json_t *root, cache_flavour_t flavour, const char **etag, json_t **headers)
-{
-    json_t *view = json_object_get(root, flavour_key(flavour));
-    *etag = json_string_value(json_object_get(view, "etag"));
-    *headers = json_object_get(view, "headers");
-    return *etag != NULL && json_is_array(*headers);
-}
-
 /* --- records not yet committed --- */
 
 static void free_recent(recent_record_t *r)
@@ -278,10 +259,14 @@ void cache_caller_id(h2o_req_t *req, char *out, size_t cap)
         memcpy(buf + at, parts[k].base, parts[k].len);
         at += parts[k].len;
     }
-    unsigned char digest[SHA256_DIGEST_LENGTH];
-    SHA256((const unsigned char *)buf, total, digest);
+    uint8_t digest[32];
+    bool hashed = store_sha256(buf, total, digest);
     if (buf != stack)
         free(buf);
+    if (!hashed) {
+        snprintf(out, cap, "unidentified");
+        return;
+    }
     static const char hex[] = "0123456789abcdef";
     size_t n = 0;
     for (size_t k = 0; k < 16 && n + 2 < cap; k++) {

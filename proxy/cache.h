@@ -45,10 +45,6 @@ json_t *cache_capture_headers(const h2o_headers_t *headers);
  */
 char *cache_record_merge(const char *record, cache_flavour_t flavour, const char *etag, json_t *headers,
                          json_t *resource, json_t *resource_headers);
-/* Parses a record once per request; NULL when absent or unreadable. */
-json_t *cache_record_parse(const char *record);
-/* The ETag and headers for flavour (borrowed from root), or false when that API never filled this object. */
-bool cache_record_view(json_t *root, cache_flavour_t flavour, const char **etag, json_t **headers);
 
 /*
  * Records go to the store through its writer queue, so a record just written
@@ -80,20 +76,21 @@ void cache_fill_end(cache_t *cache, const store_key_t *key, bool success);
 /* --- serving --- */
 
 struct worker;
+struct record;
 
 typedef enum { HIT_FRESH, HIT_REVALIDATED, HIT_FOLLOW } hit_mode_t;
 
 /*
  * Answers req from the store: the bytes (or a 304, 412 or 416 decided from
  * the cached metadata). meta is consumed; record is meta's parsed record
- * (borrowed; NULL to parse it here). Returns -1 when the store cannot
+ * (the hit takes its own reference; NULL to look it up here). Returns -1 when the store cannot
  * serve this request after all; nothing was sent then, and the caller
  * forwards it instead. With meta NULL (following a fill that has not recorded
  * the object yet) it waits for the metadata, and calls fallback if the fill
  * fails to deliver it.
  */
 int cache_serve_hit(h2o_req_t *req, struct worker *worker, const cache_request_t *creq, const store_key_t *key,
-                    store_meta_t *meta, json_t *record, hit_mode_t mode,
+                    store_meta_t *meta, struct record *record, hit_mode_t mode,
                     void (*fallback)(h2o_req_t *req, const cache_request_t *creq));
 
 /* True when the store holds every chunk the request needs. */

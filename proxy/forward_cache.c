@@ -76,14 +76,14 @@ static void forward_after_all(h2o_req_t *req, const cache_request_t *creq)
     forward_start(req, worker_of(req), &plan->route, plan);
 }
 
-static bool entry_serves(const cache_plan_t *plan, const store_meta_t *meta, json_t *record, cache_t *cache)
+static bool entry_serves(const cache_plan_t *plan, const store_meta_t *meta, const record_t *record, cache_t *cache)
 {
     const cache_request_t *c = &plan->creq;
+    if (record == NULL)
+        return false;
     if (c->kind == CACHE_READ_METADATA)
-        return json_object_get(record, "resource") != NULL && json_object_get(record, "resource_headers") != NULL;
-    json_t *headers;
-    const char *etag;
-    if (!cache_record_view(record, c->flavour, &etag, &headers))
+        return record_has_resource(record);
+    if (record_media_view(record, c->flavour) == NULL)
         return false;
     if (meta->content_encoding != NULL && strcasecmp(meta->content_encoding, "gzip") == 0 && !c->accepts_gzip)
         return false;
@@ -109,12 +109,11 @@ static bool caller_owns(const cache_plan_t *plan, const store_meta_t *meta)
     return meta->owner != NULL && (strcmp(meta->owner, plan->caller) == 0 || strcmp(meta->owner, "anonymous") == 0);
 }
 
-static void plan_revalidation(cache_plan_t *plan, store_meta_t *meta, json_t *record)
+static void plan_revalidation(cache_plan_t *plan, store_meta_t *meta, const record_t *record)
 {
-    json_t *headers;
-    const char *etag;
-    if (plan->creq.kind == CACHE_READ_MEDIA && cache_record_view(record, plan->creq.flavour, &etag, &headers))
-        plan->revalidate_etag = strdup(etag);
+    const record_view_t *view = record_media_view(record, plan->creq.flavour);
+    if (plan->creq.kind == CACHE_READ_MEDIA && view != NULL)
+        plan->revalidate_etag = strdup(view->etag);
     if (plan->revalidate_etag == NULL) {
         /* Metadata has no conditional GET: fetch it again, it is small. */
         plan->kind = PLAN_MISS;
@@ -148,22 +147,22 @@ cache_plan_t *forward_cache_plan(h2o_req_t *req, worker_t *worker, const route_t
             store_meta_free(&meta); /* an older generation: read it from upstream, keep the current one */
             return plan;
         }
-        json_t *record = cache_record_parse(meta.resource_json); /* once per request: it is the hit's main cost */
+        record_t *record = record_cache_get(&worker->records, &plan->key, meta.generation, meta.resource_json);
         if (entry_serves(plan, &meta, record, worker->cache)) {
             if (is_fresh(plan, &meta, worker->conf) && caller_owns(plan, &meta)) {
                 int rc = cache_serve_hit(req, worker, &plan->creq, &plan->key, &meta, record, HIT_FRESH,
                                          forward_after_all);
-                json_decref(record);
+                record_release(record);
                 if (rc == 0)
                     return NULL;
             } else {
                 plan_revalidation(plan, &meta, record);
-                json_decref(record);
+                record_release(record);
                 widen_range(plan);
                 return plan;
             }
         } else {
-            json_decref(record);
+            record_release(record);
             store_meta_free(&meta);
         }
     }

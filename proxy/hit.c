@@ -23,6 +23,7 @@
 #include "cache.h"
 #include "gcs_error.h"
 #include "link_rewrite.h"
+#include "record.h"
 #include "worker.h"
 
 #define SEND_SLICE (256 * 1024)
@@ -36,6 +37,7 @@ typedef struct hit {
     store_key_t key;
     store_meta_t meta;
     bool have_meta;
+    record_t *record;            /* a reference: h2o reads header values out of it until the response is done */
     const cache_request_t *creq; /* owned by the caller's request state */
     hit_mode_t mode;
     uint64_t next, end;          /* absolute offsets still to send: [next, end) */
@@ -71,6 +73,7 @@ static void on_dispose(void *p)
                                                .cache = cache_state(self->mode),
                                                .error = self->error});
     free(self->chunk);
+    record_release(self->record);
     if (self->have_meta)
         store_meta_free(&self->meta);
 }
@@ -119,12 +122,12 @@ static void etag_set_add(etag_set_t *set, const char *tag)
         set->tags[set->count++] = tag;
 }
 
-static void etag_set_init(etag_set_t *set, const store_meta_t *meta, json_t *root)
+static void etag_set_init(etag_set_t *set, const store_meta_t *meta, const record_t *record)
 {
     memset(set, 0, sizeof(*set));
-    etag_set_add(set, json_string_value(json_object_get(json_object_get(root, "json"), "etag")));
-    etag_set_add(set, json_string_value(json_object_get(json_object_get(root, "xml"), "etag")));
-    etag_set_add(set, json_string_value(json_object_get(json_object_get(root, "resource"), "etag")));
+    etag_set_add(set, record->media[CACHE_FLAVOUR_JSON].etag);
+    etag_set_add(set, record->media[CACHE_FLAVOUR_XML].etag);
+    etag_set_add(set, record->resource.etag);
     unsigned char md5[32];
     if (meta->md5 != NULL && strlen(meta->md5) == 24 &&
         EVP_DecodeBlock(md5, (const unsigned char *)meta->md5, 24) >= 16) {
@@ -168,25 +171,6 @@ static int evaluate_preconditions(const cache_request_t *c, const store_meta_t *
 }
 
 /* --- the response --- */
-
-static void add_recorded_headers(h2o_req_t *req, json_t *headers, bool not_modified)
-{
-    size_t i;
-    json_t *pair;
-    json_array_foreach(headers, i, pair)
-    {
-        const char *name = json_string_value(json_array_get(pair, 0));
-        const char *value = json_string_value(json_array_get(pair, 1));
-        if (name == NULL || value == NULL)
-            continue;
-        /* A 304 describes the representation without its payload headers. */
-        if (not_modified && (strcasecmp(name, "content-type") == 0 || strcasecmp(name, "content-encoding") == 0))
-            continue;
-        size_t name_len = strlen(name), value_len = strlen(value);
-        h2o_add_header_by_str(&req->pool, &req->res.headers, h2o_strdup(&req->pool, name, name_len).base, name_len, 1,
-                              NULL, h2o_strdup(&req->pool, value, value_len).base, value_len);
-    }
-}
 
 static void add_x_cache(hit_t *self)
 {
@@ -335,7 +319,7 @@ static void send_cache_error(hit_t *self, gcs_error_kind_t kind)
 }
 
 /* 0 to serve, 304, or 412 (already answered). */
-static int check_preconditions(hit_t *self, json_t *root)
+static int check_preconditions(hit_t *self)
 {
     const cache_request_t *c = self->creq;
     if (c->if_match == NULL && c->if_none_match == NULL && c->if_modified_since < 0 && c->if_unmodified_since < 0 &&
@@ -343,7 +327,7 @@ static int check_preconditions(hit_t *self, json_t *root)
         c->if_metageneration_not_match < 0)
         return 0; /* the common case: nothing to evaluate */
     etag_set_t etags;
-    etag_set_init(&etags, &self->meta, root);
+    etag_set_init(&etags, &self->meta, self->record);
     int verdict = evaluate_preconditions(self->creq, &self->meta, &etags);
     if (verdict == 412)
         send_cache_error(self, GCS_ERROR_PRECONDITION_FAILED);
@@ -351,43 +335,35 @@ static int check_preconditions(hit_t *self, json_t *root)
 }
 
 /* The JSON resource, its links pointed at larder, with the headers upstream sent it with. */
-static int serve_metadata(hit_t *self, json_t *root)
+static int serve_metadata(hit_t *self)
 {
     h2o_req_t *req = self->req;
-    json_t *resource = json_object_get(root, "resource"), *headers = json_object_get(root, "resource_headers");
-    const char *etag = json_string_value(json_object_get(resource, "etag"));
-    if (resource == NULL || etag == NULL || !json_is_array(headers))
-        return -1;
-    int verdict = check_preconditions(self, root);
+    const record_t *record = self->record;
+    int verdict = check_preconditions(self);
     if (verdict == 412)
         return 0;
-    char *text = json_dumps(resource, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));
-    if (text == NULL)
-        return -1;
-    size_t len = strlen(text), rewritten_len;
+    size_t rewritten_len;
     char *base = link_public_base(self->worker->conf->public_url, req->scheme->name.base, req->scheme->name.len,
                                   req->authority.base, req->authority.len);
-    char *rewritten = base != NULL ? link_rewrite_json(text, len, self->worker->conf->upstream.base_url, base,
-                                                       &rewritten_len)
+    char *rewritten = base != NULL ? link_rewrite_json(record->resource_text.base, record->resource_text.len,
+                                                       self->worker->conf->upstream.base_url, base, &rewritten_len)
                                    : NULL;
-    h2o_iovec_t body = rewritten != NULL ? h2o_strdup(&req->pool, rewritten, rewritten_len)
-                                         : h2o_strdup(&req->pool, text, len);
+    h2o_iovec_t body = rewritten != NULL ? h2o_strdup(&req->pool, rewritten, rewritten_len) : record->resource_text;
     free(base);
     free(rewritten);
-    free(text);
-    add_recorded_headers(req, headers, verdict == 304);
+    record_add_headers(req, &record->resource, verdict == 304);
     add_x_cache(self);
     send_small(self, verdict == 304 ? 304 : 200, verdict == 304 ? NULL : body.base, verdict == 304 ? 0 : body.len);
     return 0;
 }
 
-static int serve_media(hit_t *self, json_t *root, json_t *headers)
+static int serve_media(hit_t *self, const record_view_t *view)
 {
     h2o_req_t *req = self->req;
-    int verdict = check_preconditions(self, root);
+    int verdict = check_preconditions(self);
     if (verdict == 412)
         return 0;
-    add_recorded_headers(req, headers, verdict == 304);
+    record_add_headers(req, view, verdict == 304);
     add_x_cache(self);
     if (verdict == 304) {
         send_small(self, 304, NULL, 0);
@@ -426,26 +402,23 @@ static int serve_media(hit_t *self, json_t *root, json_t *headers)
     return 0;
 }
 
-/* record: meta's parsed record, borrowed for this call only; NULL to parse it here. */
-static int serve_with_meta(hit_t *self, json_t *record)
+static int serve_with_meta(hit_t *self)
 {
-    json_t *parsed = record == NULL ? cache_record_parse(self->meta.resource_json) : NULL, *headers;
-    json_t *root = record != NULL ? record : parsed;
-    const char *etag;
-    int rc = -1;
-    if (root == NULL)
+    const record_view_t *view;
+    if (self->record == NULL &&
+        (self->record = record_cache_get(&self->worker->records, &self->key, self->meta.generation,
+                                         self->meta.resource_json)) == NULL)
         return -1;
     if (self->creq->kind == CACHE_READ_METADATA)
-        rc = serve_metadata(self, root);
+        return record_has_resource(self->record) ? serve_metadata(self) : -1;
     /* gzip objects reach clients that refuse gzip only decompressed: upstream does that. */
-    else if (self->meta.content_encoding != NULL && strcasecmp(self->meta.content_encoding, "gzip") == 0 &&
-             !self->creq->accepts_gzip)
-        rc = -1;
+    if (self->meta.content_encoding != NULL && strcasecmp(self->meta.content_encoding, "gzip") == 0 &&
+        !self->creq->accepts_gzip)
+        return -1;
     /* The view must exist; its ETag is one of several a condition may name (see etag_set_init). */
-    else if (cache_record_view(root, self->creq->flavour, &etag, &headers))
-        rc = serve_media(self, root, headers);
-    json_decref(parsed);
-    return rc;
+    if ((view = record_media_view(self->record, self->creq->flavour)) == NULL)
+        return -1;
+    return serve_media(self, view);
 }
 
 /* Follow mode, before the fill recorded the object: wait for its metadata. */
@@ -455,7 +428,7 @@ static void wait_for_meta(hit_t *self)
         self->have_meta = true;
         self->poll.cb = on_poll; /* from now on the poll waits for chunks */
         self->waiting_since_ms = 0;
-        if (serve_with_meta(self, NULL) == 0)
+        if (serve_with_meta(self) == 0)
             return;
     } else {
         if (self->waiting_since_ms == 0)
@@ -476,7 +449,7 @@ static void on_meta_poll(h2o_timeout_entry_t *entry)
 }
 
 int cache_serve_hit(h2o_req_t *req, worker_t *worker, const cache_request_t *creq, const store_key_t *key,
-                    store_meta_t *meta, json_t *record, hit_mode_t mode,
+                    store_meta_t *meta, record_t *record, hit_mode_t mode,
                     void (*fallback)(h2o_req_t *req, const cache_request_t *creq))
 {
     hit_t *self = h2o_mem_alloc_shared(&req->pool, sizeof(*self), on_dispose);
@@ -498,7 +471,11 @@ int cache_serve_hit(h2o_req_t *req, worker_t *worker, const cache_request_t *cre
     self->meta = *meta;
     self->have_meta = true;
     memset(meta, 0, sizeof(*meta));
-    if (serve_with_meta(self, record) != 0) {
+    if (record != NULL) {
+        record_retain(record);
+        self->record = record;
+    }
+    if (serve_with_meta(self) != 0) {
         self->abandoned = true; /* nothing went out; the pool frees self */
         return -1;
     }

@@ -282,6 +282,7 @@ static void worker_dispose(worker_t *worker, size_t num_listeners)
         h2o_evloop_run(worker->loop, 0);
         h2o_evloop_destroy(worker->loop);
     }
+    record_cache_clear(&worker->records); /* after the loop: the last hits hold references until it ends */
 }
 
 static void request_stop(worker_t *worker)

@@ -17,6 +17,7 @@
 
 #include "cache.h"
 #include "conf.h"
+#include "record.h"
 #include "upstream.h"
 
 typedef struct server server_t;
@@ -38,6 +39,7 @@ struct worker {
     h2o_evloop_t *loop;
     upstream_pool_t *upstream;
     cache_t *cache;                  /* shared by all workers; NULL when caching is off */
+    record_cache_t records;          /* records this worker parsed lately, ready for hits */
     h2o_timeout_t fill_poll;         /* short: a follower checking for the next committed chunk */
     h2o_timeout_t client_watchdog;   /* conf->client_timeout_ms: send outstanding too long */
     h2o_timeout_t upstream_response; /* conf->upstream.response_timeout_ms: waiting for headers */

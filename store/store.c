@@ -7,7 +7,8 @@
  * Also the small public calls that belong to no other file: keys and stats.
  */
 #include <errno.h>
-#include <openssl/sha.h>
+#include <openssl/evp.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -269,6 +270,28 @@ void store_close(store_t *store)
     store_free(store);
 }
 
+/*
+ * OpenSSL 3 looks an algorithm up by name, under a lock, on every one-shot
+ * SHA256() call: on the hit path, where each request hashes its key, that
+ * lookup cost more than the hashing. The fetched implementation is immutable
+ * and thread-safe, so one fetch serves the whole process. It is never freed:
+ * OpenSSL's own exit handler tears its providers down, and freeing after that
+ * would touch freed memory.
+ */
+static EVP_MD *sha256_md;
+static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
+
+static void sha256_fetch(void)
+{
+    sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+}
+
+bool store_sha256(const void *data, size_t len, uint8_t digest[32])
+{
+    pthread_once(&sha256_once, sha256_fetch);
+    return sha256_md != NULL && EVP_Digest(data, len, digest, NULL, sha256_md, NULL) == 1;
+}
+
 void store_key_make(store_key_t *key, const char *bucket, size_t bucket_len, const char *name, size_t name_len)
 {
     /* The bucket's length first, so no bucket/name split can collide with another.
@@ -283,7 +306,8 @@ void store_key_make(store_key_t *key, const char *bucket, size_t bucket_len, con
     put_le64(buf, bucket_len);
     memcpy(buf + 8, bucket, bucket_len);
     memcpy(buf + 8 + bucket_len, name, name_len);
-    SHA256(buf, len, key->hash);
+    if (!store_sha256(buf, len, key->hash))
+        memset(key->hash, 0xff, sizeof(key->hash));
     if (buf != stack)
         free(buf);
 }

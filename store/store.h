@@ -58,6 +58,8 @@ typedef struct store_key {
 } store_key_t;
 
 void store_key_make(store_key_t *key, const char *bucket, size_t bucket_len, const char *name, size_t name_len);
+/* SHA-256 of data; false only when OpenSSL has no SHA-256. Shared so the proxy hashes identities the same way. */
+bool store_sha256(const void *data, size_t len, uint8_t digest[32]);
 
 /* Everything needed to answer a media or metadata request without upstream. */
 typedef struct store_meta {
