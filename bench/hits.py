@@ -145,12 +145,12 @@ def wait_listening(port, proc, timeout=20):
 # --- the servers ---
 
 class Nginx:
-    def __init__(self, workdir, template, label, **values):
+    def __init__(self, workdir, template, label, workers, **values):
         self.label = label
         self.prefix = os.path.join(workdir, label)
         os.makedirs(self.prefix, exist_ok=True)
         self.port = harness.free_port()
-        values.update(PREFIX=self.prefix, PORT=str(self.port),
+        values.update(PREFIX=self.prefix, PORT=str(self.port), WORKERS=str(workers),
                       USER_LINE="user root;" if os.geteuid() == 0 else "# not root: workers run as us")
         with open(os.path.join(HERE, "nginx", template)) as f:
             text = f.read()
@@ -190,14 +190,14 @@ class Nginx:
 
 
 class LarderPeer:
-    def __init__(self, workdir, emulator, ca, label, policy):
+    def __init__(self, workdir, emulator, ca, label, policy, workers):
         self.label = label
         directory = os.path.join(workdir, label)
         os.makedirs(directory, exist_ok=True)
         self.larder = harness.Larder(directory, emulator.base_url, ca, config={
             "cache": {"default_policy": policy},
             "store": {"budget": "2GiB"},
-            "worker_threads": 2,
+            "worker_threads": workers,
             "log": {"access_log": False, "level": "warn"},
         })
         self.port = self.larder.port
@@ -754,20 +754,25 @@ def main():
                 raise RuntimeError("emulator GET %s: status %d" % (name, resp.status))
             objects[name] = (SIZES[size_label], digest.hexdigest())
 
+        # One worker per CPU the servers may use, for every server alike: more
+        # threads than CPUs only adds time-slicing between them, which shows up
+        # as multi-millisecond tail latency in whichever server has it.
+        workers = len(opts.server_cpus) if opts.server_cpus else os.cpu_count()
+        notes.append("every server runs %d worker(s), one per CPU it may use" % workers)
         servers = []
         try:
             for label in opts.servers:
                 log("%s:" % label)
                 if label == "larder-immutable":
-                    server = LarderPeer(workdir, emulator, ca, label, "immutable")
+                    server = LarderPeer(workdir, emulator, ca, label, "immutable", workers)
                 elif label == "larder-always":
-                    server = LarderPeer(workdir, emulator, ca, label, "always")
+                    server = LarderPeer(workdir, emulator, ca, label, "always", workers)
                 elif label == "nginx-proxy_cache":
-                    server = Nginx(workdir, "proxy_cache.conf", label, UPSTREAM_PORT=str(emulator.port))
+                    server = Nginx(workdir, "proxy_cache.conf", label, workers, UPSTREAM_PORT=str(emulator.port))
                 elif label == "nginx-static":
-                    server = Nginx(workdir, "static.conf", label, DOCROOT=docroot, SENDFILE="sendfile on;")
+                    server = Nginx(workdir, "static.conf", label, workers, DOCROOT=docroot, SENDFILE="sendfile on;")
                 else:
-                    server = Nginx(workdir, "static.conf", label, DOCROOT=docroot,
+                    server = Nginx(workdir, "static.conf", label, workers, DOCROOT=docroot,
                                    SENDFILE="sendfile off; output_buffers 2 256k;")
                 servers.append(server)
                 warm(server, objects, emulator)
