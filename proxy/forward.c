@@ -301,11 +301,42 @@ static void flush(forward_t *self)
     self->flushing = false;
 }
 
+/* The boundary parameter of the response's multipart Content-Type, unquoted; false when there is none. */
+static bool response_boundary(forward_t *self, const char **boundary, size_t *len)
+{
+    ssize_t i = h2o_find_header(&self->req->res.headers, H2O_TOKEN_CONTENT_TYPE, -1);
+    if (i == -1)
+        return false;
+    const h2o_iovec_t *type = &self->req->res.headers.entries[i].value;
+    const char *p = memmem(type->base, type->len, "boundary=", 9), *end = type->base + type->len;
+    if (p == NULL)
+        return false;
+    p += 9;
+    const char *stop;
+    if (p < end && *p == '"') {
+        p++;
+        stop = memchr(p, '"', (size_t)(end - p));
+    } else {
+        for (stop = p; stop < end && *stop != ';' && *stop != ' ';)
+            stop++;
+    }
+    if (stop == NULL || stop == p)
+        return false;
+    *boundary = p;
+    *len = (size_t)(stop - p);
+    return true;
+}
+
 static void rewrite_json_body(forward_t *self)
 {
-    size_t len;
-    char *rewritten = link_rewrite_json(self->pending.base, self->pending.len, self->worker->conf->upstream.base_url,
-                                        self->public_base, &len);
+    size_t len, boundary_len;
+    const char *upstream_base = self->worker->conf->upstream.base_url, *boundary;
+    char *rewritten = NULL;
+    if (self->route.api != ROUTE_BATCH)
+        rewritten = link_rewrite_json(self->pending.base, self->pending.len, upstream_base, self->public_base, &len);
+    else if (response_boundary(self, &boundary, &boundary_len))
+        rewritten = link_rewrite_batch(self->pending.base, self->pending.len, boundary, boundary_len, upstream_base,
+                                       self->public_base, &len);
     if (rewritten == NULL)
         return;
     free(self->pending.base);
@@ -317,12 +348,15 @@ static void rewrite_json_body(forward_t *self)
 static bool wants_json_rewrite(forward_t *self)
 {
     if (self->is_head || self->public_base == NULL ||
-        (self->route.api != ROUTE_JSON && self->route.api != ROUTE_UPLOAD) || self->route.media)
+        (self->route.api != ROUTE_JSON && self->route.api != ROUTE_UPLOAD && self->route.api != ROUTE_BATCH) ||
+        self->route.media)
         return false;
     ssize_t i = h2o_find_header(&self->req->res.headers, H2O_TOKEN_CONTENT_TYPE, -1);
     if (i == -1)
         return false;
     const h2o_iovec_t *type = &self->req->res.headers.entries[i].value;
+    if (self->route.api == ROUTE_BATCH)
+        return type->len >= 15 && strncasecmp(type->base, "multipart/mixed", 15) == 0;
     return type->len >= 16 && strncasecmp(type->base, "application/json", 16) == 0;
 }
 

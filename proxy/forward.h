@@ -57,7 +57,7 @@ typedef struct forward {
 
     int status;          /* 0 until the final status line */
     bool head_complete;  /* all headers of a final (non-1xx) response seen */
-    bool rewrite_json;   /* buffer the whole body to rewrite links */
+    bool rewrite_json;   /* buffer the whole body to rewrite links (a JSON or batch response) */
     bool is_head;
     bool started;        /* h2o_start_response called */
     bool responded;      /* a response (proxied or error) is under way */

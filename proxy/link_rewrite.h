@@ -2,7 +2,7 @@
  * link_rewrite.h - keeps clients talking to larder instead of upstream.
  *
  * GCS answers with absolute links (the resumable session's Location, and
- * selfLink/mediaLink in JSON resources). A client that followed them would
+ * selfLink/mediaLink in JSON resources, also inside batch responses). A client that followed them would
  * bypass larder, so their origin is replaced by larder's public base URL.
  */
 #ifndef LARDER_LINK_REWRITE_H
@@ -32,5 +32,13 @@ char *link_public_base(const char *configured, const char *scheme, size_t scheme
  */
 char *link_rewrite_json(const char *body, size_t len, const char *upstream_base, const char *public_base,
                         size_t *out_len);
+
+/*
+ * The same for a /batch/storage/v1 response (multipart/mixed with that
+ * boundary): each part that is a JSON response is rewritten and its
+ * Content-Length corrected. NULL when nothing was rewritten.
+ */
+char *link_rewrite_batch(const char *body, size_t len, const char *boundary, size_t boundary_len,
+                         const char *upstream_base, const char *public_base, size_t *out_len);
 
 #endif

@@ -209,6 +209,45 @@ class JsonApiTest(harness.LarderTestCase):
         r = self.download("top")
         self.assertGcsJsonError(r.status, r.body, 404)
 
+    def test_batch_passes_through_with_links_rewritten(self):
+        for name in ("batch/one.txt", "batch/two.txt"):
+            self.upload_media(name, name.encode(), "text/plain")
+        parts = []
+        for i, (method, name, body) in enumerate([("GET", "batch/one.txt", None),
+                                                  ("PATCH", "batch/two.txt", {"metadata": {"k": "v"}}),
+                                                  ("GET", "batch/missing.txt", None)]):
+            inner = "%s %s HTTP/1.1\r\n" % (method, self.object_path(name))
+            if body is not None:
+                payload = json.dumps(body)
+                inner += "Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(payload), payload)
+            else:
+                inner += "\r\n"
+            parts.append("--b0undary\r\nContent-Type: application/http\r\nContent-ID: <item%d>\r\n\r\n%s\r\n"
+                         % (i, inner))
+        r = curlclient.run(self.url("/batch/storage/v1"), "POST", data=("".join(parts) + "--b0undary--\r\n").encode(),
+                           headers=dict(AUTH, **{"Content-Type": "multipart/mixed; boundary=b0undary"}))
+        self.assertEqual(r.status, 200, r.body[:400])
+        text = r.body.decode()
+        self.assertNotIn(self.emulator.base_url, text)
+        self.assertEqual(int(r.header("content-length")), len(r.body))
+        boundary = r.header("content-type").split("boundary=")[1].strip('"')
+        answers = [p for p in text.split("--" + boundary) if p.strip() not in ("", "--")]
+        self.assertEqual(len(answers), 3)
+        statuses = []
+        for answer in answers:
+            _, _, response = answer.partition("\r\n\r\n")
+            head, _, body = response.partition("\r\n\r\n")
+            body = body[:-2] if body.endswith("\r\n") else body
+            statuses.append(int(head.split()[1]))
+            length = [line.split(":", 1)[1] for line in head.split("\r\n") if line.lower().startswith("content-length:")]
+            self.assertEqual([int(v) for v in length], [len(body.encode())], head)
+            if statuses[-1] == 200:
+                resource = json.loads(body)
+                self.assertTrue(resource["selfLink"].startswith(self.larder.url + "/storage/v1/"), resource)
+                self.assertTrue(resource["mediaLink"].startswith(self.larder.url + "/download/"), resource)
+        self.assertEqual(statuses, [200, 200, 404])
+        self.assertEqual(json.loads(answers[1].split("\r\n\r\n", 2)[2].strip())["metadata"], {"k": "v"})
+
     def test_awkward_object_names_round_trip(self):
         for i, name in enumerate(AWKWARD_NAMES):
             data = ("payload %d for %r" % (i, name)).encode()

@@ -56,10 +56,53 @@ static void test_public_base(void)
     CHECK(link_public_base(NULL, "http", 4, "", 0) == NULL);
 }
 
+/* A two-part batch response: a JSON answer (inner head given, then Content-Length) and a 204. */
+static int format_batch(char *buf, size_t cap, const char *json_head, const char *json)
+{
+    return snprintf(buf, cap,
+                    "--batch_x\r\nContent-Type: application/http\r\nContent-ID: <response-1>\r\n\r\n"
+                    "HTTP/1.1 200 OK\r\n%sContent-Length: %zu\r\n\r\n%s\r\n"
+                    "--batch_x\r\nContent-Type: application/http\r\n\r\n"
+                    "HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n\r\n"
+                    "--batch_x--\r\n",
+                    json_head, strlen(json), json);
+}
+
+static void test_batch(void)
+{
+    const char *head = "Content-Type: application/json; charset=UTF-8\r\nETag: \"x\"\r\n";
+    char body[2048], expected[2048];
+    int n = format_batch(body, sizeof(body), head,
+                         "{\"kind\":\"storage#object\",\"selfLink\":\"http://up:9/storage/v1/b/k/o/a\"}");
+    size_t len;
+    char *out = link_rewrite_batch(body, (size_t)n, "batch_x", 7, "http://up:9", "https://larder:8443", &len);
+    CHECK(out != NULL);
+    if (out != NULL) {
+        /* The link changes length, and the part's Content-Length with it. */
+        int m = format_batch(expected, sizeof(expected), head,
+                             "{\"kind\":\"storage#object\",\"selfLink\":\"https://larder:8443/storage/v1/b/k/o/a\"}");
+        CHECK(len == (size_t)m && memcmp(out, expected, len) == 0);
+        free(out);
+    }
+    /* Nothing to rewrite, a wrong boundary, a truncated body: the caller sends the original. */
+    CHECK(link_rewrite_batch(body, (size_t)n, "batch_x", 7, "http://other:1", "https://larder:8443", &len) == NULL);
+    CHECK(link_rewrite_batch(body, (size_t)n, "batch_y", 7, "http://up:9", "https://larder:8443", &len) == NULL);
+    CHECK(link_rewrite_batch(body, 60, "batch_x", 7, "http://up:9", "https://larder:8443", &len) == NULL);
+    CHECK(link_rewrite_batch("", 0, "batch_x", 7, "http://up:9", "https://larder:8443", &len) == NULL);
+    /* A preamble before the first delimiter is kept. */
+    char with_preamble[2100];
+    int k = snprintf(with_preamble, sizeof(with_preamble), "preamble\r\n%s", body);
+    out = link_rewrite_batch(with_preamble, (size_t)k, "batch_x", 7, "http://up:9", "https://larder:8443", &len);
+    CHECK(out != NULL && len > 10 && memcmp(out, "preamble\r\n--batch_x\r\n", 21) == 0 &&
+          strstr(out, "https://larder:8443/storage/v1/b/k/o/a") != NULL);
+    free(out);
+}
+
 int main(void)
 {
     test_is_upstream();
     test_public_base();
+    test_batch();
     test_json();
     UNIT_DONE();
 }
