@@ -126,6 +126,7 @@ record_t *record_parse(const store_key_t *key, int64_t generation, const char *t
     arena.used = 0;
     record_build(&arena, record, root, resource_text, text);
     record->arena = arena.base;
+    record->footprint = sizeof(*record) + arena.used;
     record->refs = 1;
     record->key = *key;
     record->generation = generation;
@@ -187,6 +188,28 @@ static bool parsed_from(const record_t *record, const store_key_t *key, int64_t 
            strncmp(record->text, text, record->text_len + 1) == 0;
 }
 
+static void slot_clear(record_cache_t *cache, record_t **slot)
+{
+    if (*slot == NULL)
+        return;
+    cache->bytes -= (*slot)->footprint;
+    record_release(*slot);
+    *slot = NULL;
+}
+
+/* Over budget, drop entries round-robin: without recency kept per hit, any victim is as good, and this one is cheap. */
+static void enforce_budget(record_cache_t *cache, const record_t *keep)
+{
+    while (cache->bytes > RECORD_CACHE_BYTES) {
+        record_t **slot = &cache->slots[cache->sweep];
+        cache->sweep = (cache->sweep + 1) % RECORD_CACHE_SLOTS;
+        if (*slot != keep)
+            slot_clear(cache, slot);
+        else if (cache->bytes == keep->footprint)
+            break; /* a single record over the whole budget stays until replaced */
+    }
+}
+
 record_t *record_cache_get(record_cache_t *cache, const store_key_t *key, int64_t generation, const char *text)
 {
     if (text == NULL)
@@ -199,16 +222,16 @@ record_t *record_cache_get(record_cache_t *cache, const store_key_t *key, int64_
     record_t *record = record_parse(key, generation, text);
     if (record == NULL)
         return NULL;
-    record_release(*slot);
+    slot_clear(cache, slot);
     record_retain(record);
     *slot = record;
+    cache->bytes += record->footprint;
+    enforce_budget(cache, record);
     return record;
 }
 
 void record_cache_clear(record_cache_t *cache)
 {
-    for (size_t i = 0; i < RECORD_CACHE_SLOTS; i++) {
-        record_release(cache->slots[i]);
-        cache->slots[i] = NULL;
-    }
+    for (size_t i = 0; i < RECORD_CACHE_SLOTS; i++)
+        slot_clear(cache, &cache->slots[i]);
 }

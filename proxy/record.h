@@ -44,7 +44,8 @@ typedef struct record {
     int64_t generation;
     char *text;
     size_t text_len;
-    char *arena; /* owns every string above */
+    char *arena;      /* owns every string above */
+    size_t footprint; /* bytes this record holds, for the cache's budget */
 } record_t;
 
 /* Parses record text; NULL when it is absent or unreadable. The result has one reference. */
@@ -62,10 +63,14 @@ void record_add_headers(h2o_req_t *req, const record_view_t *view, bool not_modi
 
 /* --- per-worker cache of parsed records --- */
 
-#define RECORD_CACHE_SLOTS 1024
+#define RECORD_CACHE_SLOTS 4096
+/* Records are small (a few KiB), but custom metadata can make one 20 KiB or more: bound the bytes, not the count. */
+#define RECORD_CACHE_BYTES (4 * 1024 * 1024)
 
 typedef struct record_cache {
     record_t *slots[RECORD_CACHE_SLOTS]; /* direct-mapped by key: a collision replaces */
+    size_t bytes;                        /* footprint of the records in slots */
+    size_t sweep;                        /* next slot to drop when over budget */
 } record_cache_t;
 
 /*

@@ -112,10 +112,60 @@ static void test_cache(void)
     free(changed);
 }
 
+static void test_cache_budget(void)
+{
+    static record_cache_t cache;
+    size_t big = 64 * 1024;
+    char *text = malloc(big + 64);
+    CHECK(text != NULL);
+    if (text == NULL)
+        return;
+    int head = snprintf(text, 64, "{\"json\":{\"etag\":\"e\",\"headers\":[[\"x-goog-meta-a\",\"");
+    memset(text + head, 'v', big);
+    strcpy(text + head + big, "\"]]}}");
+    char name[32];
+    record_t *last = NULL;
+    for (int i = 0; i < 200; i++) { /* 200 x 128 KiB: three times the budget */
+        snprintf(name, sizeof(name), "big-%d", i);
+        store_key_t key = key_of(name);
+        record_release(last);
+        last = record_cache_get(&cache, &key, 1, text);
+        CHECK(last != NULL && cache.bytes <= RECORD_CACHE_BYTES);
+    }
+    store_key_t key = key_of(name);
+    record_t *again = record_cache_get(&cache, &key, 1, text);
+    CHECK(again == last); /* the newest entry survives the sweep that makes room for it */
+    record_release(again);
+    CHECK_STR(last->media[CACHE_FLAVOUR_JSON].etag, "e");
+    record_release(last);
+
+    /* One record bigger than the whole budget is kept alone, not thrown out at once. */
+    size_t huge = RECORD_CACHE_BYTES;
+    char *huge_text = malloc(huge + 64);
+    CHECK(huge_text != NULL);
+    if (huge_text != NULL) {
+        head = snprintf(huge_text, 64, "{\"json\":{\"etag\":\"h\",\"headers\":[[\"x-goog-meta-a\",\"");
+        memset(huge_text + head, 'v', huge);
+        strcpy(huge_text + head + huge, "\"]]}}");
+        store_key_t huge_key = key_of("huge");
+        record_t *r = record_cache_get(&cache, &huge_key, 1, huge_text);
+        CHECK(r != NULL && cache.bytes == r->footprint);
+        record_t *r2 = record_cache_get(&cache, &huge_key, 1, huge_text);
+        CHECK(r2 == r);
+        record_release(r);
+        record_release(r2);
+        free(huge_text);
+    }
+    record_cache_clear(&cache);
+    CHECK(cache.bytes == 0);
+    free(text);
+}
+
 int main(void)
 {
     test_views();
     test_add_headers();
     test_cache();
+    test_cache_budget();
     UNIT_DONE();
 }
