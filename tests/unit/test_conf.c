@@ -8,30 +8,11 @@
 
 #include "conf.h"
 #include "conf_internal.h"
-#include "unit.h"
+#include "conf_test.h"
 
-#define ARGS(...) ((const char *[]){__VA_ARGS__, NULL})
-#define NO_ARGS ((const char *[]){NULL})
-
-static char err[512];
-
-/* conf_load with argv = "larder" followed by args, and env as the environment. */
 static int load(conf_t *conf, const char *const *args, const char *const *env, conf_action_t *action)
 {
-    char *argv[32];
-    int argc = 0;
-
-    argv[argc++] = "larder";
-    while (*args && argc < 31)
-        argv[argc++] = (char *)*args++;
-    argv[argc] = NULL;
-    err[0] = '\0';
-    return conf_load(conf, argc, argv, (char **)env, action, err, sizeof(err));
-}
-
-static void write_temp(char path[64], const char *text)
-{
-    unit_write_temp(path, "larder_test_conf", text);
+    return conf_test_load(conf, NULL, args, env, action);
 }
 
 static void test_defaults(void)
@@ -78,7 +59,7 @@ static void test_layer_order(void)
     conf_t c;
     conf_action_t action;
 
-    write_temp(path, "{\"worker_threads\": 2, \"client_timeout_ms\": 2000, \"store\": {\"path\": \"/from/file\"},"
+    conf_test_write_temp(path, "{\"worker_threads\": 2, \"client_timeout_ms\": 2000, \"store\": {\"path\": \"/from/file\"},"
                      " \"log\": {\"level\": \"warn\"}}");
     const char *env[] = {"PATH=/bin", "LARDER_CLIENT_TIMEOUT_MS=3000", "LARDER_STORE_PATH=/from/env", NULL};
 
@@ -103,8 +84,8 @@ static void test_config_file_choice(void)
     conf_t c;
     conf_action_t action;
 
-    write_temp(from_env, "{\"worker_threads\": 3}");
-    write_temp(from_flag, "{\"worker_threads\": 4}");
+    conf_test_write_temp(from_env, "{\"worker_threads\": 3}");
+    conf_test_write_temp(from_flag, "{\"worker_threads\": 4}");
     char env_config[128];
     snprintf(env_config, sizeof(env_config), "LARDER_CONFIG=%s", from_env);
     const char *env[] = {env_config, NULL};
@@ -183,7 +164,7 @@ static void test_env_forms(void)
 
     /* An empty value unsets a nullable key that the file set. */
     char path[64];
-    write_temp(path, "{\"public_url\": \"http://a.example\"}");
+    conf_test_write_temp(path, "{\"public_url\": \"http://a.example\"}");
     const char *unset[] = {"LARDER_PUBLIC_URL=", NULL};
     CHECK(load(&c, ARGS("-c", path), unset, &action) == 0);
     CHECK(c.public_url == NULL);
@@ -198,7 +179,7 @@ static void test_listen_flags(void)
     conf_t c;
     conf_action_t action;
 
-    write_temp(path, "{\"listeners\": [{\"address\": \"0.0.0.0\", \"port\": 80}, {\"port\": 81}]}");
+    conf_test_write_temp(path, "{\"listeners\": [{\"address\": \"0.0.0.0\", \"port\": 80}, {\"port\": 81}]}");
     CHECK(load(&c, ARGS("-c", path), NULL, &action) == 0);
     CHECK(c.num_listeners == 2);
     if (c.num_listeners == 2) {
@@ -236,8 +217,8 @@ static void test_listener_specs(void)
     conf_t c;
     conf_action_t action;
 
-    write_temp(cert, "-----BEGIN CERTIFICATE-----\n");
-    write_temp(key, "-----BEGIN PRIVATE KEY-----\n");
+    conf_test_write_temp(cert, "-----BEGIN CERTIFICATE-----\n");
+    conf_test_write_temp(key, "-----BEGIN PRIVATE KEY-----\n");
     snprintf(spec, sizeof(spec), "[2001:db8::1]:8443,tls_cert=%s,tls-key=%s,http2=on", cert, key);
     CHECK(load(&c, ARGS("--listen", spec, "--listen", "[::1]:8080,http2=0"), NULL, &action) == 0);
     CHECK(c.num_listeners == 2);
@@ -259,7 +240,7 @@ static void test_listener_specs(void)
              "{\"listeners\": [{\"address\": \"::1\", \"port\": 8443, \"tls_cert\": \"%s\", \"tls_key\": \"%s\","
              " \"http2\": false}, {\"address\": \"127.0.0.1\", \"port\": 8443, \"tls_cert\": null}]}",
              cert, key);
-    write_temp(path, json);
+    conf_test_write_temp(path, json);
     CHECK(load(&c, ARGS("--config", path), NULL, &action) == 0);
     CHECK(c.num_listeners == 2);
     if (c.num_listeners == 2) {
@@ -317,7 +298,7 @@ static void test_sizes(void)
     char path[64];
     conf_t c;
     conf_action_t action;
-    write_temp(path, "{\"max_request_body\": 2048, \"store\": {\"budget\": \"1GB\"}}");
+    conf_test_write_temp(path, "{\"max_request_body\": 2048, \"store\": {\"budget\": \"1GB\"}}");
     CHECK(load(&c, ARGS("-c", path), NULL, &action) == 0);
     CHECK(c.max_request_body == 2048);
     CHECK(c.store.budget == 1000000000);
@@ -374,7 +355,7 @@ static void test_actions(void)
     conf_dispose(&c);
 
     char path[64];
-    write_temp(path, "{\"upstream\": {\"base_url\": \"http://localhost:9000\"}}");
+    conf_test_write_temp(path, "{\"upstream\": {\"base_url\": \"http://localhost:9000\"}}");
     CHECK(load(&c, ARGS("--check-config", path), NULL, &action) == 0);
     CHECK(action == CONF_ACTION_CHECK);
     CHECK_STR(c.upstream.base_url, "http://localhost:9000");
@@ -458,7 +439,7 @@ static void test_print_effective(void)
     CHECK(strstr(text, "\"level\": \"error\"") != NULL);
     CHECK(len > 0 && text[len - 1] == '\n');
 
-    write_temp(path, text);
+    conf_test_write_temp(path, text);
     CHECK(load(&again, ARGS("--check-config", path), NULL, &action) == 0);
     CHECK(again.num_listeners == 2 && again.listeners[0].port == 9000 && !again.listeners[0].http2);
     CHECK(again.store.budget == c.store.budget && again.max_request_body == c.max_request_body);

@@ -9,79 +9,19 @@
 
 #include "conf.h"
 #include "conf_internal.h"
-#include "unit.h"
-
-#define ARGS(...) ((const char *[]){__VA_ARGS__, NULL})
-#define NO_ARGS ((const char *[]){NULL})
-#define ENV(...) ((const char *[]){__VA_ARGS__, NULL})
-
-/* Fails in the file, in the environment, or on the command line; the key and a fragment must show. */
-#define FILE_ERROR(json, key, fragment) expect_error(__LINE__, json, NO_ARGS, NULL, key, fragment)
-#define ENV_ERROR(env, key, fragment) expect_error(__LINE__, NULL, NO_ARGS, env, key, fragment)
-#define FLAG_ERROR(args, key, fragment) expect_error(__LINE__, NULL, args, NULL, key, fragment)
+#include "conf_test.h"
 
 #define POLICY_EXPECTED "is not valid: expected always, immutable or ttl:SECONDS (SECONDS from 1 to 31536000"
 #define BUCKET_EXPECTED "is not valid: expected a bucket name: 3 to 63 lowercase letters"
 
-static char err[512];
-
-/* conf_load with argv = "larder" followed by args, and env as the environment. */
 static int load(conf_t *conf, const char *const *args, const char *const *env)
 {
-    char *argv[32];
-    int argc = 0;
-    conf_action_t action;
-
-    argv[argc++] = "larder";
-    while (*args && argc < 31)
-        argv[argc++] = (char *)*args++;
-    argv[argc] = NULL;
-    memset(err, 'x', sizeof(err));
-    err[0] = '\0';
-    return conf_load(conf, argc, argv, (char **)env, &action, err, sizeof(err));
+    return conf_test_load(conf, NULL, args, env, NULL);
 }
 
-static void write_temp(char path[64], const char *text)
-{
-    unit_write_temp(path, "larder_test_conf_cache", text);
-}
-
-/* Loads with --config FILE (holding json) when json is given. */
 static int load_file(conf_t *conf, const char *json, const char *const *args, const char *const *env)
 {
-    const char *argv[32] = {NULL};
-    char path[64];
-    int argc = 0, rc;
-
-    if (json) {
-        write_temp(path, json);
-        argv[argc++] = "--config";
-        argv[argc++] = path;
-    }
-    while (*args && argc < 31)
-        argv[argc++] = *args++;
-    rc = load(conf, argv, env);
-    if (json)
-        unlink(path);
-    return rc;
-}
-
-/* The error must be "config: KEY: ...", contain fragment, and be a single line. */
-static void expect_error(int line, const char *json, const char *const *args, const char *const *env,
-                         const char *key, const char *fragment)
-{
-    char prefix[160];
-    conf_t c;
-    int rc = load_file(&c, json, args, env);
-
-    conf_dispose(&c);
-    snprintf(prefix, sizeof(prefix), "config: %s: ", key);
-    CHECK(rc == -1);
-    CHECK(strncmp(err, prefix, strlen(prefix)) == 0);
-    CHECK(strstr(err, fragment) != NULL);
-    CHECK(strchr(err, '\n') == NULL);
-    if (rc != -1 || strncmp(err, prefix, strlen(prefix)) != 0 || strstr(err, fragment) == NULL)
-        fprintf(stderr, "  line %d: wanted \"%s...%s\", got rc %d: %s\n", line, prefix, fragment, rc, err);
+    return conf_test_load_json(conf, json, args, env);
 }
 
 static bool policy_is(const cache_policy_t *p, cache_policy_kind_t kind, unsigned ttl)
@@ -602,7 +542,7 @@ static void test_round_trip(void)
     CHECK(strstr(text, "\"policies\": [") != NULL);
     CHECK(strstr(text, "\"policy\": \"ttl:7200\"") != NULL);
     CHECK(strstr(text, "\"prefix\": \"\"") != NULL);
-    write_temp(path, text);
+    conf_test_write_temp(path, text);
     CHECK(load(&again, ARGS("--check-config", path), NULL) == 0);
     check_same_cache(&c, &again);
     conf_dispose(&again);
@@ -614,7 +554,7 @@ static void test_round_trip(void)
     CHECK(load(&c, NO_ARGS, NULL) == 0);
     text = print_effective(&c);
     CHECK(text && strstr(text, "\"policies\": []") != NULL && strstr(text, "\"default_policy\": \"always\"") != NULL);
-    write_temp(path, text ? text : "");
+    conf_test_write_temp(path, text ? text : "");
     CHECK(load(&again, ARGS("-c", path), NULL) == 0);
     check_same_cache(&c, &again);
     conf_dispose(&again);

@@ -5,66 +5,16 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#include "conf.h"
-#include "unit.h"
+#include "conf_test.h"
 
-#define ARGS(...) ((const char *[]){__VA_ARGS__, NULL})
-#define NO_ARGS ((const char *[]){NULL})
-#define ENV(...) ((const char *[]){__VA_ARGS__, NULL})
-
-/* Fails in the file, in the environment, or on the command line; the key and a fragment must show. */
-#define FILE_ERROR(json, key, fragment) expect_error(__LINE__, json, NO_ARGS, NULL, key, fragment)
-#define ENV_ERROR(env, key, fragment) expect_error(__LINE__, NULL, NO_ARGS, env, key, fragment)
-#define FLAG_ERROR(args, key, fragment) expect_error(__LINE__, NULL, args, NULL, key, fragment)
-
-static char err[512];
-
+/* conf_load into a throwaway configuration; config is a --config path or NULL. */
 static int load(const char *config, const char *const *args, const char *const *env)
 {
-    char *argv[32];
-    int argc = 0, rc;
     conf_t c;
-    conf_action_t action;
+    int rc = conf_test_load(&c, config, args, env, NULL);
 
-    argv[argc++] = "larder";
-    if (config) {
-        argv[argc++] = "--config";
-        argv[argc++] = (char *)config;
-    }
-    while (*args && argc < 31)
-        argv[argc++] = (char *)*args++;
-    argv[argc] = NULL;
-    memset(err, 'x', sizeof(err));
-    rc = conf_load(&c, argc, argv, (char **)env, &action, err, sizeof(err));
     conf_dispose(&c);
     return rc;
-}
-
-static void write_temp(char path[64], const char *text)
-{
-    unit_write_temp(path, "larder_test_conf", text);
-}
-
-/* The error must be "config: KEY: ...", contain fragment, and be a single line without its newline. */
-static void expect_error(int line, const char *json, const char *const *args, const char *const *env,
-                         const char *key, const char *fragment)
-{
-    char path[64], prefix[160];
-    int rc;
-
-    if (json)
-        write_temp(path, json);
-    rc = load(json ? path : NULL, args, env);
-    if (json)
-        unlink(path);
-    snprintf(prefix, sizeof(prefix), "config: %s: ", key);
-    CHECK(rc == -1);
-    CHECK(memchr(err, '\0', sizeof(err)) != NULL);
-    CHECK(strncmp(err, prefix, strlen(prefix)) == 0);
-    CHECK(strstr(err, fragment) != NULL);
-    CHECK(strchr(err, '\n') == NULL);
-    if (rc != -1 || strncmp(err, prefix, strlen(prefix)) != 0 || strstr(err, fragment) == NULL)
-        fprintf(stderr, "  line %d: wanted \"%s...%s\", got rc %d: %s\n", line, prefix, fragment, rc, err);
 }
 
 static void test_unknown_keys(void)
@@ -178,7 +128,7 @@ static void test_listeners(void)
 {
     char cert[64];
 
-    write_temp(cert, "pem");
+    conf_test_write_temp(cert, "pem");
     FILE_ERROR("{\"listeners\": []}", "listeners", "[] is not valid: expected at least one listener");
     ENV_ERROR(ENV("LARDER_LISTEN="), "listeners", "expected at least one listener");
     FILE_ERROR("{\"listeners\": [{\"address\": \"example.com\"}]}", "listeners[0].address",
@@ -227,28 +177,28 @@ static void test_files(void)
 
     /* Syntax errors carry file:line:column and jansson's words. */
     char path[64], want[128];
-    write_temp(path, "{\n  \"worker_threads\": 1\n  \"store\": {}\n}\n");
+    conf_test_write_temp(path, "{\n  \"worker_threads\": 1\n  \"store\": {}\n}\n");
     CHECK(load(path, NO_ARGS, NULL) == -1);
     snprintf(want, sizeof(want), "config: %s:3:", path);
     CHECK(strncmp(err, want, strlen(want)) == 0);
     CHECK(strstr(err, "'}' expected") != NULL);
     CHECK(strchr(err, '\n') == NULL);
     unlink(path);
-    write_temp(path, "{\"log\": {}, \"log\": {}}");
+    conf_test_write_temp(path, "{\"log\": {}, \"log\": {}}");
     CHECK(load(path, NO_ARGS, NULL) == -1);
     CHECK(strstr(err, "duplicate object key") != NULL);
     unlink(path);
-    write_temp(path, "");
+    conf_test_write_temp(path, "");
     CHECK(load(path, NO_ARGS, NULL) == -1);
     CHECK(strstr(err, path) != NULL && strstr(err, "expected") != NULL);
     unlink(path);
-    write_temp(path, "[{\"port\": 80}]");
+    conf_test_write_temp(path, "[{\"port\": 80}]");
     CHECK(load(path, NO_ARGS, NULL) == -1);
     CHECK(strstr(err, "expected a JSON object") != NULL);
     unlink(path);
 
     /* Errors about a key in the file say which file. */
-    write_temp(path, "{\"worker_threads\": 2000}");
+    conf_test_write_temp(path, "{\"worker_threads\": 2000}");
     CHECK(load(path, NO_ARGS, NULL) == -1);
     snprintf(want, sizeof(want), "(in %s)", path);
     CHECK(strstr(err, want) != NULL);
@@ -260,7 +210,7 @@ static void test_overridden_values_are_still_checked(void)
 {
     char path[64];
 
-    write_temp(path, "{\"worker_threads\": \"many\"}");
+    conf_test_write_temp(path, "{\"worker_threads\": \"many\"}");
     CHECK(load(path, ARGS("--threads=2"), NULL) == -1);
     CHECK(strstr(err, "worker_threads") != NULL);
     unlink(path);
