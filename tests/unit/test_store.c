@@ -277,43 +277,6 @@ static void test_partial_and_versions(const test_dir_t *d)
     free(want);
 }
 
-/*
- * Holds LMDB's write lock from a child process, so the store's writer blocks
- * in mdb_txn_begin: the only way to make "the writer is behind" certain.
- * Returns the pipe whose closing lets the child go.
- */
-static int stall_writer(const test_dir_t *d, pid_t *child)
-{
-    int ready[2], release[2];
-    char c;
-
-    if (pipe(ready) != 0 || pipe(release) != 0)
-        exit(2);
-    *child = fork();
-    if (*child == 0) {
-        MDB_env *env;
-        MDB_txn *txn;
-
-        close(ready[0]);
-        close(release[1]);
-        if (mdb_env_create(&env) != 0 || mdb_env_set_maxdbs(env, 4) != 0 || mdb_env_open(env, d->store, 0, 0600) != 0 ||
-            mdb_txn_begin(env, NULL, 0, &txn) != 0)
-            _exit(1);
-        if (write(ready[1], "x", 1) != 1)
-            _exit(1);
-        while (read(release[0], &c, 1) > 0)
-            ;
-        mdb_txn_abort(txn);
-        mdb_env_close(env);
-        _exit(0);
-    }
-    close(ready[1]);
-    close(release[0]);
-    CHECK(read(ready[0], &c, 1) == 1);
-    close(ready[0]);
-    return release[1];
-}
-
 /* With the writer behind, a full queue says STORE_BUSY at once; invalidations are still taken. */
 static void test_back_pressure(const test_dir_t *d)
 {
@@ -331,7 +294,7 @@ static void test_back_pressure(const test_dir_t *d)
     c.max_queue_bytes = 4 * TEST_MiB;
     CHECK(store_open(&s, &c) == STORE_OK);
     test_key(&key, "busy");
-    release = stall_writer(d, &child);
+    release = test_hold_txn(d, 0, &child); /* the writer blocks */
     CHECK(store_fill_begin(s, &key, &m) == STORE_OK);
     memset(buf, 7, STORE_CHUNK_SIZE);
     t0 = test_seconds();

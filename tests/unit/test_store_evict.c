@@ -241,38 +241,18 @@ static void test_map_full(void)
 {
     const uint64_t budget = 16 * TEST_MiB;
     void *buf = test_alloc_chunk(), *want = test_alloc_chunk();
-    int ready[2], release[2], status, warnings;
+    int release, status, warnings;
     store_stats_t st;
     store_key_t key;
     test_dir_t d;
     store_t *s;
     pid_t child;
-    char c, name[32];
+    char name[32];
 
     test_dir_make(&d, "test_store_evict");
     s = open_store(&d, budget);
     fill_objects(s, 0, 4, OBJ, buf);
-    CHECK(pipe(ready) == 0 && pipe(release) == 0);
-    child = fork();
-    if (child == 0) {
-        MDB_env *env;
-        MDB_txn *txn;
-
-        close(ready[0]);
-        close(release[1]);
-        if (mdb_env_create(&env) != 0 || mdb_env_set_maxdbs(env, 4) != 0 || mdb_env_open(env, d.store, 0, 0600) != 0 ||
-            mdb_txn_begin(env, NULL, MDB_RDONLY, &txn) != 0 || write(ready[1], "x", 1) != 1)
-            _exit(1);
-        while (read(release[0], &c, 1) > 0)
-            ;
-        mdb_txn_abort(txn);
-        mdb_env_close(env);
-        _exit(0);
-    }
-    close(ready[1]);
-    close(release[0]);
-    CHECK(read(ready[0], &c, 1) == 1);
-    close(ready[0]);
+    release = test_hold_txn(&d, MDB_RDONLY, &child);
 
     /* Far more than the map holds: budget 16 MiB, map about 92 MiB, nothing freed can be reused. */
     warnings = evict_log.lines[1];
@@ -294,7 +274,7 @@ static void test_map_full(void)
     CHECK(store_sync(s) == STORE_ERROR);
     CHECK(!cached(s, "obj/3") && !store_chunk_present(s, &key, 1, 0));
 
-    close(release[1]);
+    close(release);
     CHECK(waitpid(child, &status, 0) == child && WIFEXITED(status) && WEXITSTATUS(status) == 0);
     /*
      * With the reader gone, the carried invalidation commits with the next

@@ -9,6 +9,7 @@
 
 #include <dirent.h>
 #include <ftw.h>
+#include <lmdb.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -125,6 +126,45 @@ static inline store_config_t test_config(const test_dir_t *d, uint64_t budget, t
     c.log = log != NULL ? test_log_fn : NULL;
     c.log_ctx = log;
     return c;
+}
+
+/* ---- holding LMDB from another process ---- */
+
+/*
+ * Opens the store's LMDB file in a child process and holds a transaction
+ * there: flags 0 takes the write lock, so the store's writer blocks (the only
+ * way to make "the writer is behind" certain); MDB_RDONLY is a reader that
+ * keeps every page freed after it from being reused. Returns once the child
+ * holds it, with the pipe whose closing lets the child go.
+ */
+static inline int test_hold_txn(const test_dir_t *d, unsigned int flags, pid_t *child)
+{
+    int ready[2], release[2];
+    char c;
+
+    if (pipe(ready) != 0 || pipe(release) != 0)
+        exit(2);
+    *child = fork();
+    if (*child == 0) {
+        MDB_env *env;
+        MDB_txn *txn;
+
+        close(ready[0]);
+        close(release[1]);
+        if (mdb_env_create(&env) != 0 || mdb_env_set_maxdbs(env, 4) != 0 || mdb_env_open(env, d->store, 0, 0600) != 0 ||
+            mdb_txn_begin(env, NULL, flags, &txn) != 0 || write(ready[1], "x", 1) != 1)
+            _exit(1);
+        while (read(release[0], &c, 1) > 0)
+            ;
+        mdb_txn_abort(txn);
+        mdb_env_close(env);
+        _exit(0);
+    }
+    close(ready[1]);
+    close(release[0]);
+    CHECK(read(ready[0], &c, 1) == 1);
+    close(ready[0]);
+    return release[1];
 }
 
 /* ---- objects ---- */
