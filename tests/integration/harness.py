@@ -301,6 +301,33 @@ class Larder:
         return out
 
 
+# How long one client command may run before it is killed.
+CLIENT_TIMEOUT = 120
+
+
+class ClientCalls:
+    """For tests that drive a client program; the class sets cls.tmp, its scratch directory."""
+
+    def run_client(self, cmd, env, cwd=None, expect_ok=True, what=None):
+        """One client call; SIGKILL after CLIENT_TIMEOUT because a plain timeout leaves (gsutil's) orphans."""
+        proc = subprocess.run(["timeout", "-s", "KILL", str(CLIENT_TIMEOUT)] + list(cmd), env=env, cwd=cwd,
+                              capture_output=True, timeout=CLIENT_TIMEOUT + 10)
+        if expect_ok and proc.returncode != 0:
+            self.fail("%s exited %d:\n%s" % (what or " ".join(cmd[:3]), proc.returncode,
+                                             proc.stderr.decode(errors="replace")[-3000:]))
+        return proc
+
+    def out_path(self, name):
+        """A path in the scratch directory with nothing there yet."""
+        path = os.path.join(self.tmp, name)
+        if os.path.exists(path):
+            os.unlink(path)
+        return path
+
+    def emulator_requests(self, method, fragment):
+        return [e for e in self.emulator.counters()["log"] if e["method"] == method and fragment in e["path"]]
+
+
 class LarderTestCase(unittest.TestCase):
     """Starts one emulator and one larder for the whole class."""
 

@@ -23,7 +23,6 @@ import harness  # noqa: E402
 if shutil.which("aws") is None:
     harness.skip("the aws CLI is not installed")
 
-CALL_TIMEOUT = 120
 SMALL = 1024
 LARGE = 5 * 1024 * 1024 + 123  # one PUT either way; big enough to stream in pieces
 
@@ -33,7 +32,7 @@ def md5_hex(path):
         return hashlib.md5(f.read()).hexdigest()
 
 
-class AwsS3ApiTest(harness.LarderTestCase):
+class AwsS3ApiTest(harness.ClientCalls, harness.LarderTestCase):
 
     @classmethod
     def setUpClass(cls):
@@ -56,7 +55,7 @@ class AwsS3ApiTest(harness.LarderTestCase):
             "AWS_PAGER": "",
         })
         cls.env = env
-        subprocess.run(["timeout", "-s", "KILL", str(CALL_TIMEOUT), "aws", "configure", "set",
+        subprocess.run(["timeout", "-s", "KILL", str(harness.CLIENT_TIMEOUT), "aws", "configure", "set",
                         "default.s3.addressing_style", "path"], env=env, check=True, capture_output=True)
         cls.small = os.path.join(cls.tmp, "small.bin")
         cls.large = os.path.join(cls.tmp, "large.bin")
@@ -65,20 +64,10 @@ class AwsS3ApiTest(harness.LarderTestCase):
 
     def s3api(self, *args, expect_ok=True):
         """One `aws s3api` call against larder; returns (proc, parsed JSON output or None)."""
-        cmd = ["timeout", "-s", "KILL", str(CALL_TIMEOUT), "aws", "--endpoint-url", self.larder.url,
-               "--output", "json", "s3api"] + list(args)
-        proc = subprocess.run(cmd, env=self.env, capture_output=True, timeout=CALL_TIMEOUT + 10)
-        if expect_ok and proc.returncode != 0:
-            self.fail("aws s3api %s exited %d:\n%s" % (" ".join(args), proc.returncode,
-                                                       proc.stderr.decode(errors="replace")[-3000:]))
+        cmd = ["aws", "--endpoint-url", self.larder.url, "--output", "json", "s3api"] + list(args)
+        proc = self.run_client(cmd, self.env, expect_ok=expect_ok, what="aws s3api " + " ".join(args))
         out = proc.stdout.decode().strip()
         return proc, (json.loads(out) if out else None)
-
-    def out_path(self, name):
-        path = os.path.join(self.tmp, name)
-        if os.path.exists(path):
-            os.unlink(path)
-        return path
 
     def put(self, key, path):
         _, doc = self.s3api("put-object", "--bucket", self.bucket, "--key", key, "--body", path)

@@ -17,7 +17,6 @@ file exits 77 (skipped, never passed).
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import unittest
@@ -27,7 +26,6 @@ sys.path.insert(0, os.path.dirname(__file__))
 import harness  # noqa: E402
 import test_cache as tc  # noqa: E402  (helpers only)
 
-CALL_TIMEOUT = 120
 SIZE = 6 * 1024 * 1024 + 12345  # several chunks and a short last one
 NODE_DIR = os.path.join(harness.SOURCE_DIR, "tests", "clients", "node")
 GCLOUD_TOKEN = "ya29.cache-gcloud-token-51ac"
@@ -43,7 +41,7 @@ def clean_env(prefixes):
     return env
 
 
-class CachedClientsTest(tc.CacheTestCase):
+class CachedClientsTest(harness.ClientCalls, tc.CacheTestCase):
     larder_config = {"cache": {"enabled": True, "default_policy": "always"}}
 
     @classmethod
@@ -56,21 +54,6 @@ class CachedClientsTest(tc.CacheTestCase):
         self.emulator.control("POST", "tokens", {GCLOUD_TOKEN: tc.OWNER_EMAIL, NODE_TOKEN: tc.OWNER_EMAIL})
 
     # -- running clients ------------------------------------------------------
-
-    def run_client(self, cmd, env, cwd=None):
-        """One client call; SIGKILL after CALL_TIMEOUT because a plain timeout leaves orphans."""
-        proc = subprocess.run(["timeout", "-s", "KILL", str(CALL_TIMEOUT)] + cmd, env=env, cwd=cwd,
-                              capture_output=True, timeout=CALL_TIMEOUT + 10)
-        if proc.returncode != 0:
-            self.fail("%s exited %d:\n%s" % (" ".join(cmd[:3]), proc.returncode,
-                                             proc.stderr.decode(errors="replace")[-3000:]))
-        return proc
-
-    def out_path(self, name):
-        path = os.path.join(self.tmp, name)
-        if os.path.exists(path):
-            os.unlink(path)
-        return path
 
     def gsutil_env(self):
         state_dir = os.path.join(self.tmp, "gsutil-state")

@@ -15,7 +15,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 
@@ -25,7 +24,6 @@ import harness  # noqa: E402
 if shutil.which("gcloud") is None:
     harness.skip("gcloud is not installed")
 
-CALL_TIMEOUT = 120
 SMALL = 1024
 LARGE = 20 * 1024 * 1024  # over gcloud's 8 MiB resumable threshold
 TOKEN = "ya29.gcloud-token-9b2d"
@@ -39,7 +37,7 @@ def md5_b64(path):
     return base64.b64encode(digest.digest()).decode()
 
 
-class GcloudStorageTest(harness.LarderTestCase):
+class GcloudStorageTest(harness.ClientCalls, harness.LarderTestCase):
 
     @classmethod
     def setUpClass(cls):
@@ -73,25 +71,11 @@ class GcloudStorageTest(harness.LarderTestCase):
         self.emulator.control("POST", "tokens", {TOKEN: "owner@example.com"})
 
     def gcloud(self, *args, expect_ok=True):
-        """One gcloud storage call; SIGKILL after CALL_TIMEOUT because a plain timeout leaves orphans."""
-        cmd = ["timeout", "-s", "KILL", str(CALL_TIMEOUT), "gcloud", "storage"] + list(args)
-        proc = subprocess.run(cmd, env=self.env, capture_output=True, timeout=CALL_TIMEOUT + 10)
-        if expect_ok and proc.returncode != 0:
-            self.fail("gcloud storage %s exited %d:\n%s" % (" ".join(args), proc.returncode,
-                                                           proc.stderr.decode(errors="replace")[-3000:]))
-        return proc
+        return self.run_client(["gcloud", "storage"] + list(args), self.env, expect_ok=expect_ok,
+                               what="gcloud storage " + " ".join(args))
 
     def url(self, name=""):
         return "gs://%s/%s" % (self.bucket, name)
-
-    def out_path(self, name):
-        path = os.path.join(self.tmp, name)
-        if os.path.exists(path):
-            os.unlink(path)
-        return path
-
-    def emulator_requests(self, method, fragment):
-        return [e for e in self.emulator.counters()["log"] if e["method"] == method and fragment in e["path"]]
 
     def upload_both(self):
         self.gcloud("cp", self.small, self.url("c/small.bin"))

@@ -15,7 +15,6 @@ import hashlib
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 
@@ -25,7 +24,6 @@ import harness  # noqa: E402
 if shutil.which("gsutil") is None:
     harness.skip("gsutil is not installed")
 
-CALL_TIMEOUT = 120
 SMALL = 1024
 LARGE = 20 * 1024 * 1024  # over gsutil's 8 MiB resumable threshold
 
@@ -39,7 +37,7 @@ def md5_b64(path):
     return base64.b64encode(digest.digest()).decode()
 
 
-class GsutilTest(harness.LarderTestCase):
+class GsutilTest(harness.ClientCalls, harness.LarderTestCase):
 
     @classmethod
     def setUpClass(cls):
@@ -73,25 +71,10 @@ class GsutilTest(harness.LarderTestCase):
         harness.write_random_file(cls.large, LARGE, seed=12)
 
     def gsutil(self, *args, expect_ok=True):
-        """One gsutil call; SIGKILL after CALL_TIMEOUT because a plain timeout leaves orphans."""
-        cmd = ["timeout", "-s", "KILL", str(CALL_TIMEOUT), "gsutil"] + list(args)
-        proc = subprocess.run(cmd, env=self.env, capture_output=True, timeout=CALL_TIMEOUT + 10)
-        if expect_ok and proc.returncode != 0:
-            self.fail("gsutil %s exited %d:\n%s" % (" ".join(args), proc.returncode,
-                                                   proc.stderr.decode(errors="replace")[-3000:]))
-        return proc
+        return self.run_client(["gsutil"] + list(args), self.env, expect_ok=expect_ok, what="gsutil " + " ".join(args))
 
     def url(self, name=""):
         return "gs://%s/%s" % (self.bucket, name)
-
-    def out_path(self, name):
-        path = os.path.join(self.tmp, name)
-        if os.path.exists(path):
-            os.unlink(path)
-        return path
-
-    def emulator_requests(self, method, fragment):
-        return [e for e in self.emulator.counters()["log"] if e["method"] == method and fragment in e["path"]]
 
     def larder_paths(self):
         return [(e["method"], e["path"], e["status"]) for e in self.larder.access_log()]

@@ -16,7 +16,6 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 
@@ -25,7 +24,6 @@ import harness  # noqa: E402
 
 NODE_DIR = os.path.join(harness.SOURCE_DIR, "tests", "clients", "node")
 SCRIPT = os.path.join(NODE_DIR, "storage_client.js")
-CALL_TIMEOUT = 120
 
 if shutil.which("node") is None:
     harness.skip("node is not installed")
@@ -43,7 +41,7 @@ def sha256_bytes(data):
     return hashlib.sha256(data).hexdigest()
 
 
-class NodeStorageTest(harness.LarderTestCase):
+class NodeStorageTest(harness.ClientCalls, harness.LarderTestCase):
 
     @classmethod
     def setUpClass(cls):
@@ -62,23 +60,13 @@ class NodeStorageTest(harness.LarderTestCase):
                      "HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
             env.pop(name, None)
         env.update(extra_env or {})
-        cmd = ["timeout", "-s", "KILL", str(CALL_TIMEOUT), "node", SCRIPT, endpoint or self.larder.url,
-               self.bucket, command] + [str(a) for a in args]
-        proc = subprocess.run(cmd, cwd=NODE_DIR, env=env, capture_output=True, timeout=CALL_TIMEOUT + 10)
-        if proc.returncode != 0:
-            self.fail("node %s %s exited %d:\n%s" % (command, args, proc.returncode,
-                                                     proc.stderr.decode(errors="replace")[-3000:]))
+        cmd = ["node", SCRIPT, endpoint or self.larder.url, self.bucket, command] + [str(a) for a in args]
+        proc = self.run_client(cmd, env, cwd=NODE_DIR, what="node %s %s" % (command, args))
         return json.loads(proc.stdout.decode().strip().splitlines()[-1])
 
     def make_file(self, name, size, seed):
         path = os.path.join(self.tmp, name)
         harness.write_random_file(path, size, seed)
-        return path
-
-    def out_path(self, name):
-        path = os.path.join(self.tmp, name)
-        if os.path.exists(path):
-            os.unlink(path)
         return path
 
     def emulator_log(self):
