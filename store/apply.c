@@ -6,8 +6,10 @@
  *
  * An op that no longer makes sense when its turn comes (a chunk of a version
  * since replaced, evicted or invalidated) is dropped quietly: the queue is
- * asynchronous, and the caller serves from upstream either way. Functions
- * return LMDB codes; any failure aborts the whole transaction.
+ * asynchronous, and the caller serves from upstream either way. A chunk put
+ * notes on itself what became of it (op->outcome); the writer tells its
+ * caller once the commit's result is known. Functions return LMDB codes;
+ * any failure aborts the whole transaction.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -242,6 +244,12 @@ static const char *chunk_misfit(const op_t *op, const meta_fixed_t *f)
 {
     if (f->generation != op->generation)
         return "another generation is cached";
+    if (f->size == STORE_SIZE_UNKNOWN) {
+        /* No index is past an end not known yet; the last, short chunk waits for store_fill_set_size. */
+        if (op->kind == OP_CHUNK_PUT && op->len != STORE_CHUNK_SIZE)
+            return "not a full chunk while the object's size is unknown";
+        return NULL;
+    }
     if (op->index >= f->num_chunks)
         return "index past the object's end";
     if (op->kind == OP_CHUNK_PUT && op->len != chunk_expected_len(f->size, op->index))
@@ -249,7 +257,18 @@ static const char *chunk_misfit(const op_t *op, const meta_fixed_t *f)
     return NULL;
 }
 
-static int chunk_put(apply_ctx_t *a, const op_t *op)
+/*
+ * Whether a chunk of a fill of unknown size shows the object to be larger
+ * than the store keeps: every chunk up to it is full, so the object is at
+ * least that long.
+ */
+static bool too_large_so_far(const store_t *s, const meta_fixed_t *f, const op_t *op)
+{
+    return f->size == STORE_SIZE_UNKNOWN && ((uint64_t)op->index + 1) * STORE_CHUNK_SIZE > s->max_object_bytes;
+}
+
+/* Stores one chunk; op->outcome says whether it was (DURABLE, once committed), or why not. */
+static int chunk_put(apply_ctx_t *a, op_t *op)
 {
     store_t *s = a->store;
     meta_fixed_t f;
@@ -260,8 +279,12 @@ static int chunk_put(apply_ctx_t *a, const op_t *op)
     MDB_val k = {CHUNK_KEY_SIZE, ck.bytes}, v;
     int rc;
 
-    if (a->skip_chunks)
+    /* Set on every attempt: a batch retried after running out of space applies its ops again. */
+    op->outcome = STORE_CHUNK_DROPPED;
+    if (a->skip_chunks) {
+        op->outcome = STORE_CHUNK_NO_SPACE;
         return MDB_SUCCESS;
+    }
     rc = load_meta(a, &op->key, &len, &f, &sound);
     if (rc == MDB_NOTFOUND)
         return MDB_SUCCESS; /* evicted or invalidated since it was queued */
@@ -276,13 +299,18 @@ static int chunk_put(apply_ctx_t *a, const op_t *op)
                           (long long)op->generation, misfit);
         return MDB_SUCCESS;
     }
+    /* As store_fill_begin refuses an object known to be too large, and store_fill_set_size drops one. */
+    if (too_large_so_far(s, &f, op))
+        return apply_delete_object(a, &op->key);
     chunk_key_make(&ck, &op->key, op->generation, op->index);
     v.mv_size = chunk_value_size(op->len, s->psize);
     v.mv_data = NULL;
     /* Reserve and fill in place: the payload is copied once, from the queue into the page. */
     rc = mdb_put(a->txn, s->dbi_chunks, &k, &v, MDB_NOOVERWRITE | MDB_RESERVE);
-    if (rc == MDB_KEYEXIST)
-        return MDB_SUCCESS; /* already committed: chunks of one generation never change */
+    if (rc == MDB_KEYEXIST) {
+        op->outcome = STORE_CHUNK_DURABLE; /* already committed: chunks of one generation never change */
+        return MDB_SUCCESS;
+    }
     if (rc != MDB_SUCCESS)
         return rc;
     chunk_value_fill(v.mv_data, v.mv_size, &ck, op->data, op->len);
@@ -290,7 +318,31 @@ static int chunk_put(apply_ctx_t *a, const op_t *op)
     f.chunk_bytes += lmdb_footprint(s->psize, CHUNK_KEY_SIZE, v.mv_size);
     if ((rc = store_meta(a, &op->key, len, &f)) != MDB_SUCCESS)
         return rc;
+    op->outcome = STORE_CHUNK_DURABLE;
     return note(a, &op->key, &f, len, false, false);
+}
+
+/*
+ * After the whole batch: a chunk put that a later op of the same batch
+ * removed again (an invalidation, a new generation, a size that cuts it) is
+ * DROPPED rather than DURABLE, so that DURABLE means present when the batch
+ * commits. One lookup per stored chunk, and a batch holds few of them.
+ */
+int apply_confirm_chunk(apply_ctx_t *a, op_t *op)
+{
+    chunk_key_t ck;
+    MDB_val k = {CHUNK_KEY_SIZE, ck.bytes}, v;
+    int rc;
+
+    if (op->kind != OP_CHUNK_PUT || op->outcome != STORE_CHUNK_DURABLE)
+        return MDB_SUCCESS;
+    chunk_key_make(&ck, &op->key, op->generation, op->index);
+    rc = mdb_get(a->txn, a->store->dbi_chunks, &k, &v);
+    if (rc == MDB_NOTFOUND) {
+        op->outcome = STORE_CHUNK_DROPPED;
+        return MDB_SUCCESS;
+    }
+    return rc;
 }
 
 /* A reader found this chunk's checksum wrong: remove it, so it is refetched. */
@@ -371,7 +423,80 @@ static int meta_update(apply_ctx_t *a, const op_t *op)
     return note(a, &op->key, &f, op->len, false, false);
 }
 
-int apply_op(apply_ctx_t *a, const op_t *op)
+/*
+ * Deletes the chunks a size just learnt does not allow: those past its end,
+ * and a full chunk where the last one must be short. Only the last chunk
+ * and beyond can be affected, so the scan starts there.
+ */
+static int cut_chunks(apply_ctx_t *a, const op_t *op, meta_fixed_t *f)
+{
+    store_t *s = a->store;
+    chunk_key_t start;
+    MDB_cursor *cur;
+    MDB_val k = {CHUNK_KEY_SIZE, start.bytes}, v;
+    store_key_t key;
+    int64_t generation;
+    uint32_t index;
+    int rc;
+
+    chunk_key_make(&start, &op->key, op->generation, f->num_chunks > 0 ? f->num_chunks - 1 : 0);
+    if ((rc = mdb_cursor_open(a->txn, s->dbi_chunks, &cur)) != MDB_SUCCESS)
+        return rc;
+    rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    /* While the key hash and generation match: this version's chunks, the only ones its key has. */
+    while (rc == MDB_SUCCESS && chunk_key_parse(&k, &key, &generation, &index) &&
+           memcmp(k.mv_data, start.bytes, STORE_KEY_SIZE + 8) == 0) {
+        if (index < f->num_chunks && v.mv_size == chunk_value_size(chunk_expected_len(f->size, index), s->psize)) {
+            rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+            continue;
+        }
+        if (!lmdb_overflow_ok(&v, s->psize, NULL, 0)) {
+            rc = keep_damaged_value(a);
+        } else {
+            f->chunks_present--;
+            f->chunk_bytes -= lmdb_footprint(s->psize, CHUNK_KEY_SIZE, v.mv_size);
+            rc = mdb_cursor_del(cur, 0);
+        }
+        if (rc == MDB_SUCCESS)
+            rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT); /* after a delete: the item that followed */
+    }
+    mdb_cursor_close(cur);
+    return rc == MDB_NOTFOUND ? MDB_SUCCESS : rc;
+}
+
+/*
+ * store_fill_set_size: a fill begun without a size learns it. Chunks that do
+ * not fit it go, and so does an object too large to keep, as store_fill_begin
+ * would have refused it. Nothing changes for another generation, or for a
+ * record that already has a size.
+ */
+static int set_size(apply_ctx_t *a, const op_t *op)
+{
+    meta_fixed_t f;
+    size_t len;
+    bool sound;
+    int rc = load_meta(a, &op->key, &len, &f, &sound);
+
+    if (rc == MDB_NOTFOUND)
+        return MDB_SUCCESS;
+    if (rc != MDB_SUCCESS)
+        return rc;
+    if (!sound)
+        return apply_delete_object(a, &op->key);
+    if (f.generation != op->generation || f.size != STORE_SIZE_UNKNOWN)
+        return MDB_SUCCESS;
+    if (op->size > a->store->max_object_bytes)
+        return apply_delete_object(a, &op->key);
+    f.size = op->size;
+    f.num_chunks = chunk_count(op->size);
+    if ((rc = cut_chunks(a, op, &f)) != MDB_SUCCESS)
+        return rc;
+    if ((rc = store_meta(a, &op->key, len, &f)) != MDB_SUCCESS)
+        return rc;
+    return note(a, &op->key, &f, len, false, false);
+}
+
+int apply_op(apply_ctx_t *a, op_t *op)
 {
     switch (op->kind) {
     case OP_FILL_BEGIN:
@@ -384,6 +509,8 @@ int apply_op(apply_ctx_t *a, const op_t *op)
         return apply_delete_object(a, &op->key);
     case OP_DROP_CHUNK:
         return drop_chunk(a, op);
+    case OP_SET_SIZE:
+        return set_size(a, op);
     }
     return EINVAL;
 }

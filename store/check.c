@@ -161,7 +161,8 @@ static int scan_object(scan_t *sc, MDB_cursor *cc, const MDB_val *mk, const MDB_
             break;
         if (order < 0)
             return damaged(sc, "a chunk without a metadata record");
-        if (generation != f.generation || index >= f.num_chunks)
+        /* A record of unknown size bounds no index; its chunks are all full-size (chunk_expected_len). */
+        if (generation != f.generation || (f.size != STORE_SIZE_UNKNOWN && index >= f.num_chunks))
             return damaged(sc, "a chunk of a generation or index its record does not have");
         expected = chunk_expected_len(f.size, index);
         if (cv->mv_size != chunk_value_size(expected, psize))

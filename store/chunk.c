@@ -49,17 +49,29 @@ bool chunk_key_parse(const MDB_val *k, store_key_t *key, int64_t *generation, ui
     return true;
 }
 
-/* ceil(size / STORE_CHUNK_SIZE); callers keep size below 2^32 chunks. */
+/*
+ * ceil(size / STORE_CHUNK_SIZE); callers keep size below 2^32 chunks. 0 for
+ * STORE_SIZE_UNKNOWN: no chunk is known to be the last, and none is counted.
+ */
 uint32_t chunk_count(uint64_t object_size)
 {
+    if (object_size == STORE_SIZE_UNKNOWN)
+        return 0;
     return (uint32_t)((object_size + STORE_CHUNK_SIZE - 1) / STORE_CHUNK_SIZE);
 }
 
-/* Payload length of chunk index of an object of object_size bytes (index < chunk_count). */
+/*
+ * Payload length of chunk index of an object of object_size bytes (index <
+ * chunk_count). While the size is unknown, every chunk put is a full one.
+ */
 size_t chunk_expected_len(uint64_t object_size, uint32_t index)
 {
     uint64_t start = (uint64_t)index * STORE_CHUNK_SIZE;
-    uint64_t left = object_size - start;
+    uint64_t left;
+
+    if (object_size == STORE_SIZE_UNKNOWN)
+        return STORE_CHUNK_SIZE;
+    left = object_size - start;
 
     return left < STORE_CHUNK_SIZE ? (size_t)left : STORE_CHUNK_SIZE;
 }

@@ -6,8 +6,10 @@
  * order, until usage is down to a target, committing each group of victims
  * on its own: pages freed by a committed transaction are what the next
  * transaction can reuse, so evicting before writing keeps the file from
- * growing. Recency lives in memory (store_touch never writes); the writer
- * copies touched objects' recency into their records every few seconds.
+ * growing. Objects pinned by readers (store_pin) are skipped, so usage may
+ * stay above the target while everything else is gone. Recency lives in
+ * memory (store_touch never writes); the writer copies touched objects'
+ * recency into their records every few seconds.
  */
 #include <stdlib.h>
 
@@ -23,39 +25,52 @@ typedef struct victims {
     size_t n;
 } victims_t;
 
+/*
+ * Deletes the victims, but not one a reader pinned since it was chosen: that
+ * narrows the window in which a pin cannot save an object to the commit
+ * itself (a reader copes with what is gone then, as with invalidation).
+ */
 static int delete_victims(apply_ctx_t *a, void *arg)
 {
     victims_t *v = arg;
     size_t i;
     int rc;
 
-    for (i = 0; i < v->n; i++)
+    for (i = 0; i < v->n; i++) {
+        if (index_pinned(&a->store->index, &v->keys[i]))
+            continue;
         if ((rc = apply_delete_object(a, &v->keys[i])) != MDB_SUCCESS)
             return rc;
+    }
     return MDB_SUCCESS;
 }
 
-/* Evicts least recently used objects until the store's usage is at most target bytes. */
+/* Evicts least recently used objects until the store's usage is at most target bytes, or nothing unpinned is left. */
 void evict_to(store_t *s, apply_ctx_t *a, uint64_t target)
 {
     victims_t v;
-    uint64_t used, after;
+    uint64_t used, objects, used_after, objects_after;
     int rc;
 
     for (;;) {
-        index_usage(&s->index, &used, NULL, NULL);
+        index_usage(&s->index, &used, &objects, NULL);
         if (used <= target)
             return;
         v.n = index_victims(&s->index, used - target, v.keys, EVICT_BATCH);
         if (v.n == 0)
             return;
         if ((rc = apply_txn(a, delete_victims, &v)) != MDB_SUCCESS) {
-            store_log_msg(s, STORE_LOG_ERROR, "store %s: eviction failed: %s", s->path, mdb_strerror(rc));
+            /* A full disk fails every eviction: limited, so that is not a line per batch. */
+            store_log_limited(s, &s->evict_log, STORE_LOG_ERROR, "store %s: eviction failed: %s", s->path,
+                              mdb_strerror(rc));
             return;
         }
-        index_usage(&s->index, &after, NULL, NULL);
-        atomic_fetch_add(&s->evicted_objects, v.n);
-        atomic_fetch_add(&s->evicted_bytes, used > after ? used - after : 0);
+        /* Only this thread changes the index, so the difference is what was evicted. */
+        index_usage(&s->index, &used_after, &objects_after, NULL);
+        if (objects_after >= objects)
+            return; /* every victim was pinned meanwhile */
+        atomic_fetch_add(&s->evicted_objects, objects - objects_after);
+        atomic_fetch_add(&s->evicted_bytes, used > used_after ? used - used_after : 0);
     }
 }
 

@@ -8,12 +8,26 @@
  * state. Any thread may touch an entry to make it the most recently used;
  * touched entries are remembered so the writer can persist their recency in
  * batches. One mutex guards it all: every operation under it is O(1) except
- * the occasional doubling of the hash table.
+ * the occasional doubling of a hash table, and the choice of victims.
+ *
+ * Pins (store_pin) are counted per key in a table of their own rather than
+ * in the entries, because a pin is on a key, not on one entry: a reader may
+ * pin an object whose fill_begin has not committed yet (no entry), or one
+ * that is invalidated and refilled while it reads (a new entry). Kept apart,
+ * a pin holds for whatever entry its key has when eviction looks, and
+ * nothing moves between table and entries as they come and go. Eviction
+ * looks each candidate up, which costs nothing while no key is pinned.
+ * Unpinned nodes are kept for reuse, so pinning seldom allocates; without
+ * memory for a new pinned key the pin is simply not taken (eviction may then
+ * take the object, which a reader copes with as with invalidation).
  */
 #include <stdlib.h>
 #include <string.h>
 
 #include "store_internal.h"
+
+/* Buckets the pin table starts with; it doubles when it holds more keys than buckets. */
+#define PIN_MIN_BUCKETS 64
 
 static size_t bucket_of(const store_index_t *ix, const store_key_t *key)
 {
@@ -31,6 +45,25 @@ static index_entry_t *find(const store_index_t *ix, const store_key_t *key)
     for (e = ix->buckets[bucket_of(ix, key)]; e != NULL; e = e->chain)
         if (memcmp(e->key.hash, key->hash, sizeof(key->hash)) == 0)
             return e;
+    return NULL;
+}
+
+static size_t pin_bucket_of(const store_index_t *ix, const store_key_t *key)
+{
+    uint64_t h;
+
+    memcpy(&h, key->hash, sizeof(h));
+    return (size_t)(h & (ix->npin_buckets - 1));
+}
+
+/* The link that points at key's pin, or NULL when key is not pinned. */
+static pin_t **pin_link(store_index_t *ix, const store_key_t *key)
+{
+    pin_t **pp;
+
+    for (pp = &ix->pins[pin_bucket_of(ix, key)]; *pp != NULL; pp = &(*pp)->chain)
+        if (memcmp((*pp)->key.hash, key->hash, sizeof(key->hash)) == 0)
+            return pp;
     return NULL;
 }
 
@@ -112,25 +145,41 @@ int index_init(store_index_t *ix, size_t expected_objects)
     while (n < expected_objects && n < ((size_t)1 << 20))
         n *= 2;
     ix->buckets = calloc(n, sizeof(*ix->buckets));
-    if (ix->buckets == NULL)
-        return -1;
-    if (pthread_mutex_init(&ix->lock, NULL) != 0) {
+    ix->pins = calloc(PIN_MIN_BUCKETS, sizeof(*ix->pins));
+    if (ix->buckets == NULL || ix->pins == NULL || pthread_mutex_init(&ix->lock, NULL) != 0) {
         free(ix->buckets);
+        free(ix->pins);
         return -1;
     }
     ix->nbuckets = n;
+    ix->npin_buckets = PIN_MIN_BUCKETS;
     ix->lru.next = ix->lru.prev = &ix->lru;
     return 0;
+}
+
+static void free_pin_chain(pin_t *p)
+{
+    pin_t *next;
+
+    for (; p != NULL; p = next) {
+        next = p->chain;
+        free(p);
+    }
 }
 
 void index_destroy(store_index_t *ix)
 {
     index_entry_t *e, *next;
+    size_t i;
 
     for (e = ix->lru.next; e != &ix->lru; e = next) {
         next = e->next;
         free(e);
     }
+    for (i = 0; i < ix->npin_buckets; i++)
+        free_pin_chain(ix->pins[i]); /* pins never released: nothing else to do with them now */
+    free_pin_chain(ix->pin_free);
+    free(ix->pins);
     free(ix->buckets);
     free(ix->dirty);
     pthread_mutex_destroy(&ix->lock);
@@ -249,7 +298,7 @@ void index_load(store_index_t *ix, index_entry_t **entries, size_t n)
     pthread_mutex_unlock(&ix->lock);
 }
 
-/* Least recently used first: keys whose bytes add up to at least want_bytes, at most max of them. */
+/* Least recently used first, skipping pinned ones: keys whose bytes add up to at least want_bytes, at most max. */
 size_t index_victims(store_index_t *ix, uint64_t want_bytes, store_key_t *out, size_t max)
 {
     index_entry_t *e;
@@ -258,6 +307,8 @@ size_t index_victims(store_index_t *ix, uint64_t want_bytes, store_key_t *out, s
 
     pthread_mutex_lock(&ix->lock);
     for (e = ix->lru.prev; e != &ix->lru && n < max && sum < want_bytes; e = e->prev) {
+        if (ix->npins > 0 && pin_link(ix, &e->key) != NULL)
+            continue;
         out[n++] = e->key;
         sum += e->bytes;
     }
@@ -296,4 +347,85 @@ void index_usage(store_index_t *ix, uint64_t *used, uint64_t *objects, uint64_t 
     if (chunks != NULL)
         *chunks = ix->chunks;
     pthread_mutex_unlock(&ix->lock);
+}
+
+/* ---- pins: see the top of this file ---- */
+
+/* Doubles the pin table when it holds more keys than buckets; on no memory, chains just grow longer. */
+static void pins_maybe_grow(store_index_t *ix)
+{
+    size_t old_n = ix->npin_buckets, i;
+    pin_t **buckets, *p, *next;
+
+    if (ix->npins <= old_n || (buckets = calloc(old_n * 2, sizeof(*buckets))) == NULL)
+        return;
+    ix->npin_buckets = old_n * 2;
+    for (i = 0; i < old_n; i++) {
+        for (p = ix->pins[i]; p != NULL; p = next) {
+            size_t b = pin_bucket_of(ix, &p->key);
+
+            next = p->chain;
+            p->chain = buckets[b];
+            buckets[b] = p;
+        }
+    }
+    free(ix->pins);
+    ix->pins = buckets;
+}
+
+/* A node for a newly pinned key: a reused one if any. */
+static pin_t *pin_node(store_index_t *ix)
+{
+    pin_t *p = ix->pin_free;
+
+    if (p == NULL)
+        return malloc(sizeof(*p));
+    ix->pin_free = p->chain;
+    return p;
+}
+
+void index_pin(store_index_t *ix, const store_key_t *key)
+{
+    pin_t **pp, *p;
+
+    pthread_mutex_lock(&ix->lock);
+    if ((pp = pin_link(ix, key)) != NULL) {
+        (*pp)->count++;
+    } else if ((p = pin_node(ix)) != NULL) {
+        size_t b = pin_bucket_of(ix, key);
+
+        p->key = *key;
+        p->count = 1;
+        p->chain = ix->pins[b];
+        ix->pins[b] = p;
+        ix->npins++;
+        pins_maybe_grow(ix);
+    }
+    pthread_mutex_unlock(&ix->lock);
+}
+
+/* Releases one pin of key; an unpin with no pin to release (one that could not be taken) does nothing. */
+void index_unpin(store_index_t *ix, const store_key_t *key)
+{
+    pin_t **pp, *p;
+
+    pthread_mutex_lock(&ix->lock);
+    if ((pp = pin_link(ix, key)) != NULL && --(*pp)->count == 0) {
+        p = *pp;
+        *pp = p->chain;
+        p->chain = ix->pin_free;
+        ix->pin_free = p;
+        ix->npins--;
+    }
+    pthread_mutex_unlock(&ix->lock);
+}
+
+bool index_pinned(store_index_t *ix, const store_key_t *key)
+{
+    bool pinned;
+
+    pthread_mutex_lock(&ix->lock);
+    pinned = ix->npins > 0 && pin_link(ix, key) != NULL;
+    pthread_mutex_unlock(&ix->lock);
+    return pinned;
 }

@@ -7,7 +7,9 @@
  *   0   magic "LDM1"
  *   4   crc32c of the object's key, then of everything from offset 8 on
  *   8   generation, metageneration, size, fill_time, last_access, access_seq
- *       (8 bytes each), num_chunks, chunks_present (4 each), chunk_bytes (8)
+ *       (8 bytes each), num_chunks, chunks_present (4 each), chunk_bytes (8);
+ *       size is STORE_SIZE_UNKNOWN and num_chunks 0 while a fill of unknown
+ *       length runs
  *   72  the strings of store_meta_t in meta_strings order, each a 4-byte
  *       length plus one (0 for NULL) followed by that many bytes, no NUL
  *
@@ -133,7 +135,9 @@ bool meta_read_fixed(const void *rec, size_t len, const store_key_t *key, meta_f
     f->num_chunks = get_le32(p + 56);
     f->chunks_present = get_le32(p + 60);
     f->chunk_bytes = get_le64(p + 64);
-    return f->num_chunks == chunk_count(f->size) && f->chunks_present <= f->num_chunks;
+    /* A fill of unknown size has no chunk count yet, only the full chunks it holds. */
+    return f->num_chunks == chunk_count(f->size) &&
+           (f->size == STORE_SIZE_UNKNOWN || f->chunks_present <= f->num_chunks);
 }
 
 /* Overwrites the fixed part of a well-formed record and re-seals it. */

@@ -44,6 +44,33 @@ void store_log_msg(store_t *s, int level, const char *fmt, ...)
     s->config.log(s->config.log_ctx, level, msg);
 }
 
+/*
+ * The same, at most once per LOG_LIMIT_MS for one kind of event (limit),
+ * saying how many were left out since the last line. For faults that
+ * would otherwise log once per request.
+ */
+void store_log_limited(store_t *s, log_limit_t *limit, int level, const char *fmt, ...)
+{
+    char msg[1024];
+    int64_t now = store_now_ms();
+    va_list ap;
+
+    if (now < limit->next_ms) {
+        limit->suppressed++;
+        return;
+    }
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (limit->suppressed > 0)
+        store_log_msg(s, level, "%s (and %lu more like it in the last %d s)", msg, limit->suppressed,
+                      LOG_LIMIT_MS / 1000);
+    else
+        store_log_msg(s, level, "%s", msg);
+    limit->next_ms = now + LOG_LIMIT_MS;
+    limit->suppressed = 0;
+}
+
 int64_t store_now_ms(void)
 {
     struct timespec ts;
@@ -322,4 +349,6 @@ void store_stats_get(store_t *store, store_stats_t *stats)
     stats->commits = atomic_load(&store->commits);
     stats->corrupt_chunks = atomic_load(&store->corrupt_chunks);
     stats->busy_rejections = atomic_load(&store->busy_rejections);
+    stats->lost_chunks = atomic_load(&store->lost_chunks);
+    stats->out_of_space = atomic_load(&store->out_of_space);
 }

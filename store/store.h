@@ -38,6 +38,31 @@ enum {
     STORE_ERROR = -4      /* anything else; see the log */
 };
 
+/* The size of an object whose length is not known yet (a body without Content-Length): see store_fill_set_size. */
+#define STORE_SIZE_UNKNOWN UINT64_MAX
+
+/*
+ * What became of one queued chunk. Every chunk store_chunk_put accepted is
+ * reported exactly once, on the writer thread, after the commit that decided
+ * it: only STORE_CHUNK_DURABLE chunks may ever be offered to a reader.
+ */
+typedef enum {
+    STORE_CHUNK_DURABLE,  /* committed: readers find it from now on */
+    STORE_CHUNK_DROPPED,  /* not stored, and never will be: its object was evicted, invalidated or replaced
+                           * before the chunk's turn (or in the same commit), or grew too large to keep, or the
+                           * chunk does not fit the object's record */
+    STORE_CHUNK_NO_SPACE, /* lost: the disk or the map is full, even after eviction */
+    STORE_CHUNK_FAILED    /* lost: an I/O error, or the store closed before it committed */
+} store_chunk_outcome_t;
+
+/*
+ * Called once per accepted chunk with its outcome. Runs on the writer thread
+ * (or in store_close, for chunks still queued): it must be quick, must not
+ * call store_sync or store_close, and must not block on anything that waits
+ * for the writer.
+ */
+typedef void (*store_chunk_done_fn)(void *ctx, uint32_t index, store_chunk_outcome_t outcome);
+
 typedef struct store store_t;
 
 typedef struct store_config {
@@ -67,7 +92,8 @@ typedef struct store_meta {
     char *name;
     int64_t generation;
     int64_t metageneration;
-    uint64_t size;            /* stored size in bytes (compressed size for gzip objects) */
+    uint64_t size;            /* stored size in bytes (compressed size for gzip objects); STORE_SIZE_UNKNOWN while
+                               * a fill of unknown length runs */
     char *etag;               /* media ETag exactly as upstream sent it */
     char *content_type;
     char *content_encoding;   /* NULL if none */
@@ -81,8 +107,8 @@ typedef struct store_meta {
     char *owner;              /* identity that filled the object; may be NULL */
     int64_t fill_time;        /* set by the caller (larder stores unix milliseconds); the store keeps it as given */
     int64_t last_access;      /* unix seconds, as last persisted */
-    uint32_t num_chunks;      /* ceil(size / STORE_CHUNK_SIZE) */
-    uint32_t chunks_present;  /* how many of them are committed */
+    uint32_t num_chunks;      /* ceil(size / STORE_CHUNK_SIZE); 0 while the size is unknown */
+    uint32_t chunks_present;  /* how many of them are committed (while the size is unknown: full chunks) */
 } store_meta_t;
 
 /*
@@ -114,12 +140,27 @@ ssize_t store_chunk_read(store_t *store, const store_key_t *key, int64_t generat
 /*
  * Starts caching a version: records its metadata with no chunks present. A
  * different cached generation of the same object is removed in the same
- * commit. Queued; the metadata is copied.
+ * commit; the same generation (and size) keeps the chunks it has. Queued;
+ * the metadata is copied. meta->size may be STORE_SIZE_UNKNOWN: then every
+ * chunk put must be exactly STORE_CHUNK_SIZE bytes until store_fill_set_size
+ * says how long the object is, and readers see size STORE_SIZE_UNKNOWN.
  */
 int store_fill_begin(store_t *store, const store_key_t *key, const store_meta_t *meta);
-/* Queues one whole chunk (copied). Returns STORE_BUSY when the queue is full. */
+/*
+ * Queues one whole chunk (copied). Returns STORE_BUSY when the queue is
+ * full, STORE_ERROR when the store is closing or broken; in both cases done
+ * is never called. On STORE_OK, done (when not NULL) is called exactly once
+ * with the chunk's outcome.
+ */
 int store_chunk_put(store_t *store, const store_key_t *key, int64_t generation, uint32_t index, const void *data,
-                    size_t len);
+                    size_t len, store_chunk_done_fn done, void *done_ctx);
+/*
+ * Gives a fill begun with STORE_SIZE_UNKNOWN its size, once the body ended.
+ * Chunks past the size are dropped; an object larger than the store may hold
+ * is dropped whole. Ignored when that generation is not the cached one, or
+ * already has a size. Queued; chunks put after it may be short (the last).
+ */
+int store_fill_set_size(store_t *store, const store_key_t *key, int64_t generation, uint64_t size);
 /*
  * Replaces the metadata of the cached version (e.g. after a metadata-only
  * change, or a revalidation that restarts fill_time): every field the caller
@@ -136,7 +177,21 @@ int store_meta_update(store_t *store, const store_key_t *key, const store_meta_t
 int store_invalidate(store_t *store, const store_key_t *key);
 /* Records an access for LRU; in memory, persisted in batches. Never blocks on the writer. */
 void store_touch(store_t *store, const store_key_t *key);
-/* Blocks until everything queued before the call is committed (tests, shutdown). */
+/*
+ * Pins an object against eviction while a response reads it (in memory, any
+ * thread, never blocks on the writer); every pin needs one unpin. Eviction
+ * skips pinned objects, so the store may stay above its high-water mark
+ * while everything evictable is pinned. Invalidation ignores pins: a reader
+ * of an invalidated object finds its chunks gone and must cope. A key may be
+ * pinned before its object is cached (the pin counts once it is); pin before
+ * store_meta_get, since a pin cannot stop an eviction already committing.
+ */
+void store_pin(store_t *store, const store_key_t *key);
+void store_unpin(store_t *store, const store_key_t *key);
+/*
+ * Blocks until everything queued before the call is committed (tests,
+ * shutdown), and the outcomes of its chunks reported.
+ */
 int store_sync(store_t *store);
 
 typedef struct store_stats {
@@ -149,6 +204,8 @@ typedef struct store_stats {
     uint64_t commits;
     uint64_t corrupt_chunks;
     uint64_t busy_rejections;
+    uint64_t lost_chunks;   /* accepted chunks that did not commit: NO_SPACE or FAILED */
+    bool out_of_space;      /* the last batch with chunks could not store them: disk or map full */
 } store_stats_t;
 
 void store_stats_get(store_t *store, store_stats_t *stats);

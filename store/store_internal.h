@@ -15,7 +15,8 @@
  * for the generation its object's metadata record names, and that record's
  * chunks_present and chunk_bytes count exactly those chunks. The in-memory
  * index (index.c) mirrors the committed records: it changes only after a
- * commit succeeds.
+ * commit succeeds. A record of unknown size (STORE_SIZE_UNKNOWN, num_chunks
+ * 0) may have any number of chunks, every one of them full-size.
  *
  * Threads: callers read through short read transactions (read.c) and queue
  * writes (write.c); one writer thread (writer.c) applies them in batched
@@ -75,6 +76,13 @@ typedef struct index_delta {
     index_entry_t *spare; /* allocated before the commit, so applying cannot fail */
 } index_delta_t;
 
+/* A key readers have pinned against eviction (store_pin): kept apart from the entries, see index.c. */
+typedef struct pin {
+    struct pin *chain; /* next in its bucket, or in the free list */
+    store_key_t key;
+    uint32_t count;
+} pin_t;
+
 /* An object's recency, taken from the index to be written into its record. */
 typedef struct recency {
     store_key_t key;
@@ -91,6 +99,10 @@ typedef struct store_index {
     uint64_t last_seq;  /* highest access_seq handed out */
     store_key_t *dirty; /* keys touched since the last persist, each once */
     size_t ndirty, dirty_cap;
+    pin_t **pins;        /* pinned keys, by hash */
+    size_t npin_buckets; /* a power of two */
+    size_t npins;        /* keys pinned */
+    pin_t *pin_free;     /* unpinned nodes, reused so that pinning rarely allocates */
 } store_index_t;
 
 int index_init(store_index_t *ix, size_t expected_objects);
@@ -102,18 +114,26 @@ void index_load(store_index_t *ix, index_entry_t **entries, size_t n);
 size_t index_victims(store_index_t *ix, uint64_t want_bytes, store_key_t *out, size_t max);
 size_t index_take_dirty(store_index_t *ix, recency_t *out, size_t max);
 void index_usage(store_index_t *ix, uint64_t *used, uint64_t *objects, uint64_t *chunks);
+void index_pin(store_index_t *ix, const store_key_t *key);
+void index_unpin(store_index_t *ix, const store_key_t *key);
+bool index_pinned(store_index_t *ix, const store_key_t *key);
 
 /* ---- writer.c: the queue and the writer thread ---- */
 
-typedef enum { OP_FILL_BEGIN, OP_CHUNK_PUT, OP_META_UPDATE, OP_INVALIDATE, OP_DROP_CHUNK } op_kind_t;
+typedef enum { OP_FILL_BEGIN, OP_CHUNK_PUT, OP_META_UPDATE, OP_INVALIDATE, OP_DROP_CHUNK, OP_SET_SIZE } op_kind_t;
 
 /* One queued write; a single allocation with its data, owned by the queue until committed. */
 typedef struct op {
     struct op *next;
     op_kind_t kind;
     store_key_t key;
-    int64_t generation; /* OP_CHUNK_PUT, OP_DROP_CHUNK */
+    int64_t generation; /* OP_CHUNK_PUT, OP_DROP_CHUNK, OP_SET_SIZE */
     uint32_t index;     /* OP_CHUNK_PUT, OP_DROP_CHUNK */
+    uint64_t size;      /* OP_SET_SIZE */
+    /* OP_CHUNK_PUT: what apply_op made of it (the commit's result may overrule), told to done once decided. */
+    store_chunk_outcome_t outcome;
+    store_chunk_done_fn done; /* may be NULL */
+    void *done_ctx;
     uint64_t seq;       /* position in the queue, for store_sync */
     int64_t queued_ms;  /* when it was queued (monotonic) */
     size_t charge;      /* bytes it counts against max_queue_bytes */
@@ -186,7 +206,7 @@ typedef struct apply_ctx {
     size_t ndeltas, deltas_cap;
     unsigned char *scratch; /* a metadata record being rewritten */
     size_t scratch_cap;
-    bool skip_chunks; /* MAP_FULL despite eviction: apply all but chunk puts */
+    bool skip_chunks; /* out of space despite eviction: apply all but chunk puts */
 } apply_ctx_t;
 
 typedef int (*apply_body_fn)(apply_ctx_t *a, void *arg);
@@ -194,7 +214,8 @@ typedef int (*apply_body_fn)(apply_ctx_t *a, void *arg);
 void apply_init(apply_ctx_t *a, store_t *s);
 void apply_destroy(apply_ctx_t *a);
 int apply_txn(apply_ctx_t *a, apply_body_fn body, void *arg);
-int apply_op(apply_ctx_t *a, const op_t *op);
+int apply_op(apply_ctx_t *a, op_t *op);
+int apply_confirm_chunk(apply_ctx_t *a, op_t *op);
 int apply_delete_object(apply_ctx_t *a, const store_key_t *key);
 int apply_recency(apply_ctx_t *a, const recency_t *r);
 int apply_create_layout(apply_ctx_t *a, void *unused);
@@ -255,6 +276,14 @@ int check_scan(store_t *s, bool deep, bool build_index, char *why, size_t why_le
 
 /* ---- store.c ---- */
 
+/* A log line that may come once per request under a lasting fault: printed at most once per LOG_LIMIT_MS. */
+#define LOG_LIMIT_MS 10000
+
+typedef struct log_limit {
+    int64_t next_ms;          /* monotonic: when the next line may be printed */
+    unsigned long suppressed; /* lines not printed since the last one */
+} log_limit_t;
+
 struct store {
     char *path;                   /* the directory, without trailing slashes */
     store_config_t config;        /* as given, with defaults filled in; config.path is ours */
@@ -270,10 +299,14 @@ struct store {
     store_index_t index;
     hide_table_t hide; /* invalidations and corrupt chunks, hidden from readers until committed */
     writer_t writer;
-    _Atomic uint64_t evicted_objects, evicted_bytes, commits, corrupt_chunks, busy_rejections;
+    _Atomic uint64_t evicted_objects, evicted_bytes, commits, corrupt_chunks, busy_rejections, lost_chunks;
+    _Atomic bool out_of_space; /* chunks are not being stored for lack of space (writer.c) */
+    log_limit_t evict_log;     /* eviction failures; writer thread only */
 };
 
 void store_log_msg(store_t *s, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void store_log_limited(store_t *s, log_limit_t *limit, int level, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 int64_t store_now_ms(void);
 
 /* Byte order helpers: every integer on disk is explicit about its order. */

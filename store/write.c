@@ -4,8 +4,12 @@
  *
  * Only the calls that add data (store_fill_begin, store_chunk_put) can be
  * refused with STORE_BUSY when the queue is full: refusing them just means
- * the response is served without being cached. Invalidations and metadata
- * updates are never refused, since dropping one would leave stale data.
+ * the response is served without being cached. Invalidations, metadata
+ * updates and sizes are never refused, since dropping one would leave stale
+ * data (or a fill of unknown size that never ends).
+ *
+ * Also the calls that write nothing to LMDB: touches and pins, which only
+ * take the index's lock.
  */
 #include <string.h>
 #include <time.h>
@@ -22,7 +26,7 @@ static op_t *meta_op(op_kind_t kind, const store_key_t *key, const store_meta_t 
     size_t len = meta_encoded_size(meta);
     op_t *op;
 
-    if (len > META_RECORD_MAX || meta->size / STORE_CHUNK_SIZE >= UINT32_MAX)
+    if (len > META_RECORD_MAX || (meta->size != STORE_SIZE_UNKNOWN && meta->size / STORE_CHUNK_SIZE >= UINT32_MAX))
         return NULL;
     memset(&f, 0, sizeof(f));
     f.generation = meta->generation;
@@ -43,17 +47,19 @@ int store_fill_begin(store_t *store, const store_key_t *key, const store_meta_t 
 
     /*
      * An object that cannot fit under the low-water mark would evict
-     * everything else and then itself: serve it uncached instead.
+     * everything else and then itself: serve it uncached instead. (One of
+     * unknown size is dropped by the writer once it grows that large.)
      */
-    if (meta->size > store->max_object_bytes)
+    if (meta->size != STORE_SIZE_UNKNOWN && meta->size > store->max_object_bytes)
         return STORE_BUSY;
     if ((op = meta_op(OP_FILL_BEGIN, key, meta)) == NULL)
         return STORE_ERROR;
     return writer_enqueue(store, op, true);
 }
 
+/* The outcome goes to done from the writer thread (writer.c); a refused op is freed unreported. */
 int store_chunk_put(store_t *store, const store_key_t *key, int64_t generation, uint32_t index, const void *data,
-                    size_t len)
+                    size_t len, store_chunk_done_fn done, void *done_ctx)
 {
     op_t *op;
 
@@ -66,8 +72,22 @@ int store_chunk_put(store_t *store, const store_key_t *key, int64_t generation, 
         return STORE_ERROR;
     op->generation = generation;
     op->index = index;
+    op->done = done;
+    op->done_ctx = done_ctx;
+    op->outcome = STORE_CHUNK_FAILED; /* until the writer applies it */
     memcpy(op->data, data, len);
     return writer_enqueue(store, op, true);
+}
+
+int store_fill_set_size(store_t *store, const store_key_t *key, int64_t generation, uint64_t size)
+{
+    op_t *op;
+
+    if (size == STORE_SIZE_UNKNOWN || (op = op_new(OP_SET_SIZE, key, 0)) == NULL)
+        return STORE_ERROR;
+    op->generation = generation;
+    op->size = size;
+    return writer_enqueue(store, op, false);
 }
 
 int store_meta_update(store_t *store, const store_key_t *key, const store_meta_t *meta)
@@ -93,4 +113,14 @@ int store_sync(store_t *store)
 void store_touch(store_t *store, const store_key_t *key)
 {
     index_touch(&store->index, key, time(NULL));
+}
+
+void store_pin(store_t *store, const store_key_t *key)
+{
+    index_pin(&store->index, key);
+}
+
+void store_unpin(store_t *store, const store_key_t *key)
+{
+    index_unpin(&store->index, key);
 }

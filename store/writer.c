@@ -12,24 +12,32 @@
  * high-water mark), and after one it evicts down to the low-water mark if
  * usage rose above the high one anyway.
  *
- * MDB_MAP_FULL means LMDB found no room in the map despite the accounting
- * (fragmentation, or freed pages an outside reader still pins). It is
- * answered by evicting more and retrying, and at last by committing the
- * batch without its chunks. When eviction did not help, the writer stops
- * evicting for MAP_FULL until a whole batch commits again: emptying the
- * cache would not help either. If even a batch without chunks fails, its
- * invalidations and updates are carried over and retried with later
- * batches: a stale object must not outlive a failed commit. Readers do not
- * wait for any of this: an invalidation is hidden from them from the moment
- * it is queued until its batch commits (hide.c).
+ * Running out of space, MDB_MAP_FULL (LMDB found no room in the map despite
+ * the accounting: fragmentation, or freed pages an outside reader still
+ * pins) or ENOSPC/EDQUOT from the commit's writes, is answered by evicting
+ * more and retrying, and at last by committing the batch without its
+ * chunks. When eviction did not help, the writer is out of space: it stops
+ * evicting for it until a batch stores chunks again (emptying the cache
+ * would not help either), and logs the change of state, not every batch,
+ * since under a full disk that would be a line per request. If even a batch
+ * without chunks fails, its invalidations and updates are carried over and
+ * retried with later batches: a stale object must not outlive a failed
+ * commit. Readers do not wait for any of this: an invalidation is hidden
+ * from them from the moment it is queued until its batch commits (hide.c).
+ *
+ * Every chunk put is told its outcome once its batch's fate is known (after
+ * the commit, before store_sync's waiters wake): what apply_op made of it
+ * if the batch committed, NO_SPACE or FAILED if it was lost. Chunk puts are
+ * never carried, so each is reported exactly once.
  */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "store_internal.h"
 
-/* Retries after MDB_MAP_FULL with more eviction each time, before the batch's chunks are dropped. */
-#define MAP_FULL_RETRIES 2
+/* Retries after running out of space, with more eviction each time, before the batch's chunks are dropped. */
+#define SPACE_RETRIES 2
 /* A batch that failed entirely is retried this much later, with what follows it. */
 #define CARRY_RETRY_MS 1000
 /* Failed ops kept for retry at most; beyond this they are dropped, and logged. */
@@ -51,7 +59,13 @@ typedef struct carry {
 typedef struct writer_local {
     apply_ctx_t a;
     carry_t carry;
-    bool map_stuck; /* eviction did not cure MDB_MAP_FULL: do not evict for it until a batch commits whole */
+    /*
+     * 0, or the error that keeps chunks from being stored (MDB_MAP_FULL,
+     * ENOSPC, EDQUOT) when eviction did not cure it: no evicting for it,
+     * until a batch stores chunks again.
+     */
+    int no_space;
+    log_limit_t lost_log; /* batches lost to anything but space */
     int64_t next_persist, next_flush, next_carry;
     uint64_t flushed_commits;
 } writer_local_t;
@@ -127,17 +141,15 @@ static bool take_batch(store_t *s, batch_t *b, int64_t deadline_ms)
     return last;
 }
 
-/* Bytes the batch's fills and chunk puts would add to usage, were they all new; *chunks: whether it has any. */
-static uint64_t batch_incoming(const store_t *s, const batch_t *b, bool *chunks)
+/* Bytes the batch's fills and chunk puts would add to usage, were they all new. */
+static uint64_t batch_incoming(const store_t *s, const batch_t *b)
 {
     const op_t *op;
     uint64_t sum = 0;
 
-    *chunks = false;
     for (op = b->head; op != NULL; op = op->next) {
         if (op->kind == OP_CHUNK_PUT) {
             sum += lmdb_footprint(s->psize, CHUNK_KEY_SIZE, chunk_value_size(op->len, s->psize));
-            *chunks = true;
         } else if (op->kind == OP_FILL_BEGIN) {
             sum += lmdb_footprint(s->psize, STORE_KEY_SIZE, op->len);
         }
@@ -148,16 +160,58 @@ static uint64_t batch_incoming(const store_t *s, const batch_t *b, bool *chunks)
 static int apply_batch(apply_ctx_t *a, void *arg)
 {
     const batch_t *b = arg;
-    const op_t *op;
+    op_t *op;
     int rc;
 
     for (op = b->head; op != NULL; op = op->next)
         if ((rc = apply_op(a, op)) != MDB_SUCCESS)
             return rc;
+    for (op = b->head; op != NULL; op = op->next)
+        if ((rc = apply_confirm_chunk(a, op)) != MDB_SUCCESS)
+            return rc;
     return MDB_SUCCESS;
 }
 
-/* Evicts for MDB_MAP_FULL: more than the accounting asks, since the map has less room than it shows. */
+/* The errors that mean no room, in the map or on the disk: eviction may cure them. */
+static bool is_space_error(int rc)
+{
+    return rc == MDB_MAP_FULL || rc == ENOSPC || rc == EDQUOT;
+}
+
+/* Whether the batch stored a chunk: only that shows there is room again; small records prove nothing. */
+static bool stored_chunks(const batch_t *b)
+{
+    const op_t *op;
+
+    for (op = b->head; op != NULL; op = op->next)
+        if (op->kind == OP_CHUNK_PUT && op->outcome == STORE_CHUNK_DURABLE)
+            return true;
+    return false;
+}
+
+/*
+ * Follows the out-of-space state through a batch's result (rc; skipped:
+ * committed without its chunks, for lack of space `cause`), logging its
+ * changes only: one warning when it starts, one line when chunks are stored
+ * again.
+ */
+static void track_space(store_t *s, writer_local_t *wl, const batch_t *b, int rc, bool skipped, int cause)
+{
+    if (is_space_error(rc) || skipped) {
+        if (wl->no_space == 0)
+            store_log_msg(s, STORE_LOG_WARN,
+                          "store %s: out of space (%s): chunks are not being cached until space returns", s->path,
+                          mdb_strerror(skipped ? cause : rc));
+        wl->no_space = skipped ? cause : rc;
+        atomic_store(&s->out_of_space, true);
+    } else if (rc == MDB_SUCCESS && wl->no_space != 0 && stored_chunks(b)) {
+        store_log_msg(s, STORE_LOG_INFO, "store %s: space again: chunks are being cached", s->path);
+        wl->no_space = 0;
+        atomic_store(&s->out_of_space, false);
+    }
+}
+
+/* Evicts for lack of space: more than the accounting asks, since the map or disk has less room than it shows. */
 static void evict_for_room(store_t *s, apply_ctx_t *a, uint64_t incoming)
 {
     uint64_t used, extra = 2 * incoming > s->config.budget / 8 ? 2 * incoming : s->config.budget / 8;
@@ -166,45 +220,69 @@ static void evict_for_room(store_t *s, apply_ctx_t *a, uint64_t incoming)
     evict_to(s, a, used > extra ? used - extra : 0);
 }
 
-/* Commits a batch; returns false if it was lost to an error (its ops are then not applied). */
-static bool commit_batch(store_t *s, writer_local_t *wl, batch_t *b)
+/*
+ * Commits a batch. Returns MDB_SUCCESS (its chunk puts stored or not as
+ * their outcomes say) or the error that lost it (its ops are then not
+ * applied).
+ */
+static int commit_batch(store_t *s, writer_local_t *wl, batch_t *b)
 {
     apply_ctx_t *a = &wl->a;
-    bool chunks;
-    uint64_t incoming = batch_incoming(s, b, &chunks), used;
-    int rc, attempt;
+    uint64_t incoming = batch_incoming(s, b), used;
+    int rc, attempt, cause = MDB_SUCCESS;
+    bool skipped;
 
     index_usage(&s->index, &used, NULL, NULL);
     if (used + incoming > s->high_mark)
         evict_to(s, a, s->low_mark > incoming ? s->low_mark - incoming : 0);
     for (attempt = 0;; attempt++) {
-        a->skip_chunks = attempt > MAP_FULL_RETRIES;
+        a->skip_chunks = attempt > SPACE_RETRIES;
         rc = apply_txn(a, apply_batch, b);
-        if (rc != MDB_MAP_FULL || a->skip_chunks)
+        if (!is_space_error(rc) || a->skip_chunks)
             break;
-        if (attempt < MAP_FULL_RETRIES && !wl->map_stuck)
+        cause = rc;
+        if (attempt < SPACE_RETRIES && wl->no_space == 0)
             evict_for_room(s, a, incoming);
         else
-            attempt = MAP_FULL_RETRIES; /* straight to the attempt without chunks */
+            attempt = SPACE_RETRIES; /* straight to the attempt without chunks */
     }
-    /* Only chunks committing again show there is room again; a batch of small records proves nothing. */
-    if (rc == MDB_MAP_FULL || (rc == MDB_SUCCESS && a->skip_chunks))
-        wl->map_stuck = true;
-    else if (rc == MDB_SUCCESS && chunks)
-        wl->map_stuck = false;
-    if (rc == MDB_SUCCESS && a->skip_chunks)
-        store_log_msg(s, STORE_LOG_WARN, "store %s: map full even after eviction; dropped the chunks of one batch",
-                      s->path);
+    skipped = rc == MDB_SUCCESS && a->skip_chunks;
     a->skip_chunks = false;
-    if (rc == MDB_SUCCESS)
-        return true;
-    store_log_msg(s, STORE_LOG_ERROR, "store %s: a batch of writes was lost: %s", s->path, mdb_strerror(rc));
+    track_space(s, wl, b, rc, skipped, cause);
+    if (rc == MDB_SUCCESS || is_space_error(rc))
+        return rc; /* a loss for lack of space was logged by track_space, when it began */
+    store_log_limited(s, &wl->lost_log, STORE_LOG_ERROR, "store %s: a batch of writes was lost: %s", s->path,
+                      mdb_strerror(rc));
     if (rc == MDB_PANIC) {
         pthread_mutex_lock(&s->writer.lock);
         s->writer.broken = true;
         pthread_mutex_unlock(&s->writer.lock);
     }
-    return false;
+    return rc;
+}
+
+/*
+ * Tells each chunk put in ops its outcome, now that the commit that decided
+ * it succeeded or failed: on this thread, with no lock held, before the ops
+ * are freed. Ops that were lost stored no chunk, whatever apply_op made of
+ * them: they are all lost_as.
+ */
+static void report_chunks(store_t *s, op_t *ops, bool lost, store_chunk_outcome_t lost_as)
+{
+    uint64_t not_stored = 0;
+    op_t *op;
+
+    for (op = ops; op != NULL; op = op->next) {
+        if (op->kind != OP_CHUNK_PUT)
+            continue;
+        if (lost)
+            op->outcome = lost_as;
+        not_stored += op->outcome == STORE_CHUNK_NO_SPACE || op->outcome == STORE_CHUNK_FAILED;
+        if (op->done != NULL)
+            op->done(op->done_ctx, op->index, op->outcome);
+    }
+    if (not_stored > 0)
+        atomic_fetch_add(&s->lost_chunks, not_stored);
 }
 
 /*
@@ -303,7 +381,8 @@ static bool writer_round(store_t *s, writer_local_t *wl)
 {
     int64_t deadline = wl->next_persist < wl->next_flush ? wl->next_persist : wl->next_flush, now;
     batch_t b;
-    bool last, lost = false;
+    bool last, lost;
+    int rc = MDB_SUCCESS;
 
     if (wl->carry.head != NULL && wl->next_carry < deadline)
         deadline = wl->next_carry;
@@ -311,10 +390,13 @@ static bool writer_round(store_t *s, writer_local_t *wl)
     if (wl->carry.head != NULL && (b.head != NULL || last || store_now_ms() >= wl->next_carry))
         take_carry(&b, &wl->carry);
     if (b.head != NULL)
-        lost = !commit_batch(s, wl, &b);
+        rc = commit_batch(s, wl, &b);
+    lost = rc != MDB_SUCCESS;
     /* Readers now see what LMDB holds; done before finish_batch wakes store_sync, so a refill shows after a sync. */
     if (b.head != NULL && !lost)
         hide_committed(&s->hide, b.head);
+    /* Before eviction runs, so that a chunk reported DURABLE is there when its caller hears of it. */
+    report_chunks(s, b.head, lost, is_space_error(rc) ? STORE_CHUNK_NO_SPACE : STORE_CHUNK_FAILED);
     keep_within_budget(s, &wl->a);
     now = store_now_ms();
     if (last || now >= wl->next_persist) {
@@ -409,12 +491,24 @@ int writer_start(store_t *s)
 void writer_stop(store_t *s)
 {
     writer_t *w = &s->writer;
+    op_t *op, *next;
 
     pthread_mutex_lock(&w->lock);
     w->stopping = true;
     pthread_cond_signal(&w->wake);
     pthread_mutex_unlock(&w->lock);
     pthread_join(w->thread, NULL);
+    /*
+     * The writer's last round takes everything queued, so this finds nothing
+     * unless the writer ended early; whatever is left still belongs to the
+     * queue, and its chunk puts are still owed an outcome.
+     */
+    report_chunks(s, w->head, true, STORE_CHUNK_FAILED);
+    for (op = w->head; op != NULL; op = next) {
+        next = op->next;
+        free(op);
+    }
+    w->head = w->tail = NULL;
     destroy_sync(w);
 }
 

@@ -220,11 +220,11 @@ static void test_partial_and_versions(const test_dir_t *d)
     CHECK(test_put_chunk(s, "partial", 1, size, 2, buf) == STORE_OK);
     CHECK(test_put_chunk(s, "partial", 1, size, 2, buf) == STORE_OK); /* a repeat counts once */
     /* Dropped by the writer: wrong length, past the end, another generation, an object never begun. */
-    CHECK(store_chunk_put(s, &key, 1, 1, buf, 100) == STORE_OK);
-    CHECK(store_chunk_put(s, &key, 1, 4, buf, 100) == STORE_OK);
-    CHECK(store_chunk_put(s, &key, 2, 1, buf, STORE_CHUNK_SIZE) == STORE_OK);
+    CHECK(store_chunk_put(s, &key, 1, 1, buf, 100, NULL, NULL) == STORE_OK);
+    CHECK(store_chunk_put(s, &key, 1, 4, buf, 100, NULL, NULL) == STORE_OK);
+    CHECK(store_chunk_put(s, &key, 2, 1, buf, STORE_CHUNK_SIZE, NULL, NULL) == STORE_OK);
     CHECK(test_put_chunk(s, "never-begun", 1, size, 0, buf) == STORE_OK);
-    CHECK(store_chunk_put(s, &key, 1, 1, buf, STORE_CHUNK_SIZE + 1) == STORE_ERROR);
+    CHECK(store_chunk_put(s, &key, 1, 1, buf, STORE_CHUNK_SIZE + 1, NULL, NULL) == STORE_ERROR);
     CHECK(store_sync(s) == STORE_OK);
 
     CHECK(store_meta_get(s, &key, &got) == STORE_OK);
@@ -298,7 +298,7 @@ static void test_back_pressure(const test_dir_t *d)
     CHECK(store_fill_begin(s, &key, &m) == STORE_OK);
     memset(buf, 7, STORE_CHUNK_SIZE);
     t0 = test_seconds();
-    for (i = 0; i < 40 && (rc = store_chunk_put(s, &key, 1, i, buf, STORE_CHUNK_SIZE)) == STORE_OK; i++)
+    for (i = 0; i < 40 && (rc = store_chunk_put(s, &key, 1, i, buf, STORE_CHUNK_SIZE, NULL, NULL)) == STORE_OK; i++)
         ;
     CHECK(rc == STORE_BUSY);
     CHECK(i == 3); /* 4 MiB of queue: three chunks and the metadata */
@@ -310,7 +310,7 @@ static void test_back_pressure(const test_dir_t *d)
     CHECK(waitpid(child, &status, 0) == child && WIFEXITED(status) && WEXITSTATUS(status) == 0);
     CHECK(store_sync(s) == STORE_OK);
     CHECK(store_meta_get(s, &key, &got) == STORE_NOT_FOUND);
-    CHECK(store_chunk_put(s, &key, 1, 0, buf, STORE_CHUNK_SIZE) == STORE_OK);
+    CHECK(store_chunk_put(s, &key, 1, 0, buf, STORE_CHUNK_SIZE, NULL, NULL) == STORE_OK);
     /* Objects that could never fit under the low-water mark are not cached at all. */
     m = test_meta("huge", 1, 300 * TEST_MiB);
     test_key(&key, "huge");

@@ -265,7 +265,7 @@ static void test_map_full(void)
         store_sync(s); /* may report a lost batch: the map is full */
     }
     store_stats_get(s, &st);
-    CHECK(evict_log.lines[1] > warnings); /* "map full even after eviction; dropped the chunks" */
+    CHECK(evict_log.lines[1] > warnings); /* "out of space (MDB_MAP_FULL...): chunks are not being cached" */
     CHECK(st.used_bytes <= budget);
     /* An invalidation that cannot commit now is not forgotten: hidden at once, and for as long as it fails. */
     CHECK(cached(s, "obj/3"));

@@ -243,7 +243,7 @@ static inline int test_put_chunk(store_t *s, const char *name, int64_t gen, uint
 
     test_key(&key, name);
     test_pattern(buf, len, name, gen, index);
-    while ((rc = store_chunk_put(s, &key, gen, index, buf, len)) == STORE_BUSY) {
+    while ((rc = store_chunk_put(s, &key, gen, index, buf, len, NULL, NULL)) == STORE_BUSY) {
         struct timespec ts = {0, 1000000};
 
         nanosleep(&ts, NULL);
