@@ -27,7 +27,8 @@ typedef struct conf_listener {
     uint16_t port;
     char *tls_cert;  /* PEM certificate chain; NULL for plain HTTP */
     char *tls_key;   /* PEM private key; set exactly when tls_cert is */
-    bool http2;      /* h2 via ALPN on TLS, h2c on plain listeners */
+    bool http2;      /* h2 via ALPN on a TLS listener (default on) */
+    bool h2c;        /* cleartext HTTP/2 on a plain listener (default off: no Rapid Reset fix in h2o 2.2.5) */
 } conf_listener_t;
 
 /* How a cache hit is checked with upstream before it is served. */
@@ -72,6 +73,13 @@ typedef struct conf {
     unsigned max_client_connections; /* per process */
     unsigned client_timeout_ms; /* watchdog: a client that accepts no bytes this long is closed */
     uint64_t max_request_body; /* bytes; larger bodies get 413 */
+    unsigned shutdown_grace_ms; /* on SIGTERM, how long requests in flight may take to finish */
+    uint64_t max_buffer_memory; /* bytes all fills and whole-body rewrites may hold together */
+
+    struct {
+        unsigned max_requests_per_second; /* per HTTP/2 connection; faster connections are closed */
+        unsigned max_resets_per_second;   /* streams the client reset before their answer, likewise */
+    } http2;
 
     struct {
         char *path;
@@ -87,6 +95,7 @@ typedef struct conf {
         cache_policy_t default_policy;
         cache_rule_t *rules;         /* longest matching prefix wins */
         size_t num_rules;
+        unsigned max_detached_fills; /* fills that go on with no client waiting */
     } cache;
 
     struct {

@@ -41,9 +41,14 @@ static const char help_intro[] =
     "  SPEC is " CONF_LISTEN_SYNTAX "\n"
     "  ADDR is an IPv4 or IPv6 address or localhost; IPv6 goes in brackets, as in\n"
     "  [::1]:8443. tls_cert and tls_key are PEM files, given both or neither.\n"
+    "  http2 (default on) offers h2 through ALPN on a TLS listener; h2c (default\n"
+    "  off) accepts cleartext HTTP/2 on a plain one. h2o 2.2.5 has no HTTP/2 Rapid\n"
+    "  Reset fix of its own: larder closes HTTP/2 connections that go faster than\n"
+    "  http2.max_requests_per_second or http2.max_resets_per_second, and turning\n"
+    "  HTTP/2 off on listeners that face untrusted clients removes the risk.\n"
     "  --listeners \"SPEC;SPEC\" and LARDER_LISTEN=\"SPEC;SPEC\" replace the list.\n"
     "  In the file: \"listeners\": [{\"address\": \"127.0.0.1\", \"port\": 8080,\n"
-    "    \"tls_cert\": null, \"tls_key\": null, \"http2\": true}]\n"
+    "    \"tls_cert\": null, \"tls_key\": null, \"http2\": true, \"h2c\": false}]\n"
     "\n"
     "Cache policies (how a cached object is checked with upstream on a hit):\n"
     "  POLICY is " CONF_POLICY_SYNTAX ". always asks upstream on every hit;\n"
@@ -153,8 +158,9 @@ static int add_listeners(json_t *root, const conf_t *conf)
         return -1;
     for (size_t i = 0; i < conf->num_listeners; i++) {
         const conf_listener_t *l = &conf->listeners[i];
-        json_t *object = json_pack("{s:s, s:i, s:s?, s:s?, s:b}", "address", l->address, "port", (int)l->port,
-                                   "tls_cert", l->tls_cert, "tls_key", l->tls_key, "http2", (int)l->http2);
+        json_t *object = json_pack("{s:s, s:i, s:s?, s:s?, s:b, s:b}", "address", l->address, "port", (int)l->port,
+                                   "tls_cert", l->tls_cert, "tls_key", l->tls_key, "http2", (int)l->http2, "h2c",
+                                   (int)l->h2c);
         if (json_array_append_new(array, object) < 0)
             return -1;
     }
