@@ -1,9 +1,12 @@
 /*
- * worker.h - what one event-loop thread owns.
+ * worker.h - what one event-loop thread owns, shared by every stage of the
+ * proxy (front door, cache, upstream client).
  *
  * Every request is handled entirely on the thread that accepted its
- * connection, so nothing here needs a lock: the loop, its curl multi handle,
- * and its timeout lists belong to that thread alone.
+ * connection, so the loop, its curl multi handle, its timeout lists and its
+ * parsed-record cache belong to that thread alone and need no lock. The one
+ * way in from other threads is the wake queue (worker_wake): a fill running on
+ * one worker wakes the readers of other workers that wait for its bytes.
  */
 #ifndef LARDER_WORKER_H
 #define LARDER_WORKER_H
@@ -15,13 +18,15 @@
 #include <sys/socket.h>
 #include <time.h>
 
-#include "cache.h"
 #include "conf.h"
 #include "record.h"
-#include "upstream.h"
 
 typedef struct server server_t;
 typedef struct worker worker_t;
+typedef struct cache cache_t;
+typedef struct upstream_pool upstream_pool_t;
+typedef struct conn_table conn_table_t;
+typedef struct buffers buffers_t;
 
 /* One h2o context per (worker, listener): each listener has its own globalconf. */
 typedef struct listener_context {
@@ -29,7 +34,18 @@ typedef struct listener_context {
     h2o_accept_ctx_t accept_ctx;
     h2o_socket_t *listen_sock;
     worker_t *worker;
+    size_t index;
 } listener_context_t;
+
+/*
+ * A wake-up another thread may ask for. The owner embeds it, sets cb, and
+ * cancels it (worker_wake_cancel) before it is freed.
+ */
+typedef struct worker_wakeup {
+    h2o_linklist_t link;
+    bool queued; /* guarded by the worker's wake lock */
+    void (*cb)(struct worker_wakeup *wakeup);
+} worker_wakeup_t;
 
 struct worker {
     unsigned id;
@@ -39,23 +55,58 @@ struct worker {
     h2o_evloop_t *loop;
     upstream_pool_t *upstream;
     cache_t *cache;                  /* shared by all workers; NULL when caching is off */
+    buffers_t *buffers;              /* the process-wide bound on buffer memory */
     record_cache_t records;          /* records this worker parsed lately, ready for hits */
-    h2o_timeout_t fill_poll;         /* short: a follower checking for the next committed chunk */
+    conn_table_t *conns;             /* this worker's client connections */
+    h2o_timeout_t asap;              /* 0 ms: run on the next loop pass, outside any callback in progress */
     h2o_timeout_t client_watchdog;   /* conf->client_timeout_ms: send outstanding too long */
     h2o_timeout_t upstream_response; /* conf->upstream.response_timeout_ms: waiting for headers */
     h2o_timeout_t upstream_idle;     /* conf->upstream.idle_timeout_ms: silence inside a body */
+    h2o_timeout_t housekeeping;      /* 100 ms: accept pauses, shutdown sweeps */
     listener_context_t *contexts;    /* one per listener */
     int stop_fd;                     /* eventfd: the main thread asks the loop to stop */
     h2o_socket_t *stop_sock;
     bool stopping;
+
+    /* Accepting (front/server.c). */
+    h2o_timeout_entry_t accept_resume; /* listeners rest after accept() failed for lack of descriptors */
+    bool accept_paused;
+    uint64_t accept_warned_ms;
+    unsigned accept_failures;          /* since the last warning */
+    h2o_timeout_entry_t drain_tick;    /* shutdown: sweeps idle connections, checks what is left */
+
+    /* Wake-ups from other threads (see worker_wake). */
+    pthread_mutex_t wake_lock;
+    h2o_linklist_t wake_pending;
+    int wake_fd;
+    h2o_socket_t *wake_sock;
 };
 
-/* Monotonic milliseconds, for durations in logs and patience limits. */
+/* Queues wakeup->cb to run on worker's loop; any thread. A wake-up already queued is not queued twice. */
+void worker_wake(worker_t *worker, worker_wakeup_t *wakeup);
+/* Unqueues a wake-up that has not run; on the worker's own thread. */
+void worker_wake_cancel(worker_t *worker, worker_wakeup_t *wakeup);
+/* Sets up and tears down the wake queue (server.c). */
+int worker_wake_init(worker_t *worker);
+void worker_wake_dispose(worker_t *worker);
+
+/* Reads (and so clears) an eventfd or timerfd the loop found readable; a failure is only worth a warning. */
+void worker_drain_fd(int fd, const char *component);
+
+/* Monotonic milliseconds, for durations in logs and limits. */
 static inline uint64_t worker_now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Wall-clock milliseconds, for fill times that outlive the process. */
+static inline int64_t worker_unix_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* Unlinks a timeout entry if it is armed (h2o asserts on double unlinks). */
@@ -65,12 +116,20 @@ static inline void worker_disarm(h2o_timeout_entry_t *entry)
         h2o_timeout_unlink(entry);
 }
 
+/* (Re)arms entry on timeout list `timeout` of worker's loop. */
+static inline void worker_arm(worker_t *worker, h2o_timeout_t *timeout, h2o_timeout_entry_t *entry)
+{
+    worker_disarm(entry);
+    h2o_timeout_link(worker->loop, timeout, entry);
+}
+
 /*
- * The client-watchdog's cut: h2o 2.2.5 never times out a client that stops
+ * Cuts a client connection: h2o 2.2.5 never times out a client that stops
  * reading, so shut its socket down and let h2o tear the connection down
- * through its usual close path (which disposes every request on it).
+ * through its usual close path (which disposes every request on it). Also
+ * how a response that cannot be completed honestly is made visibly broken.
  */
-static inline void worker_cut_stalled_client(h2o_req_t *req)
+static inline void worker_cut_connection(h2o_req_t *req)
 {
     h2o_socket_t *sock = req->conn->callbacks->get_socket(req->conn);
     if (sock != NULL)

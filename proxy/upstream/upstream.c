@@ -7,6 +7,7 @@
  * private epoll set, and h2o watches only that set's fd and a timerfd.
  */
 #include "upstream.h"
+#include "worker.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -81,10 +82,8 @@ static void on_epoll_readable(h2o_socket_t *sock, const char *err)
 static void on_timer_readable(h2o_socket_t *sock, const char *err)
 {
     upstream_pool_t *pool = sock->data;
-    uint64_t expirations;
     (void)err;
-    if (read(pool->timer_fd, &expirations, sizeof(expirations)) < 0 && errno != EAGAIN)
-        log_msg(LOG_LEVEL_WARN, "upstream", "timerfd read failed: %s", strerror(errno));
+    worker_drain_fd(pool->timer_fd, "upstream");
     drive(pool, CURL_SOCKET_TIMEOUT, 0);
 }
 

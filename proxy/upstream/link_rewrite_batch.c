@@ -13,31 +13,9 @@
 #include <string.h>
 #include <strings.h>
 
+#include "byte_buffer.h"
 #include "link_rewrite.h"
 
-typedef struct out {
-    char *base;
-    size_t len, cap;
-    bool failed;
-} out_t;
-
-static void out_put(out_t *out, const char *data, size_t len)
-{
-    if (out->failed || len == 0)
-        return;
-    if (out->len + len > out->cap) {
-        size_t cap = out->cap * 2 > out->len + len ? out->cap * 2 : out->len + len + 1024;
-        char *grown = realloc(out->base, cap);
-        if (grown == NULL) {
-            out->failed = true;
-            return;
-        }
-        out->base = grown;
-        out->cap = cap;
-    }
-    memcpy(out->base + out->len, data, len);
-    out->len += len;
-}
 
 static const char *find(const char *p, const char *end, const char *needle, size_t needle_len)
 {
@@ -67,7 +45,7 @@ static bool head_says_json(const char *head, const char *head_end)
 }
 
 /* The inner head with Content-Length set to body_len (added if it was absent). */
-static void put_head(out_t *out, const char *head, const char *head_end, size_t body_len)
+static void put_head(byte_buffer_t *out, const char *head, const char *head_end, size_t body_len)
 {
     char length[48];
     int n = snprintf(length, sizeof(length), "Content-Length: %zu\r\n", body_len);
@@ -75,19 +53,19 @@ static void put_head(out_t *out, const char *head, const char *head_end, size_t 
         const char *eol = find(line, head_end, "\r\n", 2);
         size_t len = (size_t)((eol != NULL ? eol : head_end) - line);
         if (!header_is(line, len, "content-length")) {
-            out_put(out, line, len);
-            out_put(out, "\r\n", 2);
+            byte_buffer_put(out, line, len);
+            byte_buffer_put(out, "\r\n", 2);
         }
         line += len + 2;
     }
-    out_put(out, length, (size_t)n);
+    byte_buffer_put(out, length, (size_t)n);
 }
 
 /*
  * One part: outer headers, a blank line, the inner response. Returns true
  * when it wrote a rewritten part; false leaves the caller to copy it as is.
  */
-static bool rewrite_part(out_t *out, const char *part, const char *end, const char *upstream_base,
+static bool rewrite_part(byte_buffer_t *out, const char *part, const char *end, const char *upstream_base,
                          const char *public_base)
 {
     const char *outer_end = find(part, end, "\r\n\r\n", 4);
@@ -100,10 +78,10 @@ static bool rewrite_part(out_t *out, const char *part, const char *end, const ch
     char *rewritten = link_rewrite_json(body, (size_t)(end - body), upstream_base, public_base, &len);
     if (rewritten == NULL)
         return false;
-    out_put(out, part, (size_t)(inner - part));
+    byte_buffer_put(out, part, (size_t)(inner - part));
     put_head(out, inner, inner_end + 2, len);
-    out_put(out, "\r\n", 2);
-    out_put(out, rewritten, len);
+    byte_buffer_put(out, "\r\n", 2);
+    byte_buffer_put(out, rewritten, len);
     free(rewritten);
     return true;
 }
@@ -124,7 +102,7 @@ char *link_rewrite_batch(const char *body, size_t len, const char *boundary, siz
             return NULL;
         dash = found + 2;
     }
-    out_t out = {0};
+    byte_buffer_t out = {0};
     bool changed = false;
     const char *copied = body;
     for (;;) {
@@ -134,18 +112,18 @@ char *link_rewrite_batch(const char *body, size_t len, const char *boundary, siz
         const char *part = line_end + 2, *next = find(part, end, delimiter, delimiter_len);
         if (next == NULL)
             break; /* the closing delimiter, or a truncated part: the rest goes as it came */
-        out_put(&out, copied, (size_t)(part - copied));
+        byte_buffer_put(&out, copied, (size_t)(part - copied));
         if (rewrite_part(&out, part, next, upstream_base, public_base))
             changed = true;
         else
-            out_put(&out, part, (size_t)(next - part));
+            byte_buffer_put(&out, part, (size_t)(next - part));
         copied = next;
         dash = next + 2;
     }
-    out_put(&out, copied, (size_t)(end - copied));
-    out_put(&out, "", 1); /* a terminator, as link_rewrite_json's result has */
+    byte_buffer_put(&out, copied, (size_t)(end - copied));
+    byte_buffer_put(&out, "", 1); /* a terminator, as link_rewrite_json's result has */
     if (!changed || out.failed) {
-        free(out.base);
+        byte_buffer_dispose(&out);
         return NULL;
     }
     *out_len = out.len - 1;

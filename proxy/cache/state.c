@@ -1,17 +1,20 @@
 /*
- * cache.c - opens the store for the proxy, keeps each object's record, and
- * tracks whole-object fills so that concurrent readers share one upstream GET.
+ * state.c - what the read cache's files share: invalidation epochs, writes
+ * in flight, the records kept with objects (and those noted but not yet
+ * committed), and the caller identities entries belong to.
+ *
+ * Writes in flight are kept in the same stripes as the registry of fills
+ * (fetch.c), each stripe a short list under its own lock with an atomic
+ * count, so a hit on an object nothing is writing takes no lock here.
  */
-#include "cache.h"
+#include "state.h"
 #include "route.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
-
-/* How long a finished fill stays visible: the writer commits its last chunks meanwhile. */
-#define FILL_LINGER_MS 5000
 
 /* Past this age the store has long committed a record: the store's copy is current again. */
 #define RECENT_RECORD_MS 10000
@@ -25,12 +28,11 @@ struct recent_record {
     char *record;
 };
 
-struct fill_entry {
-    fill_entry_t *next;
+/* A write through larder whose answer has not come: reads of its object bypass the cache meanwhile. */
+struct write_mark {
+    struct write_mark *next;
     store_key_t key;
-    char caller[65];
-    bool done;
-    uint64_t done_at_ms;
+    unsigned count;
 };
 
 static uint64_t monotonic_ms(void)
@@ -40,59 +42,87 @@ static uint64_t monotonic_ms(void)
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-static void store_log(void *ctx, int level, const char *msg)
+/* --- invalidation epochs and writes in flight --- */
+
+static unsigned epoch_slot(const store_key_t *key)
 {
-    (void)ctx;
-    log_msg(level <= 0 ? LOG_LEVEL_ERROR : level == 1 ? LOG_LEVEL_WARN : LOG_LEVEL_INFO, "store", "%s", msg);
+    unsigned h;
+    memcpy(&h, key->hash + 4, sizeof(h));
+    return h % CACHE_EPOCHS;
 }
 
-int cache_open(cache_t **out, const conf_t *conf)
+unsigned cache_epoch(cache_t *cache, const store_key_t *key)
 {
-    *out = NULL;
-    if (!conf->cache.enabled)
-        return 0;
-    cache_t *cache = calloc(1, sizeof(*cache));
-    if (cache == NULL)
-        return -1;
-    cache->conf = conf;
-    pthread_mutex_init(&cache->fills_lock, NULL);
-    store_config_t config = {
-        .path = conf->store.path,
-        .budget = conf->store.budget,
-        .high_water = conf->store.high_water_percent / 100.0,
-        .low_water = conf->store.low_water_percent / 100.0,
-        .commit_interval_ms = 20,
-        .max_queue_bytes = 256u * 1024 * 1024,
-        .log = store_log,
-    };
-    if (store_open(&cache->store, &config) != STORE_OK) {
-        log_msg(LOG_LEVEL_ERROR, "cache", "cannot open the store at %s", conf->store.path);
-        cache_close(cache);
-        return -1;
-    }
-    *out = cache;
-    return 0;
+    return atomic_load(&cache->epochs[epoch_slot(key)]);
 }
 
-void cache_close(cache_t *cache)
+void cache_epoch_bump(cache_t *cache, const store_key_t *key)
 {
-    if (cache == NULL)
-        return;
-    if (cache->store != NULL)
-        store_close(cache->store);
-    while (cache->fills != NULL) {
-        fill_entry_t *next = cache->fills->next;
-        free(cache->fills);
-        cache->fills = next;
+    atomic_fetch_add(&cache->epochs[epoch_slot(key)], 1);
+}
+
+void cache_write_mark(cache_t *cache, const store_key_t *key)
+{
+    cache_stripe_t *st = cache_stripe_of(cache, key);
+    pthread_mutex_lock(&st->lock);
+    struct write_mark *m = st->writes;
+    while (m != NULL && !cache_same_key(&m->key, key))
+        m = m->next;
+    if (m == NULL && (m = calloc(1, sizeof(*m))) != NULL) {
+        m->key = *key;
+        m->next = st->writes;
+        st->writes = m;
     }
-    while (cache->recent != NULL) {
-        recent_record_t *next = cache->recent->next;
-        free(cache->recent->record);
-        free(cache->recent);
-        cache->recent = next;
+    if (m != NULL) {
+        m->count++;
+        atomic_fetch_add(&st->count, 1);
     }
-    pthread_mutex_destroy(&cache->fills_lock);
-    free(cache);
+    pthread_mutex_unlock(&st->lock);
+}
+
+void cache_write_unmark(cache_t *cache, const store_key_t *key)
+{
+    cache_stripe_t *st = cache_stripe_of(cache, key);
+    pthread_mutex_lock(&st->lock);
+    for (struct write_mark **p = &st->writes; *p != NULL; p = &(*p)->next) {
+        if (!cache_same_key(&(*p)->key, key))
+            continue;
+        atomic_fetch_sub(&st->count, 1);
+        if (--(*p)->count == 0) {
+            struct write_mark *gone = *p;
+            *p = gone->next;
+            free(gone);
+        }
+        break;
+    }
+    pthread_mutex_unlock(&st->lock);
+}
+
+bool cache_write_in_flight(cache_t *cache, const store_key_t *key)
+{
+    cache_stripe_t *st = cache_stripe_of(cache, key);
+    if (atomic_load(&st->count) == 0)
+        return false;
+    bool found = false;
+    pthread_mutex_lock(&st->lock);
+    for (struct write_mark *m = st->writes; m != NULL && !found; m = m->next)
+        found = cache_same_key(&m->key, key);
+    pthread_mutex_unlock(&st->lock);
+    return found;
+}
+/* --- metadata copies --- */
+
+int cache_meta_copy(store_meta_t *dst, const store_meta_t *src)
+{
+    *dst = *src;
+    char **fields[] = {&dst->bucket, &dst->name, &dst->etag, &dst->content_type, &dst->content_encoding,
+                       &dst->cache_control, &dst->content_disposition, &dst->content_language, &dst->last_modified,
+                       &dst->crc32c, &dst->md5, &dst->resource_json, &dst->owner};
+    int rc = 0;
+    for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
+        if (*fields[i] != NULL && (*fields[i] = strdup(*fields[i])) == NULL)
+            rc = -1; /* the rest still get their own copies or NULL, so store_meta_free is safe */
+    return rc;
 }
 
 /* --- records --- */
@@ -133,7 +163,7 @@ static const char *flavour_key(cache_flavour_t flavour)
     return flavour == CACHE_FLAVOUR_JSON ? "json" : "xml";
 }
 
-char *cache_record_merge(const char *record, cache_flavour_t flavour, const char *etag, json_t *headers,
+char *cache_record_merge(const char *record, cache_flavour_t flavour, bool media, const char *etag, json_t *headers,
                          json_t *resource, json_t *resource_headers)
 {
     json_t *root = record != NULL ? json_loads(record, 0, NULL) : NULL;
@@ -143,8 +173,11 @@ char *cache_record_merge(const char *record, cache_flavour_t flavour, const char
     }
     if (root == NULL)
         return NULL;
-    if (etag != NULL && headers != NULL)
-        json_object_set_new(root, flavour_key(flavour), json_pack("{s:s,s:O}", "etag", etag, "headers", headers));
+    if (media && headers != NULL) {
+        json_t *view = etag != NULL ? json_pack("{s:s,s:O}", "etag", etag, "headers", headers)
+                                    : json_pack("{s:O}", "headers", headers); /* no ETag: the generation validates */
+        json_object_set_new(root, flavour_key(flavour), view);
+    }
     if (resource != NULL)
         json_object_set(root, "resource", resource);
     if (resource_headers != NULL)
@@ -189,18 +222,18 @@ void cache_record_note(cache_t *cache, const store_key_t *key, int64_t generatio
     }
     r->key = *key;
     r->generation = generation;
-    pthread_mutex_lock(&cache->fills_lock);
+    pthread_mutex_lock(&cache->recent_lock);
     r->noted_at_ms = monotonic_ms();
     prune_recent(cache, r->noted_at_ms, key);
     r->next = cache->recent; /* newest first, so the cap drops the oldest */
     cache->recent = r;
-    pthread_mutex_unlock(&cache->fills_lock);
+    pthread_mutex_unlock(&cache->recent_lock);
 }
 
 char *cache_record_latest(cache_t *cache, const store_key_t *key, int64_t generation, const char *committed)
 {
     char *latest = NULL;
-    pthread_mutex_lock(&cache->fills_lock);
+    pthread_mutex_lock(&cache->recent_lock);
     prune_recent(cache, monotonic_ms(), NULL);
     for (recent_record_t *r = cache->recent; r != NULL; r = r->next)
         if (memcmp(r->key.hash, key->hash, sizeof(key->hash)) == 0) {
@@ -208,7 +241,7 @@ char *cache_record_latest(cache_t *cache, const store_key_t *key, int64_t genera
                 latest = strdup(r->record);
             break;
         }
-    pthread_mutex_unlock(&cache->fills_lock);
+    pthread_mutex_unlock(&cache->recent_lock);
     if (latest == NULL && committed != NULL)
         latest = strdup(committed);
     return latest;
@@ -216,9 +249,9 @@ char *cache_record_latest(cache_t *cache, const store_key_t *key, int64_t genera
 
 void cache_record_forget(cache_t *cache, const store_key_t *key)
 {
-    pthread_mutex_lock(&cache->fills_lock);
+    pthread_mutex_lock(&cache->recent_lock);
     prune_recent(cache, monotonic_ms(), key);
-    pthread_mutex_unlock(&cache->fills_lock);
+    pthread_mutex_unlock(&cache->recent_lock);
 }
 
 /* Query parameters that carry credentials: OAuth tokens and the signed-URL schemes. */
@@ -276,72 +309,18 @@ void cache_caller_id(h2o_req_t *req, char *out, size_t cap)
     out[n] = '\0';
 }
 
-/* --- single-flight fills --- */
-
-static void prune_fills(cache_t *cache, uint64_t now)
+void cache_state_dispose(cache_t *cache)
 {
-    for (fill_entry_t **p = &cache->fills; *p != NULL;) {
-        if ((*p)->done && now - (*p)->done_at_ms > FILL_LINGER_MS) {
-            fill_entry_t *gone = *p;
-            *p = gone->next;
-            free(gone);
-        } else {
-            p = &(*p)->next;
+    for (size_t i = 0; i < CACHE_STRIPES; i++)
+        while (cache->stripes[i].writes != NULL) {
+            struct write_mark *next = cache->stripes[i].writes->next;
+            free(cache->stripes[i].writes);
+            cache->stripes[i].writes = next;
         }
+    while (cache->recent != NULL) {
+        recent_record_t *next = cache->recent->next;
+        free(cache->recent->record);
+        free(cache->recent);
+        cache->recent = next;
     }
-}
-
-static fill_entry_t *find_fill(cache_t *cache, const store_key_t *key)
-{
-    for (fill_entry_t *e = cache->fills; e != NULL; e = e->next)
-        if (memcmp(e->key.hash, key->hash, sizeof(key->hash)) == 0)
-            return e;
-    return NULL;
-}
-
-bool cache_fill_active(cache_t *cache, const store_key_t *key, const char *caller)
-{
-    pthread_mutex_lock(&cache->fills_lock);
-    prune_fills(cache, monotonic_ms());
-    fill_entry_t *e = find_fill(cache, key);
-    /* Anyone may wait for a fill's chunks; only its own caller may follow it without revalidating. */
-    bool active = e != NULL && (caller == NULL || strcmp(e->caller, caller) == 0);
-    pthread_mutex_unlock(&cache->fills_lock);
-    return active;
-}
-
-bool cache_fill_lead(cache_t *cache, const store_key_t *key, const char *caller)
-{
-    bool lead = false;
-    pthread_mutex_lock(&cache->fills_lock);
-    prune_fills(cache, monotonic_ms());
-    fill_entry_t *e = find_fill(cache, key);
-    if (e == NULL && (e = calloc(1, sizeof(*e))) != NULL) {
-        e->key = *key;
-        snprintf(e->caller, sizeof(e->caller), "%s", caller);
-        e->next = cache->fills;
-        cache->fills = e;
-        lead = true;
-    }
-    pthread_mutex_unlock(&cache->fills_lock);
-    return lead;
-}
-
-void cache_fill_end(cache_t *cache, const store_key_t *key, bool success)
-{
-    pthread_mutex_lock(&cache->fills_lock);
-    for (fill_entry_t **p = &cache->fills; *p != NULL; p = &(*p)->next) {
-        if (memcmp((*p)->key.hash, key->hash, sizeof(key->hash)) != 0 || (*p)->done)
-            continue;
-        if (success) {
-            (*p)->done = true;
-            (*p)->done_at_ms = monotonic_ms();
-        } else {
-            fill_entry_t *gone = *p;
-            *p = gone->next;
-            free(gone);
-        }
-        break;
-    }
-    pthread_mutex_unlock(&cache->fills_lock);
 }

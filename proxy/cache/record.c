@@ -52,7 +52,7 @@ static void view_build(arena_t *arena, record_view_t *view, const char *etag, js
         if (json_is_string(json_array_get(pair, 0)) && json_is_string(json_array_get(pair, 1)))
             count++;
     record_header_t *out = arena_take(arena, count * sizeof(*out), _Alignof(record_header_t));
-    h2o_iovec_t tag = arena_string(arena, etag, strlen(etag));
+    h2o_iovec_t tag = etag != NULL ? arena_string(arena, etag, strlen(etag)) : h2o_iovec_init(NULL, 0);
     json_array_foreach(headers, i, pair)
     {
         json_t *name = json_array_get(pair, 0), *value = json_array_get(pair, 1);
@@ -67,16 +67,16 @@ static void view_build(arena_t *arena, record_view_t *view, const char *etag, js
                                      .value = value_copy,
                                      .describes_payload = is_payload_header(name_copy.base)};
     }
-    if (out != NULL)
-        *view = (record_view_t){.etag = tag.base, .headers = out, .num_headers = count};
+    if (arena->base != NULL)
+        *view = (record_view_t){.present = true, .etag = tag.base, .headers = out, .num_headers = count};
 }
 
 static void media_build(arena_t *arena, record_t *record, json_t *root, cache_flavour_t flavour)
 {
     json_t *view = json_object_get(root, flavour == CACHE_FLAVOUR_JSON ? "json" : "xml");
-    const char *etag = json_string_value(json_object_get(view, "etag"));
+    const char *etag = json_string_value(json_object_get(view, "etag")); /* absent: upstream sent no ETag */
     json_t *headers = json_object_get(view, "headers");
-    if (etag != NULL && json_is_array(headers))
+    if (json_is_array(headers))
         view_build(arena, &record->media[flavour], etag, headers);
 }
 
@@ -151,7 +151,7 @@ void record_release(record_t *record)
 
 const record_view_t *record_media_view(const record_t *record, cache_flavour_t flavour)
 {
-    return record->media[flavour].etag != NULL ? &record->media[flavour] : NULL;
+    return record->media[flavour].present ? &record->media[flavour] : NULL;
 }
 
 bool record_has_resource(const record_t *record)

@@ -29,7 +29,8 @@ typedef struct record_header {
 
 /* One response's replayable head: the ETag it carries and its headers. */
 typedef struct record_view {
-    const char *etag; /* NULL when no response of this kind filled the record */
+    bool present;     /* a response of this kind filled the record */
+    const char *etag; /* NULL when upstream sent none (the generation is the validator then) */
     record_header_t *headers;
     size_t num_headers;
 } record_view_t;

@@ -1,0 +1,152 @@
+/*
+ * cache.c - the read cache's entry point and lifetime: opening and closing
+ * the store, handing each request to a read or a write, the fills each
+ * worker runs, and the counters /_larder/stats shows.
+ */
+#include "fetch.h"
+#include "forward.h"
+#include "gcs_error.h"
+#include "read.h"
+#include "route.h"
+#include "state.h"
+#include "writes.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+static void store_log(void *ctx, int level, const char *msg)
+{
+    (void)ctx;
+    log_msg(level <= 0 ? LOG_LEVEL_ERROR : level == 1 ? LOG_LEVEL_WARN : LOG_LEVEL_INFO, "store", "%s", msg);
+}
+
+int cache_open(cache_t **out, const conf_t *conf, buffers_t *buffers)
+{
+    *out = NULL;
+    if (!conf->cache.enabled)
+        return 0;
+    cache_t *cache = calloc(1, sizeof(*cache));
+    if (cache == NULL)
+        return -1;
+    cache->conf = conf;
+    cache->buffers = buffers;
+    pthread_mutex_init(&cache->recent_lock, NULL);
+    for (size_t i = 0; i < CACHE_STRIPES; i++) {
+        pthread_mutex_init(&cache->stripes[i].lock, NULL);
+        h2o_linklist_init_anchor(&cache->stripes[i].fetches);
+    }
+    if ((cache->home_fetches = calloc(conf->worker_threads, sizeof(*cache->home_fetches))) == NULL) {
+        cache_close(cache);
+        return -1;
+    }
+    for (unsigned i = 0; i < conf->worker_threads; i++)
+        h2o_linklist_init_anchor(&cache->home_fetches[i]);
+    store_config_t config = {
+        .path = conf->store.path,
+        .budget = conf->store.budget,
+        .high_water = conf->store.high_water_percent / 100.0,
+        .low_water = conf->store.low_water_percent / 100.0,
+        .commit_interval_ms = 20,
+        .max_queue_bytes = 256u * 1024 * 1024,
+        .log = store_log,
+    };
+    if (store_open(&cache->store, &config) != STORE_OK) {
+        log_msg(LOG_LEVEL_ERROR, "cache", "cannot open the store at %s", conf->store.path);
+        cache_close(cache);
+        return -1;
+    }
+    *out = cache;
+    return 0;
+}
+
+void cache_close_store(cache_t *cache)
+{
+    if (cache == NULL || cache->store == NULL)
+        return;
+    store_close(cache->store); /* the last chunk outcomes are reported here */
+    cache->store = NULL;
+}
+
+void cache_close(cache_t *cache)
+{
+    if (cache == NULL)
+        return;
+    cache_close_store(cache);
+    fetch_registry_clear(cache);
+    cache_state_dispose(cache);
+    for (size_t i = 0; i < CACHE_STRIPES; i++)
+        pthread_mutex_destroy(&cache->stripes[i].lock);
+    free(cache->home_fetches);
+    pthread_mutex_destroy(&cache->recent_lock);
+    free(cache);
+}
+
+/* --- workers --- */
+
+size_t cache_worker_fills(cache_t *cache, worker_t *worker)
+{
+    size_t n = 0;
+    for (h2o_linklist_t *l = cache->home_fetches[worker->id].next; l != &cache->home_fetches[worker->id]; l = l->next)
+        n++;
+    return n;
+}
+
+void cache_worker_stop(cache_t *cache, worker_t *worker)
+{
+    h2o_linklist_t *list = &cache->home_fetches[worker->id];
+    while (!h2o_linklist_is_empty(list)) {
+        h2o_linklist_t *first = list->next;
+        fetch_abandon(fetch_from_home_link(first)); /* unlinks it */
+        if (list->next == first)
+            h2o_linklist_unlink(first);
+    }
+}
+
+h2o_iovec_t cache_stats_json(cache_t *cache, h2o_mem_pool_t *pool)
+{
+    store_stats_t st = {0};
+    if (cache != NULL)
+        store_stats_get(cache->store, &st);
+    char *body = h2o_mem_alloc_pool(pool, 768);
+    int n = snprintf(body, 768,
+                     "{\"cache_enabled\":%s,\"budget\":%llu,\"used_bytes\":%llu,\"objects\":%llu,\"chunks\":%llu,"
+                     "\"evicted_objects\":%llu,\"evicted_bytes\":%llu,\"commits\":%llu,\"corrupt_chunks\":%llu,"
+                     "\"busy_rejections\":%llu,\"lost_chunks\":%llu,\"out_of_space\":%s,\"fills_started\":%llu,"
+                     "\"fills_abandoned\":%llu,\"fills_detached\":%u}",
+                     cache != NULL ? "true" : "false", (unsigned long long)st.budget,
+                     (unsigned long long)st.used_bytes, (unsigned long long)st.objects, (unsigned long long)st.chunks,
+                     (unsigned long long)st.evicted_objects, (unsigned long long)st.evicted_bytes,
+                     (unsigned long long)st.commits, (unsigned long long)st.corrupt_chunks,
+                     (unsigned long long)st.busy_rejections, (unsigned long long)st.lost_chunks,
+                     st.out_of_space ? "true" : "false",
+                     cache != NULL ? (unsigned long long)atomic_load(&cache->fills_started) : 0ULL,
+                     cache != NULL ? (unsigned long long)atomic_load(&cache->fills_abandoned) : 0ULL,
+                     cache != NULL ? atomic_load(&cache->detached) : 0u);
+    return h2o_iovec_init(body, n > 0 ? (size_t)n : 0);
+}
+/* --- the entry point --- */
+
+void cache_handle(h2o_req_t *req, const target_t *target)
+{
+    bool reads = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET")) ||
+                 h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD"));
+    if (!reads) {
+        cache_write_start(req, target);
+        return;
+    }
+    cache_request_t creq;
+    const char *invalid;
+    cache_request_parse(&creq, target, req, &invalid);
+    if (invalid != NULL) {
+        gcs_error_send(req, target->route.error_format, GCS_ERROR_BAD_REQUEST, invalid);
+        return;
+    }
+    if (creq.kind == CACHE_READ_NONE) {
+        forward_start(req, target, &(forward_options_t){.cache_state = "PASS"});
+        return;
+    }
+    cache_read_start(req, target, &creq);
+}

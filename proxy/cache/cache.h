@@ -1,0 +1,37 @@
+/*
+ * cache.h - the read cache as the front door sees it.
+ *
+ * The front door hands every request that may concern the cache to
+ * cache_handle: reads of an object (answered from the store, from a fill in
+ * progress, or by filling), and writes (forwarded, and turned into
+ * invalidations once upstream confirmed them). What happens inside is in
+ * cache_internal.h.
+ */
+#ifndef LARDER_CACHE_H
+#define LARDER_CACHE_H
+
+#include <h2o.h>
+
+#include "buffers.h"
+#include "conf.h"
+#include "target.h"
+#include "worker.h"
+
+/* Opens the store (moving a damaged one aside); *cache is NULL when caching is off. */
+int cache_open(cache_t **cache, const conf_t *conf, buffers_t *buffers);
+/* Drains and closes the store: after it, no store callback runs. Workers' loops must have ended. */
+void cache_close_store(cache_t *cache);
+/* Frees the rest, after the workers are gone. */
+void cache_close(cache_t *cache);
+
+/* Answers or forwards req, whose target was parsed and is valid. */
+void cache_handle(h2o_req_t *req, const target_t *target);
+
+/* Fills running on worker's loop; cache_worker_stop abandons them (shutdown). */
+size_t cache_worker_fills(cache_t *cache, worker_t *worker);
+void cache_worker_stop(cache_t *cache, worker_t *worker);
+
+/* Store usage and the cache's own counters, as JSON for /_larder/stats (pool-allocated). */
+h2o_iovec_t cache_stats_json(cache_t *cache, h2o_mem_pool_t *pool);
+
+#endif

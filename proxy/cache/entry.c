@@ -1,0 +1,283 @@
+/*
+ * entry.c - what an upstream response says about a cached object: a media
+ * response head becomes an entry (the store's metadata and the record kept
+ * with it), a 304 updates one, a metadata GET records the JSON resource.
+ *
+ * The record holds per-API views (the headers each API's media response
+ * carried) and the JSON resource; every merge starts from the newest record
+ * of the same generation, so views filled one after another all survive.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "entry.h"
+#include "state.h"
+
+static char *dup_or_null(const char *s)
+{
+    return s != NULL ? strdup(s) : NULL;
+}
+
+static int64_t header_int64(const exchange_t *x, const char *name)
+{
+    const char *v = exchange_header(x, name);
+    int64_t n;
+    return v != NULL && target_parse_int64(v, strlen(v), &n) ? n : -1;
+}
+
+/* x-goog-hash may come once with both values or once per value. */
+static void parse_hashes(const exchange_t *x, store_meta_t *meta)
+{
+    const h2o_headers_t *headers = exchange_headers(x);
+    for (ssize_t i = -1; (i = h2o_find_header_by_str(headers, H2O_STRLIT("x-goog-hash"), i)) != -1;) {
+        const h2o_iovec_t *v = &headers->entries[i].value;
+        for (const char *p = v->base, *end = v->base + v->len; p < end;) {
+            while (p < end && (*p == ' ' || *p == ','))
+                p++;
+            const char *stop = memchr(p, ',', (size_t)(end - p));
+            if (stop == NULL)
+                stop = end;
+            if (stop - p > 7 && strncmp(p, "crc32c=", 7) == 0 && meta->crc32c == NULL)
+                meta->crc32c = strndup(p + 7, (size_t)(stop - p - 7));
+            else if (stop - p > 4 && strncmp(p, "md5=", 4) == 0 && meta->md5 == NULL)
+                meta->md5 = strndup(p + 4, (size_t)(stop - p - 4));
+            p = stop;
+        }
+    }
+}
+
+/* "bytes A-B/T" */
+static bool parse_content_range(const char *v, uint64_t *first, uint64_t *total)
+{
+    unsigned long long a, b, t;
+    if (v == NULL || sscanf(v, "bytes %llu-%llu/%llu", &a, &b, &t) != 3 || b < a || b >= t)
+        return false;
+    *first = a, *total = t;
+    return true;
+}
+
+/* The newest record of this generation, noted or committed, so other views survive a merge. Caller frees. */
+static char *existing_record(cache_t *cache, const store_key_t *key, int64_t generation)
+{
+    store_meta_t stored;
+    const char *committed = NULL;
+    bool have = store_meta_get(cache->store, key, &stored) == STORE_OK;
+    if (have && stored.generation == generation)
+        committed = stored.resource_json;
+    char *latest = cache_record_latest(cache, key, generation, committed);
+    if (have)
+        store_meta_free(&stored);
+    return latest;
+}
+
+/* The body's size and where it starts; NULL when they are known well enough to store it, else why not. */
+static const char *media_extent(const exchange_t *x, store_meta_t *meta, uint64_t *start)
+{
+    const char *stored_encoding = exchange_header(x, "x-goog-stored-content-encoding");
+    bool stored_gzip = stored_encoding != NULL && strcasecmp(stored_encoding, "gzip") == 0;
+    bool sent_gzip = meta->content_encoding != NULL && strcasecmp(meta->content_encoding, "gzip") == 0;
+    if (stored_gzip != sent_gzip)
+        return "decompressive transcoding: these are not the stored bytes";
+    int64_t stored_length = header_int64(x, "x-goog-stored-content-length");
+    uint64_t length = exchange_content_length(x);
+    *start = 0;
+    if (exchange_status(x) == 206) {
+        if (!parse_content_range(exchange_header(x, "content-range"), start, &meta->size))
+            return "a 206 without a usable Content-Range";
+    } else if (length != UINT64_MAX) {
+        meta->size = length;
+    } else {
+        /* No length: the stored length says it, or the body's end will. */
+        meta->size = stored_length >= 0 ? (uint64_t)stored_length : STORE_SIZE_UNKNOWN;
+    }
+    if (stored_length >= 0 && (uint64_t)stored_length != meta->size)
+        return "the stored length differs from the body's";
+    if (*start % STORE_CHUNK_SIZE != 0)
+        return "a body that starts inside a chunk";
+    return NULL;
+}
+
+const char *entry_from_media_head(cache_t *cache, const exchange_t *x, const entry_source_t *src, store_meta_t *meta,
+                                  uint64_t *start)
+{
+    const conf_t *conf = cache->conf;
+    memset(meta, 0, sizeof(*meta));
+    meta->generation = header_int64(x, "x-goog-generation");
+    meta->metageneration = header_int64(x, "x-goog-metageneration");
+    if (meta->generation < 0)
+        return "no generation";
+    if (src->pinned_generation >= 0 && meta->generation != src->pinned_generation)
+        return "another generation than the one asked for";
+    meta->content_encoding = dup_or_null(exchange_header(x, "content-encoding"));
+    const char *why = media_extent(x, meta, start);
+    if (why == NULL && meta->size != STORE_SIZE_UNKNOWN && meta->size > conf->cache.max_object_size)
+        why = "larger than cache.max_object_size";
+    const char *cache_control = exchange_header(x, "cache-control");
+    if (why == NULL && conf->cache.honor_no_store && cache_control != NULL &&
+        (strcasestr(cache_control, "no-store") != NULL || strcasestr(cache_control, "private") != NULL))
+        why = "marked no-store or private (cache.honor_no_store)";
+    json_t *headers = why == NULL ? cache_capture_headers(exchange_headers(x)) : NULL;
+    if (why == NULL && headers == NULL)
+        why = "out of memory";
+    if (why != NULL) {
+        store_meta_free(meta);
+        return why;
+    }
+    const char *etag = exchange_header(x, "etag"); /* may be absent: the generation validates then */
+    char *existing = existing_record(cache, src->key, meta->generation);
+    meta->resource_json = cache_record_merge(existing, src->flavour, true, etag, headers, NULL, NULL);
+    free(existing);
+    json_decref(headers);
+    meta->bucket = strdup(src->bucket);
+    meta->name = strdup(src->name);
+    meta->etag = dup_or_null(etag);
+    meta->content_type = dup_or_null(exchange_header(x, "content-type"));
+    meta->cache_control = dup_or_null(cache_control);
+    meta->content_disposition = dup_or_null(exchange_header(x, "content-disposition"));
+    meta->content_language = dup_or_null(exchange_header(x, "content-language"));
+    meta->last_modified = dup_or_null(exchange_header(x, "last-modified"));
+    meta->owner = strdup(src->caller);
+    meta->fill_time = worker_unix_ms();
+    parse_hashes(x, meta);
+    if (meta->resource_json == NULL || meta->bucket == NULL || meta->name == NULL || meta->owner == NULL) {
+        store_meta_free(meta);
+        return "out of memory";
+    }
+    return NULL;
+}
+
+/* --- 304 --- */
+
+/* Replaces, in a view's [name, value] list, every header the 304 carries (RFC 9111 4.3.4). */
+static void update_view(json_t *view, json_t *fresh)
+{
+    json_t *old = json_object_get(view, "headers");
+    if (!json_is_array(old))
+        return;
+    size_t i, j;
+    json_t *pair, *kept = json_array();
+    if (kept == NULL)
+        return;
+    json_array_foreach(old, i, pair)
+    {
+        const char *name = json_string_value(json_array_get(pair, 0));
+        bool replaced = false;
+        json_t *f;
+        json_array_foreach(fresh, j, f)
+            replaced = replaced || (name != NULL && strcasecmp(name, json_string_value(json_array_get(f, 0))) == 0);
+        if (!replaced)
+            json_array_append(kept, pair);
+    }
+    json_array_extend(kept, fresh);
+    json_object_set_new(view, "headers", kept);
+}
+
+/* The record with the view of flavour updated from a 304's headers; NULL when it cannot be parsed. */
+static char *record_after_304(const char *record, cache_flavour_t flavour, const exchange_t *x)
+{
+    json_t *root = record != NULL ? json_loads(record, 0, NULL) : NULL;
+    json_t *view = json_object_get(root, flavour == CACHE_FLAVOUR_JSON ? "json" : "xml");
+    json_t *fresh = cache_capture_headers(exchange_headers(x));
+    char *text = NULL;
+    if (json_is_object(view) && fresh != NULL) {
+        update_view(view, fresh);
+        const char *etag = exchange_header(x, "etag");
+        if (etag != NULL)
+            json_object_set_new(view, "etag", json_string(etag));
+        text = json_dumps(root, JSON_COMPACT);
+    }
+    json_decref(fresh);
+    json_decref(root);
+    return text;
+}
+
+static void replace_string(char **field, const char *value)
+{
+    char *copy;
+    if (value == NULL || (copy = strdup(value)) == NULL)
+        return;
+    free(*field);
+    *field = copy;
+}
+
+bool entry_update_from_304(cache_t *cache, const store_key_t *key, cache_flavour_t flavour, store_meta_t *meta,
+                           const exchange_t *x)
+{
+    int64_t metageneration = header_int64(x, "x-goog-metageneration");
+    bool changed = metageneration >= 0 && metageneration != meta->metageneration;
+    char *record = record_after_304(meta->resource_json, flavour, x);
+    if (record != NULL) {
+        free(meta->resource_json);
+        meta->resource_json = record;
+    }
+    if (metageneration >= 0)
+        meta->metageneration = metageneration;
+    replace_string(&meta->cache_control, exchange_header(x, "cache-control"));
+    replace_string(&meta->last_modified, exchange_header(x, "last-modified"));
+    replace_string(&meta->etag, exchange_header(x, "etag"));
+    /* The entry is confirmed: under a ttl policy the window starts again now. */
+    meta->fill_time = worker_unix_ms();
+    if (store_meta_update(cache->store, key, meta) == STORE_OK && meta->resource_json != NULL)
+        cache_record_note(cache, key, meta->generation, meta->resource_json);
+    return changed;
+}
+
+/* --- metadata GETs --- */
+
+static char *http_date_of_rfc3339(const char *s, char *buf, size_t cap)
+{
+    struct tm tm = {0};
+    if (s == NULL || strptime(s, "%Y-%m-%dT%H:%M:%S", &tm) == NULL)
+        return NULL;
+    time_t t = timegm(&tm);
+    gmtime_r(&t, &tm);
+    strftime(buf, cap, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    return buf;
+}
+
+static int64_t json_int64(json_t *object, const char *key)
+{
+    const char *s = json_string_value(json_object_get(object, key));
+    int64_t n;
+    return s != NULL && target_parse_int64(s, strlen(s), &n) ? n : -1;
+}
+
+void entry_record_resource(cache_t *cache, const store_key_t *key, const char *bucket, const char *name,
+                           const char *caller, const h2o_headers_t *response_headers, json_t *resource)
+{
+    store_meta_t meta = {0};
+    char date[64];
+    meta.bucket = (char *)bucket;
+    meta.name = (char *)name;
+    meta.generation = json_int64(resource, "generation");
+    meta.metageneration = json_int64(resource, "metageneration");
+    meta.size = (uint64_t)json_int64(resource, "size");
+    meta.content_type = (char *)json_string_value(json_object_get(resource, "contentType"));
+    meta.content_encoding = (char *)json_string_value(json_object_get(resource, "contentEncoding"));
+    meta.cache_control = (char *)json_string_value(json_object_get(resource, "cacheControl"));
+    meta.content_disposition = (char *)json_string_value(json_object_get(resource, "contentDisposition"));
+    meta.content_language = (char *)json_string_value(json_object_get(resource, "contentLanguage"));
+    meta.crc32c = (char *)json_string_value(json_object_get(resource, "crc32c"));
+    meta.md5 = (char *)json_string_value(json_object_get(resource, "md5Hash"));
+    meta.last_modified = http_date_of_rfc3339(json_string_value(json_object_get(resource, "updated")), date,
+                                              sizeof(date));
+    meta.owner = (char *)caller;
+    meta.fill_time = worker_unix_ms();
+    if (meta.generation < 0 || json_int64(resource, "size") < 0 || meta.size > cache->conf->cache.max_object_size)
+        return;
+    char *existing = existing_record(cache, key, meta.generation);
+    json_t *headers = cache_capture_headers(response_headers);
+    char *record =
+        headers != NULL ? cache_record_merge(existing, CACHE_FLAVOUR_JSON, false, NULL, NULL, resource, headers) : NULL;
+    json_decref(headers);
+    if (record != NULL) {
+        meta.resource_json = record;
+        int rc = existing != NULL ? store_meta_update(cache->store, key, &meta) : store_fill_begin(cache->store, key, &meta);
+        if (rc == STORE_OK)
+            cache_record_note(cache, key, meta.generation, record);
+        free(record);
+    }
+    free(existing);
+}

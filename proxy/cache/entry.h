@@ -1,0 +1,38 @@
+/*
+ * entry.h - what an upstream response says about a cached object (entry.c).
+ */
+#ifndef LARDER_CACHE_ENTRY_H
+#define LARDER_CACHE_ENTRY_H
+
+#include "exchange.h"
+#include "state.h"
+
+typedef struct entry_source {
+    const store_key_t *key;
+    const char *bucket, *name;
+    cache_flavour_t flavour;
+    const char *caller;
+    int64_t pinned_generation; /* -1: any */
+} entry_source_t;
+
+/*
+ * Reads a media response head (200 or 206) into meta, with its record merged
+ * into resource_json, and the absolute offset its body starts at. Returns
+ * NULL when the body may be stored, else why not (for the log).
+ */
+const char *entry_from_media_head(cache_t *cache, const exchange_t *x, const entry_source_t *src, store_meta_t *meta,
+                                  uint64_t *start);
+/*
+ * A 304 for an entry: RFC 9111 4.3.4, the stored headers it carries are
+ * replaced, and the fill time restarts. Updates meta (and its record text)
+ * in place and queues the update to the store. Returns true when the 304
+ * reports another metageneration: headers it does not carry may have
+ * changed, and the caller refreshes them.
+ */
+bool entry_update_from_304(cache_t *cache, const store_key_t *key, cache_flavour_t flavour, store_meta_t *meta,
+                           const exchange_t *x);
+/* Records a metadata GET's JSON resource (a new generation replaces what was cached). */
+void entry_record_resource(cache_t *cache, const store_key_t *key, const char *bucket, const char *name,
+                           const char *caller, const h2o_headers_t *headers, json_t *resource);
+
+#endif

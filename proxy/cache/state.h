@@ -1,0 +1,116 @@
+/*
+ * state.h - the read cache's shared state (struct cache), and what its files
+ * share through state.c. Nothing outside cache/ uses it.
+ *
+ * The files of cache/, from the entry point down:
+ *
+ *   cache.c      the entry point, opening and closing, counters
+ *   read.c       one cacheable read, from the lookup to its last byte
+ *   writes.c     writes through larder: in flight, then invalidation
+ *   fetch.c      a fill, owned by the cache rather than by the client that
+ *                started it, and the registry of fills in progress
+ *   invalidate.c dropping a cached object, and the fills of it
+ *   entry.c      turning an upstream response head into an entry (the store's
+ *                metadata plus the record kept with it), and a 304 into an
+ *                updated entry
+ *   conditional.c  client preconditions and If-Range, decided from an entry
+ *   state.c      invalidation epochs, writes in flight, records (and those
+ *                noted but not yet committed), caller identities
+ *   record.c     a record parsed once per worker
+ *   cache_request.c  what a read asks of the cache
+ *
+ * Locks: a registry stripe's lock may be held while a fetch's lock is taken,
+ * never the other way round. The store's callbacks run on its writer thread
+ * and take only a fetch's lock, then (released) a stripe's.
+ */
+#ifndef LARDER_CACHE_STATE_H
+#define LARDER_CACHE_STATE_H
+
+#include <jansson.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <string.h>
+
+#include "cache.h"
+#include "cache_request.h"
+#include "record.h"
+#include "store.h"
+
+#define CACHE_STRIPES 16
+/* Slots in the invalidation epoch table; a collision only makes a fill skip storing. */
+#define CACHE_EPOCHS 4096
+
+typedef struct fetch fetch_t;
+typedef struct recent_record recent_record_t;
+
+/* Fills in progress and writes in flight, by key: a short list per stripe, and a count read without the lock. */
+typedef struct cache_stripe {
+    pthread_mutex_t lock;
+    _Atomic size_t count;    /* fills registered plus writes in flight: the hit path skips the lock at 0 */
+    h2o_linklist_t fetches;  /* fetch_t.registry_link */
+    struct write_mark *writes;
+} cache_stripe_t;
+
+struct cache {
+    const conf_t *conf;
+    store_t *store;
+    buffers_t *buffers;
+    cache_stripe_t stripes[CACHE_STRIPES];
+    _Atomic unsigned epochs[CACHE_EPOCHS]; /* bumped by each invalidation of a key hashing there */
+    _Atomic unsigned detached;             /* fills running with no client waiting */
+    h2o_linklist_t *home_fetches;          /* per worker id: fills whose exchange runs on that worker's loop */
+    pthread_mutex_t recent_lock;
+    recent_record_t *recent;               /* records queued to the store but maybe not committed yet */
+    _Atomic uint64_t fills_started, fills_abandoned, gap_fetches;
+};
+
+static inline bool cache_same_key(const store_key_t *a, const store_key_t *b)
+{
+    return memcmp(a->hash, b->hash, sizeof(a->hash)) == 0;
+}
+
+static inline cache_stripe_t *cache_stripe_of(cache_t *cache, const store_key_t *key)
+{
+    return &cache->stripes[key->hash[0] % CACHE_STRIPES];
+}
+
+/* --- invalidation epochs and writes in flight --- */
+
+unsigned cache_epoch(cache_t *cache, const store_key_t *key);
+void cache_epoch_bump(cache_t *cache, const store_key_t *key);
+void cache_write_mark(cache_t *cache, const store_key_t *key);
+void cache_write_unmark(cache_t *cache, const store_key_t *key);
+bool cache_write_in_flight(cache_t *cache, const store_key_t *key);
+
+/* Frees the write marks and noted records (at close). */
+void cache_state_dispose(cache_t *cache);
+
+/* --- records --- */
+
+/* Headers of an upstream media response worth replaying on a hit, as a JSON array of [name, value]. */
+json_t *cache_capture_headers(const h2o_headers_t *headers);
+/*
+ * Merges into a record (which may be NULL) one API's media view (its ETag,
+ * NULL when upstream sent none, and headers), and/or the JSON resource with
+ * the headers of its metadata response. Returns the new record text (caller
+ * frees).
+ */
+char *cache_record_merge(const char *record, cache_flavour_t flavour, bool media, const char *etag, json_t *headers,
+                         json_t *resource, json_t *resource_headers);
+/*
+ * Records go to the store through its writer queue, so a record just written
+ * may not be readable yet. The cache remembers the newest record it queued for
+ * each object for a few seconds; merges start from it rather than from the
+ * store, so two views filled back to back both survive.
+ */
+void cache_record_note(cache_t *cache, const store_key_t *key, int64_t generation, const char *record);
+char *cache_record_latest(cache_t *cache, const store_key_t *key, int64_t generation, const char *committed);
+void cache_record_forget(cache_t *cache, const store_key_t *key);
+
+/* A caller's identity for ownership until tokens are validated: a hash of its credentials. */
+void cache_caller_id(h2o_req_t *req, char *out, size_t cap);
+
+/* Deep copies of store metadata (every string duplicated); free with store_meta_free. */
+int cache_meta_copy(store_meta_t *dst, const store_meta_t *src);
+
+#endif

@@ -1,0 +1,90 @@
+/*
+ * worker.c - the wake queue: how other threads ask a worker's loop to run
+ * something. A fill runs on the worker whose client started it, but its
+ * readers may be on any worker; each chunk the fill receives or commits wakes
+ * them here, on their own loop, where they may talk to h2o.
+ */
+#include <errno.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "worker.h"
+
+void worker_wake(worker_t *worker, worker_wakeup_t *wakeup)
+{
+    bool signal = false;
+    pthread_mutex_lock(&worker->wake_lock);
+    if (!wakeup->queued) {
+        wakeup->queued = true;
+        signal = h2o_linklist_is_empty(&worker->wake_pending);
+        h2o_linklist_insert(&worker->wake_pending, &wakeup->link);
+    }
+    pthread_mutex_unlock(&worker->wake_lock);
+    if (signal) {
+        uint64_t one = 1;
+        while (write(worker->wake_fd, &one, sizeof(one)) < 0 && errno == EINTR)
+            ;
+    }
+}
+
+void worker_wake_cancel(worker_t *worker, worker_wakeup_t *wakeup)
+{
+    pthread_mutex_lock(&worker->wake_lock);
+    if (wakeup->queued) {
+        h2o_linklist_unlink(&wakeup->link);
+        wakeup->queued = false;
+    }
+    pthread_mutex_unlock(&worker->wake_lock);
+}
+
+void worker_drain_fd(int fd, const char *component)
+{
+    uint64_t count;
+    if (read(fd, &count, sizeof(count)) < 0 && errno != EAGAIN)
+        log_msg(LOG_LEVEL_WARN, component, "reading an event or timer descriptor: %s", strerror(errno));
+}
+
+/* One wake-up at a time: a callback may cancel (free) another that is still queued. */
+static void on_wake(h2o_socket_t *sock, const char *err)
+{
+    worker_t *worker = sock->data;
+    (void)err;
+    worker_drain_fd(worker->wake_fd, "worker");
+    for (;;) {
+        pthread_mutex_lock(&worker->wake_lock);
+        if (h2o_linklist_is_empty(&worker->wake_pending)) {
+            pthread_mutex_unlock(&worker->wake_lock);
+            return;
+        }
+        worker_wakeup_t *wakeup = H2O_STRUCT_FROM_MEMBER(worker_wakeup_t, link, worker->wake_pending.next);
+        h2o_linklist_unlink(&wakeup->link);
+        wakeup->queued = false;
+        pthread_mutex_unlock(&worker->wake_lock);
+        wakeup->cb(wakeup);
+    }
+}
+
+int worker_wake_init(worker_t *worker)
+{
+    if (pthread_mutex_init(&worker->wake_lock, NULL) != 0)
+        return -1;
+    h2o_linklist_init_anchor(&worker->wake_pending);
+    if ((worker->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0) {
+        pthread_mutex_destroy(&worker->wake_lock);
+        return -1;
+    }
+    worker->wake_sock = h2o_evloop_socket_create(worker->loop, worker->wake_fd, H2O_SOCKET_FLAG_DONT_READ);
+    worker->wake_sock->data = worker;
+    h2o_socket_read_start(worker->wake_sock, on_wake);
+    return 0;
+}
+
+void worker_wake_dispose(worker_t *worker)
+{
+    if (worker->wake_sock == NULL)
+        return;
+    h2o_socket_close(worker->wake_sock); /* closes wake_fd */
+    worker->wake_sock = NULL;
+    pthread_mutex_destroy(&worker->wake_lock);
+}
