@@ -848,7 +848,8 @@ class RangeTest(CacheTestCase):
         read(C + 500, 2 * C - 1, "HIT")
         read(C, C, "HIT")
         read(3 * C + 5, 3 * C + 6, "MISS", (3 * C, 4 * C))
-        read(2 * C - 10, 2 * C + 10, "MISS", (C, 3 * C))  # chunks 1 and 2: only those
+        # Chunk 1 is stored, chunk 2 is not: a hit that fetches only chunk 2, pinned to the cached generation.
+        read(2 * C - 10, 2 * C + 10, "HIT", (2 * C, 3 * C))
         read(2 * C, 4 * C - 1, "HIT")
         read(4 * C + 100, None, "MISS", (4 * C, size))  # open-ended: chunks 4 and 5
         read(size - 1, size - 1, "HIT")
