@@ -339,6 +339,11 @@ void store_key_make(store_key_t *key, const char *bucket, size_t bucket_len, con
         free(buf);
 }
 
+bool store_out_of_space(store_t *store)
+{
+    return atomic_load(&store->out_of_space);
+}
+
 void store_stats_get(store_t *store, store_stats_t *stats)
 {
     memset(stats, 0, sizeof(*stats));

@@ -209,5 +209,7 @@ typedef struct store_stats {
 } store_stats_t;
 
 void store_stats_get(store_t *store, store_stats_t *stats);
+/* The last batch with chunks could not store them for lack of space (stats.out_of_space, without the rest). */
+bool store_out_of_space(store_t *store);
 
 #endif

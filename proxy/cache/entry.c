@@ -207,7 +207,10 @@ bool entry_update_from_304(cache_t *cache, const store_key_t *key, cache_flavour
 {
     int64_t metageneration = header_int64(x, "x-goog-metageneration");
     bool changed = metageneration >= 0 && metageneration != meta->metageneration;
-    char *record = record_after_304(meta->resource_json, flavour, x);
+    /* From the newest record of this generation: another view may have been filled since this entry was read. */
+    char *latest = cache_record_latest(cache, key, meta->generation, meta->resource_json);
+    char *record = record_after_304(latest, flavour, x);
+    free(latest);
     if (record != NULL) {
         free(meta->resource_json);
         meta->resource_json = record;

@@ -530,7 +530,7 @@ static void begin_streaming(fetch_t *f, store_meta_t *meta, uint64_t start)
 {
     /* A write through larder, or an invalidation, since this fetch was sent: its answer may predate it. */
     bool current = cache_epoch(f->cache, &f->key) == f->epoch && !cache_write_in_flight(f->cache, &f->key);
-    f->storing = current && store_fill_begin(f->cache->store, &f->key, meta) == STORE_OK;
+    f->storing = current && cache_may_store(f->cache) && store_fill_begin(f->cache->store, &f->key, meta) == STORE_OK;
     if (f->storing)
         cache_record_note(f->cache, &f->key, meta->generation, meta->resource_json);
     if (!current)

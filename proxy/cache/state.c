@@ -16,6 +16,9 @@
 #include <strings.h>
 #include <time.h>
 
+/* While the store is out of space, one fill this often tries it again. */
+#define SPACE_PROBE_MS 2000
+
 /* Past this age the store has long committed a record: the store's copy is current again. */
 #define RECENT_RECORD_MS 10000
 #define RECENT_RECORD_MAX 1024
@@ -110,6 +113,14 @@ bool cache_write_in_flight(cache_t *cache, const store_key_t *key)
     pthread_mutex_unlock(&st->lock);
     return found;
 }
+bool cache_may_store(cache_t *cache)
+{
+    if (!store_out_of_space(cache->store))
+        return true;
+    int64_t now = worker_unix_ms(), probe = atomic_load(&cache->next_space_probe_ms);
+    return now >= probe && atomic_compare_exchange_strong(&cache->next_space_probe_ms, &probe, now + SPACE_PROBE_MS);
+}
+
 /* --- metadata copies --- */
 
 int cache_meta_copy(store_meta_t *dst, const store_meta_t *src)

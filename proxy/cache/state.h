@@ -62,6 +62,7 @@ struct cache {
     pthread_mutex_t recent_lock;
     recent_record_t *recent;               /* records queued to the store but maybe not committed yet */
     _Atomic uint64_t fills_started, fills_abandoned, gap_fetches;
+    _Atomic int64_t next_space_probe_ms;   /* out of space: when the next fill may try the store again */
 };
 
 static inline bool cache_same_key(const store_key_t *a, const store_key_t *b)
@@ -84,6 +85,14 @@ bool cache_write_in_flight(cache_t *cache, const store_key_t *key);
 
 /* Frees the write marks and noted records (at close). */
 void cache_state_dispose(cache_t *cache);
+
+/*
+ * Whether a fill may hand its chunks to the store. While the store is out of
+ * space, fills serve as a pass-through at once rather than queue megabytes to
+ * be lost, but for one every two seconds, whose chunks find out when room
+ * came back.
+ */
+bool cache_may_store(cache_t *cache);
 
 /* --- records --- */
 

@@ -100,6 +100,8 @@ static void add_target(cache_write_t *w, h2o_mem_pool_t *pool, const target_t *t
 /* The boundary parameter of a multipart Content-Type, unquoted. */
 static bool boundary_of(h2o_iovec_t type, h2o_iovec_t *boundary)
 {
+    if (type.base == NULL)
+        return false;
     const char *p = memmem(type.base, type.len, "boundary=", 9), *end = type.base + type.len;
     if (p == NULL)
         return false;
@@ -222,8 +224,8 @@ static void scan_response_part(void *ctx, const char *part, size_t len)
     size_t index = scan->index++;
     if (inner == NULL || part + len - inner < 12 || memcmp(inner, "HTTP/", 5) != 0)
         return;
-    const char *sp = memchr(inner, ' ', (size_t)(part + len - inner));
-    int status = sp != NULL ? atoi(sp + 1) : 0;
+    const char *line_end = memchr(inner, '\n', (size_t)(part + len - inner));
+    int status = target_parse_status_line(inner, (size_t)((line_end != NULL ? line_end : part + len) - inner));
     h2o_iovec_t id = {NULL, 0};
     bool has_id = head_value(part, (size_t)(inner - part), "content-id", &id);
     id = bare_id(id);

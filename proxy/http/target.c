@@ -49,6 +49,20 @@ bool target_parse_int64(const char *s, size_t len, int64_t *out)
     return true;
 }
 
+int target_parse_status_line(const char *line, size_t len)
+{
+    const char *sp = memchr(line, ' ', len);
+    if (sp == NULL || line + len - sp < 4)
+        return 0;
+    int status = 0;
+    for (int i = 1; i <= 3; i++) {
+        if (sp[i] < '0' || sp[i] > '9')
+            return 0;
+        status = status * 10 + (sp[i] - '0');
+    }
+    return status;
+}
+
 static int hex_value(char c)
 {
     if (c >= '0' && c <= '9')

@@ -67,6 +67,9 @@ void target_parse(target_t *t, h2o_mem_pool_t *pool, const char *path, size_t pa
 /* The first value of a parameter, raw; NULL when absent. */
 const h2o_iovec_t *target_param(const target_t *t, const char *name);
 
+/* The three-digit status after the first space of an HTTP status line ("HTTP/1.1 204 ..."); 0 when none. */
+int target_parse_status_line(const char *line, size_t len);
+
 /* Parses a decimal int64 ("0" to "9223372036854775807"); false for anything else. */
 bool target_parse_int64(const char *s, size_t len, int64_t *out);
 

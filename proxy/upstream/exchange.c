@@ -15,6 +15,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "target.h"
+
 /* The buffer's default bound: sends stay at or under this size, so TLS encrypts in modest batches. */
 #define DEFAULT_BUFFER_LIMIT (256 * 1024)
 
@@ -176,8 +178,7 @@ static void record_header(exchange_t *x, const char *line, size_t len)
 static void record_status_line(exchange_t *x, const char *line, size_t len)
 {
     /* "HTTP/1.1 200 OK" or "HTTP/2 200"; a 1xx head is followed by the real one: forget what it carried. */
-    const char *sp = memchr(line, ' ', len);
-    x->status = sp != NULL ? atoi(sp + 1) : 0;
+    x->status = target_parse_status_line(line, len);
     memset(&x->res_headers, 0, sizeof(x->res_headers));
     x->content_length = UINT64_MAX;
 }
