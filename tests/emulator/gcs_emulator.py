@@ -518,9 +518,26 @@ def err_not_found_route():
     return ApiError(404, "notFound", "Not Found", "NotFound", "Not Found.")
 
 
+# What a 304 to a read carries: the headers a 200 would carry that describe the
+# representation's validators and metadata, never its body's framing or type.
+# What real GCS puts on a 304 is unverified (../shared/reference/gcs-semantics.md,
+# "Headers on a 304"); this follows RFC 9110 15.4.5 (a 304 carries ETag,
+# Cache-Control and Expires as a 200 would, and metadata that guides cache
+# updates, such as Last-Modified) and RFC 9111 4.3.4 (a cache updates its stored
+# headers from the 304). No Content-Type, Content-Length or Content-Range.
+NOT_MODIFIED_HEADERS = ("etag", "x-goog-generation", "x-goog-metageneration", "x-goog-hash", "cache-control",
+                        "expires", "last-modified")
+
+
+def not_modified_headers(headers):
+    """The subset of a 200's headers (name, value) that a 304 for the same read carries."""
+    return [(name, value) for name, value in headers
+            if name.lower() in NOT_MODIFIED_HEADERS or name.lower().startswith("x-goog-meta-")]
+
+
 class NotModified(ApiError):
     def __init__(self, headers):
-        super().__init__(304, "notModified", "Not Modified", headers=headers)
+        super().__init__(304, "notModified", "Not Modified", headers=not_modified_headers(headers))
 
 
 # --------------------------------------------------------------------------
@@ -583,6 +600,7 @@ class Response:
         if content_type:
             self.headers.append(("Content-Type", content_type))
         self.media = False  # counts towards media_bytes_sent
+        self.chunked = False  # no Content-Length: Transfer-Encoding: chunked (a quirk, see Quirks)
 
     @property
     def length(self):
@@ -667,12 +685,16 @@ def apply_fields(value, tree):
     return value
 
 
+def json_response_headers():
+    """The caching headers of every JSON API resource."""
+    return [("Cache-Control", NO_CACHE), ("Pragma", "no-cache"), ("Expires", "Mon, 01 Jan 1990 00:00:00 GMT")]
+
+
 def json_response(req, payload, status=200, headers=()):
     fields = req.query.get("fields")
     if fields:
         payload = apply_fields(payload, parse_fields(fields))
-    headers = list(headers) + [("Cache-Control", NO_CACHE), ("Pragma", "no-cache"),
-                               ("Expires", "Mon, 01 Jan 1990 00:00:00 GMT")]
+    headers = list(headers) + json_response_headers()
     return Response(status, json_body(payload), headers, "application/json; charset=UTF-8")
 
 
@@ -987,11 +1009,12 @@ class FaultShaping:
     """How to send one response body."""
 
     def __init__(self, bandwidth_bps=None, reset_after_bytes=None, stall_ms=None,
-                 stall_after_bytes=64 * KIB):
+                 stall_after_bytes=64 * KIB, wait=None):
         self.bandwidth_bps = bandwidth_bps
         self.reset_after_bytes = reset_after_bytes
         self.stall_ms = stall_ms
         self.stall_after_bytes = stall_after_bytes
+        self.wait = wait or time.sleep  # wait(seconds): a stall; Faults.wait ends early on release
 
     @property
     def active(self):
@@ -1012,15 +1035,29 @@ class Faults:
                          at most half the body), stop sending for this long
       reset_after_bytes  send this many body bytes, then reset the connection
                          (RST via SO_LINGER 0); bodies no longer are unaffected
+      hold_ms            hold the request (its body already read) before it is
+                         handled, until POST /_emu/release or this long: a held
+                         write has not taken effect yet
+      hold_response_ms   handle the request at once (a read's object and its
+                         validators are fixed then), but hold its response,
+                         head and body, until POST /_emu/release or this long
       times              affect only this many matching requests with the
-                         latency/bandwidth/stall/reset faults (default: all)
+                         latency/bandwidth/stall/reset/hold faults (default: all)
+
+    Holds and stalls end early on POST /_emu/release (and when the plan is
+    cleared or replaced, or on reset), so a test can keep a request or a body
+    in flight exactly as long as it needs. GET /_emu/faults reports "waiting":
+    how many requests are in a hold or a stall right now.
     """
 
     KEYS = {"latency_ms", "bandwidth_bps", "reset_after_bytes", "stall_ms", "stall_after_bytes",
-            "fail_nth", "match", "method", "times"}
+            "fail_nth", "match", "method", "times", "hold_ms", "hold_response_ms"}
 
     def __init__(self):
         self.lock = threading.Lock()
+        self.gate = threading.Condition(threading.Lock())
+        self.release_epoch = 0
+        self.waiting = 0
         self.clear()
 
     def clear(self):
@@ -1028,6 +1065,23 @@ class Faults:
             self.spec = {}
             self.matched = 0
             self.shaped = 0
+        self.release()
+
+    def release(self):
+        """Ends every hold and stall in progress."""
+        with self.gate:
+            self.release_epoch += 1
+            self.gate.notify_all()
+
+    def wait(self, seconds):
+        """Sleeps up to seconds, or until release(); counted in "waiting" meanwhile."""
+        with self.gate:
+            epoch = self.release_epoch
+            self.waiting += 1
+            try:
+                self.gate.wait_for(lambda: self.release_epoch != epoch, timeout=seconds)
+            finally:
+                self.waiting -= 1
 
     def set(self, spec):
         unknown = set(spec) - self.KEYS
@@ -1037,19 +1091,23 @@ class Faults:
             self.spec = dict(spec)
             self.matched = 0
             self.shaped = 0
+        self.release()
 
     def describe(self):
         with self.lock:
-            return {"spec": self.spec, "matched": self.matched}
+            described = {"spec": self.spec, "matched": self.matched}
+        with self.gate:
+            described["waiting"] = self.waiting
+        return described
 
     def decide(self, req):
-        """(latency seconds, failure status or None, FaultShaping) for req."""
+        """(latency seconds, failure status or None, FaultShaping, (hold, hold_response) seconds) for req."""
         with self.lock:
             spec = self.spec
             if not spec or spec.get("match", "") not in req.target:
-                return 0, None, FaultShaping()
+                return 0, None, FaultShaping(), (0, 0)
             if spec.get("method") and spec["method"].upper() != req.method:
-                return 0, None, FaultShaping()
+                return 0, None, FaultShaping(), (0, 0)
             self.matched += 1
             fail_status = None
             fail = spec.get("fail_nth")
@@ -1059,11 +1117,12 @@ class Faults:
                     fail_status = int(fail.get("status", 503))
             times = spec.get("times")
             if times is not None and self.shaped >= int(times):
-                return 0, fail_status, FaultShaping()
+                return 0, fail_status, FaultShaping(), (0, 0)
             self.shaped += 1
             shaping = FaultShaping(spec.get("bandwidth_bps"), spec.get("reset_after_bytes"),
-                                   spec.get("stall_ms"), spec.get("stall_after_bytes", 64 * KIB))
-            return spec.get("latency_ms", 0) / 1000.0, fail_status, shaping
+                                   spec.get("stall_ms"), spec.get("stall_after_bytes", 64 * KIB), self.wait)
+            return (spec.get("latency_ms", 0) / 1000.0, fail_status, shaping,
+                    (spec.get("hold_ms", 0) / 1000.0, spec.get("hold_response_ms", 0) / 1000.0))
 
 
 # status -> (JSON reason, JSON message, XML code, XML message)
@@ -1105,6 +1164,30 @@ class Store:
             self.tokens = dict(DEFAULT_TOKENS)
             self.oauth_token = "owner"
             self.last_generation = 0
+            self.quirks = {}  # bucket name, or None for every bucket -> {quirk: value}
+
+    # Quirks of some GCS-compatible servers, set through /_emu/quirks (see ControlApi).
+    QUIRK_DEFAULTS = {"media_etag": True, "media_content_length": True}
+
+    def set_quirks(self, spec):
+        spec = dict(spec)
+        bucket = spec.pop("bucket", None)
+        unknown = set(spec) - set(self.QUIRK_DEFAULTS)
+        if unknown:
+            raise err_invalid("Unknown quirks: %s" % ", ".join(sorted(unknown)))
+        for key, value in spec.items():
+            if not isinstance(value, bool):
+                raise err_invalid("Quirk %s must be true or false." % key)
+        with self.lock:
+            self.quirks[bucket or None] = spec
+
+    def media_quirks(self, bucket_name):
+        """The quirks in force for media from bucket_name: its own entry, else the global one."""
+        with self.lock:
+            entry = self.quirks.get(bucket_name)
+            if entry is None:
+                entry = self.quirks.get(None, {})
+            return dict(self.QUIRK_DEFAULTS, **entry)
 
     def next_generation(self):
         with self.lock:
@@ -1316,10 +1399,12 @@ PRECONDITION_PARAMS = ("ifGenerationMatch", "ifGenerationNotMatch",
                        "ifMetagenerationMatch", "ifMetagenerationNotMatch")
 
 
-def check_generation_preconditions(current, params, is_read, prefix="if"):
+def check_generation_preconditions(current, params, is_read, prefix="if", read_headers=()):
     """Apply ifGenerationMatch & co. (or ifSource...) to the current object.
 
     Failing *NotMatch conditions answer 304 on reads and 412 on writes, like GCS.
+    read_headers: the headers a 200 to the read would carry; the 304 keeps
+    those that describe the representation (see NotModified).
     """
     def get(name):
         value = params.get(prefix + name)
@@ -1337,7 +1422,7 @@ def check_generation_preconditions(current, params, is_read, prefix="if"):
                     or (meta_not is not None and (current is None or current.metageneration == meta_not)))
     if not_modified:
         if is_read:
-            raise NotModified([])
+            raise NotModified(read_headers)
         raise err_precondition("ifGenerationNotMatch/ifMetagenerationNotMatch")
 
 
@@ -1436,16 +1521,19 @@ def etag_matches(header, obj):
 
 
 def media_headers(obj, bucket, store, api, req):
-    headers = [("Content-Type", obj.content_type or "application/octet-stream"),
-               ("ETag", obj.json_etag if api == "json" else obj.xml_etag),
-               ("Last-Modified", http_date(obj.updated_us)),
-               ("x-goog-generation", str(obj.generation)),
-               ("x-goog-metageneration", str(obj.metageneration)),
-               ("x-goog-stored-content-encoding", obj.content_encoding or "identity"),
-               ("x-goog-stored-content-length", str(obj.size)),
-               ("x-goog-hash", obj.hash_header()),
-               ("x-goog-storage-class", obj.storage_class),
-               ("Accept-Ranges", "bytes")]
+    quirks = store.media_quirks(bucket.name)
+    headers = [("Content-Type", obj.content_type or "application/octet-stream")]
+    if quirks["media_etag"]:
+        headers.append(("ETag", obj.json_etag if api == "json" else obj.xml_etag))
+    headers += [("Last-Modified", http_date(obj.updated_us)),
+                ("x-goog-generation", str(obj.generation)),
+                ("x-goog-metageneration", str(obj.metageneration)),
+                ("x-goog-stored-content-encoding", obj.content_encoding or "identity")]
+    if quirks["media_content_length"]:
+        headers.append(("x-goog-stored-content-length", str(obj.size)))
+    headers += [("x-goog-hash", obj.hash_header()),
+                ("x-goog-storage-class", obj.storage_class),
+                ("Accept-Ranges", "bytes")]
     if obj.cache_control:
         cache_control = obj.cache_control
     elif store.is_public(bucket, obj):
@@ -1489,9 +1577,29 @@ def _parse_http_date(value):
     return int(parsed.timestamp())
 
 
-def serve_media(req, store, bucket, obj, api):
+def if_range_allows(req, obj):
+    """RFC 9110 13.1.5: True when a Range may be honoured under the request's If-Range.
+
+    Whether GCS supports If-Range at all is unverified (no source mentions it;
+    ../shared/reference/gcs-semantics.md): this follows the RFC. An entity-tag
+    must match strongly (a W/ tag never does), in either API's form, quoted or
+    not, as the emulator accepts ETags elsewhere; an HTTP-date must equal the
+    Last-Modified value exactly. Anything else: the Range is ignored.
+    """
+    value = req.header("If-Range")
+    if value is None:
+        return True
+    value = value.strip()
+    if value.startswith("W/"):
+        return False
+    if not value.startswith('"') and _parse_http_date(value) is not None:
+        return value == http_date(obj.updated_us)
+    return value.strip('"') in (obj.json_etag, obj.xml_etag.strip('"')) and value.count('"') in (0, 2)
+
+
+def serve_media(req, store, bucket, obj, api, headers=None):
     """200/206/304/412/416 answer carrying obj's bytes (or a HEAD of them)."""
-    headers = media_headers(obj, bucket, store, api, req)
+    headers = headers if headers is not None else media_headers(obj, bucket, store, api, req)
     check_http_conditionals(req, obj, headers)
     transcode = (obj.content_encoding == "gzip" and not accepts_gzip(req)
                  and "no-transform" not in (obj.cache_control or ""))
@@ -1509,7 +1617,7 @@ def serve_media(req, store, bucket, obj, api):
             return resp
     if obj.content_encoding:
         headers.append(("Content-Encoding", obj.content_encoding))
-    span = parse_range(req.header("Range"), obj.size)
+    span = parse_range(req.header("Range"), obj.size) if if_range_allows(req, obj) else None
     if span is None:
         resp = Response(200, Body(obj.blob, 0, obj.size), headers)
     else:
@@ -1517,6 +1625,8 @@ def serve_media(req, store, bucket, obj, api):
         headers.append(("Content-Range", "bytes %d-%d/%d" % (start, end - 1, obj.size)))
         resp = Response(206, Body(obj.blob, start, end), headers)
     resp.media = True
+    # Quirk: the length is known only when the body ends (Transfer-Encoding: chunked).
+    resp.chunked = not store.media_quirks(bucket.name)["media_content_length"]
     return resp
 
 
@@ -1684,14 +1794,15 @@ class JsonApi:
     def get_object(self, req, bucket_name, name):
         bucket = self.store.bucket(bucket_name)
         obj = self.store.readable_object(bucket, name, req.identity, req.query.get("generation"))
-        check_generation_preconditions(obj, req.query, is_read=True)
+        check_generation_preconditions(obj, req.query, is_read=True, read_headers=json_response_headers())
         return json_response(req, object_resource(req.base_url, obj, req.query.get("projection", "noAcl")))
 
     def get_media(self, req, bucket_name, name):
         bucket = self.store.bucket(bucket_name)
         obj = self.store.readable_object(bucket, name, req.identity, req.query.get("generation"))
-        check_generation_preconditions(obj, req.query, is_read=True)
-        return serve_media(req, self.store, bucket, obj, "json")
+        headers = media_headers(obj, bucket, self.store, "json", req)
+        check_generation_preconditions(obj, req.query, is_read=True, read_headers=headers)
+        return serve_media(req, self.store, bucket, obj, "json", headers)
 
     def update_object(self, req, bucket_name, name):
         bucket = self.store.bucket(bucket_name)
@@ -2248,10 +2359,24 @@ class ControlApi:
                                         "content_type"?, "content_encoding"?, "cache_control"?,
                                         "content_disposition"?, "metadata"?, "readers"?,
                                         "owner"?, "md5"? (synthetic only, default true)}
+    PATCH  /_emu/objects               {"bucket", "name", "content_type"?, "content_encoding"?,
+                                        "cache_control"?, "content_disposition"?, "content_language"?,
+                                        "metadata"? (merged; a null value removes the key)}
+                                       a metadata update as a JSON PATCH makes it: same generation
+                                       and bytes (so the XML ETag, the MD5, stays), metageneration + 1
     POST   /_emu/acl                   {"bucket", "object"?, "readers"?, "writers"?}
     POST   /_emu/tokens                {"TOKEN": "email", ...}
     POST   /_emu/oauth_token           {"token": "reader"}  what POST /token hands out
     GET    /_emu/faults, POST /_emu/faults {...}, DELETE /_emu/faults
+    POST   /_emu/release               end every fault hold and stall in progress (see Faults)
+    GET    /_emu/quirks, POST /_emu/quirks {"bucket"?, "media_etag"?, "media_content_length"?},
+    DELETE /_emu/quirks                behave like some GCS-compatible servers (reset clears them):
+                                       media_etag false: media responses (JSON alt=media, /download/,
+                                         XML GET/HEAD, and their 304s) carry no ETag, only x-goog-generation
+                                       media_content_length false: media bodies carry no Content-Length
+                                         and no x-goog-stored-content-length (Transfer-Encoding: chunked)
+                                       With "bucket", only that bucket's media; without, every bucket
+                                       without an entry of its own. A POST replaces that one entry.
     GET    /_emu/state                 buckets and their objects, for debugging
     GET    /_emu/health                "ok"
     """
@@ -2266,6 +2391,9 @@ class ControlApi:
                    ("POST", "tokens"): self.add_tokens, ("POST", "oauth_token"): self.set_oauth_token,
                    ("GET", "faults"): self.get_faults, ("POST", "faults"): self.set_faults,
                    ("DELETE", "faults"): self.clear_faults, ("GET", "state"): self.state,
+                   ("PATCH", "objects"): self.patch_object, ("POST", "release"): self.release,
+                   ("GET", "quirks"): self.get_quirks, ("POST", "quirks"): self.set_quirks,
+                   ("DELETE", "quirks"): self.clear_quirks,
                    ("GET", "health"): lambda r: {"status": "ok"}}.get((req.method, action))
         if handler is None:
             raise err_not_found_route()
@@ -2315,6 +2443,43 @@ class ControlApi:
         obj.readers = frozenset(spec.get("readers", ()))
         self.store.put_object(bucket, obj)
         return object_resource(req.base_url, obj, "full")
+
+    def patch_object(self, req):
+        spec = parse_json_body(req)
+        bucket = self.store.bucket(spec.get("bucket"))
+        obj = self.store.get_object(bucket, spec.get("name"))
+        if obj is None:
+            raise err_no_object(bucket.name, spec.get("name"))
+        meta = {}
+        for key, field in (("content_type", "contentType"), ("content_encoding", "contentEncoding"),
+                           ("cache_control", "cacheControl"), ("content_disposition", "contentDisposition"),
+                           ("content_language", "contentLanguage"), ("metadata", "metadata")):
+            if key in spec:
+                meta[field] = spec[key]
+        updated = dataclasses.replace(obj, metadata=dict(obj.metadata))
+        apply_metadata(updated, meta)
+        updated.content_type = updated.content_type or "application/octet-stream"
+        updated.metageneration += 1
+        updated.updated_us = now_us()
+        self.store.replace_object(bucket, obj, updated)
+        return object_resource(req.base_url, updated, "full")
+
+    def release(self, req):
+        self.faults.release()
+        return {"status": "ok"}
+
+    def get_quirks(self, req):
+        with self.store.lock:
+            return {"quirks": [dict(entry, **({"bucket": b} if b else {})) for b, entry in self.store.quirks.items()]}
+
+    def set_quirks(self, req):
+        self.store.set_quirks(parse_json_body(req))
+        return self.get_quirks(req)
+
+    def clear_quirks(self, req):
+        with self.store.lock:
+            self.store.quirks = {}
+        return {"status": "ok"}
 
     def set_acl(self, req):
         spec = parse_json_body(req)
@@ -2640,6 +2805,19 @@ class ConnectionAborted(Exception):
     """Raised after a fault deliberately reset the connection."""
 
 
+class ChunkedWriter:
+    """Frames each write as one HTTP/1.1 chunk (the caller sends the last chunk)."""
+
+    def __init__(self, wfile):
+        self.wfile = wfile
+
+    def write(self, data):
+        if len(data):
+            self.wfile.write(b"%x\r\n" % len(data))
+            self.wfile.write(data)
+            self.wfile.write(b"\r\n")
+
+
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "UploadServer"
@@ -2685,14 +2863,18 @@ class Handler(BaseHTTPRequestHandler):
                 resp = render_error(err, "json", "control")
             self.send(resp, FaultShaping(), SendMeter())
             return
-        latency, fail_status, shaping = emulator.faults.decide(req)
+        latency, fail_status, shaping, (hold, hold_response) = emulator.faults.decide(req)
         if latency:
             time.sleep(latency)
+        if hold:
+            emulator.faults.wait(hold)
         if fail_status is not None:
             resp, fault = render_error(injected_failure(fail_status), req.api, uuid.uuid4().hex), "fail_nth"
         else:
             resp, fault = emulator.dispatch(req), None
         meter = emulator.counters.record(req, resp.status, resp.media, emulator.identity_label(req), fault)
+        if hold_response:
+            emulator.faults.wait(hold_response)
         self.send(resp, shaping, meter)
 
     do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = serve
@@ -2729,20 +2911,26 @@ class Handler(BaseHTTPRequestHandler):
         for name, value in resp.headers:
             self.send_header(name, latin1_header(value))
         if not no_body:
-            self.send_header("Content-Length", str(resp.length))
+            if resp.chunked:
+                self.send_header("Transfer-Encoding", "chunked")
+            else:
+                self.send_header("Content-Length", str(resp.length))
         self.end_headers()
         if no_body or self.command == "HEAD":
             return
-        if not self.write_body(resp, shaping, meter):
+        out = ChunkedWriter(self.wfile) if resp.chunked else self.wfile
+        if not self.write_body(resp, shaping, meter, out):
             meter.aborted()
             self.abort()
+        if resp.chunked:
+            self.wfile.write(b"0\r\n\r\n")  # the last chunk: the body ended cleanly
 
-    def write_body(self, resp, shaping, meter):
-        """Write the body, applying bandwidth/stall/reset faults; False when a
-        reset fault cut it short."""
+    def write_body(self, resp, shaping, meter, out):
+        """Write the body to out, applying bandwidth/stall/reset faults; False
+        when a reset fault cut it short."""
         if not shaping.active:
             for chunk in resp.chunks():
-                meter.write(self.wfile, chunk)
+                meter.write(out, chunk)
             return True
         piece = 64 * KIB
         if shaping.bandwidth_bps:
@@ -2760,14 +2948,14 @@ class Handler(BaseHTTPRequestHandler):
                 part = view[off:off + piece]
                 if stall_at is not None and sent + len(part) > stall_at:
                     head, part = part[:stall_at - sent], part[stall_at - sent:]
-                    meter.write(self.wfile, head)
+                    meter.write(out, head)
                     sent += len(head)
-                    time.sleep(shaping.stall_ms / 1000.0)
+                    shaping.wait(shaping.stall_ms / 1000.0)
                     stall_at = None
                 if reset_at is not None and sent + len(part) >= reset_at:
-                    meter.write(self.wfile, part[:reset_at - sent])
+                    meter.write(out, part[:reset_at - sent])
                     return False
-                meter.write(self.wfile, part)
+                meter.write(out, part)
                 sent += len(part)
                 if shaping.bandwidth_bps:
                     ahead = sent / float(shaping.bandwidth_bps) - (time.monotonic() - started)

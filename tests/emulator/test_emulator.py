@@ -10,6 +10,7 @@ Run: python3 tests/emulator/test_emulator.py   (exits non-zero on failure)
 """
 
 import base64
+import email.utils
 import gzip
 import hashlib
 import http.client
@@ -21,6 +22,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 from urllib.parse import quote, urlsplit
@@ -781,6 +783,364 @@ class FaultAndCounterTest(EmulatorTest):
         self.assertEqual(got.body, expected[1048570:2097161])
         no_md5 = control("objects", {"bucket": "bkt", "name": "syn2", "size": 10, "seed": 1, "md5": False})
         self.assertNotIn("md5Hash", no_md5)
+
+
+def raw_get(path, headers=None, method="GET"):
+    """One request on a raw socket; returns (head text, raw body bytes up to the close)."""
+    sock = socket.create_connection(("127.0.0.1", PORT), timeout=30)
+    try:
+        lines = ["%s %s HTTP/1.1" % (method, path), "Host: 127.0.0.1", "Authorization: Bearer owner",
+                 "Connection: close"]
+        lines += ["%s: %s" % item for item in (headers or {}).items()]
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        data = b""
+        while True:
+            piece = sock.recv(65536)
+            if not piece:
+                break
+            data += piece
+    finally:
+        sock.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    return head.decode("latin-1"), body
+
+
+class QuirksTest(EmulatorTest):
+    """/_emu/quirks: media without ETag and/or without Content-Length, globally or per bucket."""
+
+    MEDIA_PATHS = ("/storage/v1/b/%s/o/q?alt=media", "/download/storage/v1/b/%s/o/q?alt=media", "/%s/q")
+
+    def setUp(self):
+        super().setUp()
+        control("buckets", {"name": "odd"})
+        self.data = os.urandom(300000)
+        self.res = {b: upload(b, "q", self.data).json() for b in ("bkt", "odd")}
+
+    def test_no_etag(self):
+        control("quirks", {"media_etag": False})
+        for bucket in ("bkt", "odd"):
+            gen = self.res[bucket]["generation"]
+            for path in self.MEDIA_PATHS:
+                path %= bucket
+                got = call("GET", path)
+                self.assertEqual((got.status, got.body), (200, self.data), path)
+                self.assertIsNone(got.header("etag"), path)
+                self.assertEqual(got.header("x-goog-generation"), gen)
+                self.assertEqual(got.header("content-length"), str(len(self.data)))
+                ranged = call("GET", path, headers={"Range": "bytes=10-19"})
+                self.assertEqual((ranged.status, ranged.body, ranged.header("etag")), (206, self.data[10:20], None))
+            head = call("HEAD", "/%s/q" % bucket)
+            self.assertEqual((head.status, head.header("etag"), head.header("x-goog-generation")), (200, None, gen))
+            # A revalidation by generation still works, and its 304 carries no ETag either.
+            nm = call("GET", obj_path(bucket, "q", "?alt=media&ifGenerationNotMatch=" + gen))
+            self.assertEqual((nm.status, nm.header("etag"), nm.header("x-goog-generation")), (304, None, gen))
+            # Only media: the JSON resource keeps its etag, and writes answer with theirs.
+            self.assertEqual(call("GET", obj_path(bucket, "q")).json()["etag"], self.res[bucket]["etag"])
+            self.assertIsNotNone(call("PUT", "/%s/w" % bucket, b"w").header("etag"))
+        control("quirks", method="DELETE")
+        self.assertIsNotNone(call("GET", "/bkt/q").header("etag"))
+
+    def test_no_content_length_is_chunked(self):
+        control("quirks", {"media_content_length": False})
+        for path in self.MEDIA_PATHS:
+            path %= "bkt"
+            got = call("GET", path)
+            self.assertEqual((got.status, got.body), (200, self.data), path)
+            self.assertIsNone(got.header("content-length"), path)
+            self.assertIsNone(got.header("x-goog-stored-content-length"), path)
+            self.assertEqual(got.header("transfer-encoding"), "chunked", path)
+            self.assertIsNotNone(got.header("etag"), path)
+            ranged = call("GET", path, headers={"Range": "bytes=100-"})
+            self.assertEqual((ranged.status, ranged.body), (206, self.data[100:]))
+            self.assertEqual(ranged.header("content-range"), "bytes 100-%d/%d" % (len(self.data) - 1, len(self.data)))
+            self.assertIsNone(ranged.header("content-length"))
+        head = call("HEAD", "/bkt/q")
+        self.assertEqual((head.status, head.body, head.header("content-length")), (200, b"", None))
+        # The framing on the wire: chunks, then the last chunk that ends the body cleanly.
+        head, body = raw_get("/bkt/q")
+        self.assertIn("Transfer-Encoding: chunked", head)
+        self.assertNotIn("Content-Length", head)
+        self.assertTrue(body.endswith(b"\r\n0\r\n\r\n"), body[-20:])
+        # Keep-alive survives chunked bodies, and other answers keep their lengths.
+        conn = http.client.HTTPConnection("127.0.0.1", PORT, timeout=30)
+        for _ in range(2):
+            self.assertEqual(call("GET", "/bkt/q", conn=conn).body, self.data)
+            listing = call("GET", "/storage/v1/b/bkt/o", conn=conn)
+            self.assertEqual(listing.header("content-length"), str(len(listing.body)))
+        conn.close()
+        # A body cut by a fault has no last chunk: the client can tell.
+        control("faults", {"reset_after_bytes": 5000, "match": "/q"})
+        conn = http.client.HTTPConnection("127.0.0.1", PORT, timeout=10)
+        conn.request("GET", "/bkt/q", headers={"Authorization": "Bearer owner"})
+        resp = conn.getresponse()
+        with self.assertRaises((http.client.IncompleteRead, ConnectionResetError)):
+            resp.read()
+        conn.close()
+        control("faults", method="DELETE")
+        # Empty objects: just the last chunk.
+        upload("bkt", "empty", b"")
+        self.assertEqual(raw_get("/bkt/empty")[1], b"0\r\n\r\n")
+
+    def test_per_bucket_and_reset(self):
+        control("quirks", {"bucket": "odd", "media_etag": False, "media_content_length": False})
+        odd, plain = call("GET", "/odd/q"), call("GET", "/bkt/q")
+        self.assertEqual((odd.body, odd.header("etag"), odd.header("content-length")), (self.data, None, None))
+        self.assertEqual((plain.body, plain.header("content-length")), (self.data, str(len(self.data))))
+        self.assertIsNotNone(plain.header("etag"))
+        # A global entry applies to buckets without one of their own.
+        control("quirks", {"media_etag": False})
+        self.assertIsNone(call("GET", "/bkt/q").header("etag"))
+        self.assertEqual(call("GET", "/bkt/q").header("content-length"), str(len(self.data)))
+        self.assertIsNone(call("GET", "/odd/q").header("content-length"))
+        listed = control("quirks", method="GET")["quirks"]
+        self.assertEqual(len(listed), 2, listed)
+        bad = call("POST", "/_emu/quirks", {"media_etag": False, "nonsense": True}, token=None)
+        self.assertEqual(bad.status, 400)
+        control("reset")
+        control("buckets", {"name": "odd"})
+        upload("odd", "q", b"x")
+        self.assertEqual(control("quirks", method="GET")["quirks"], [])
+        self.assertIsNotNone(call("GET", "/odd/q").header("etag"))
+
+
+class NotModifiedHeadersTest(EmulatorTest):
+    """A 304 to a read carries what a 200 would say about the representation, nothing of the body."""
+
+    BODY_HEADERS = ("content-type", "content-length", "content-range", "transfer-encoding", "accept-ranges",
+                    "x-goog-stored-content-length", "x-goog-stored-content-encoding", "content-encoding")
+
+    def test_304s_carry_validators_and_metadata(self):
+        data = os.urandom(20000)
+        res = upload("bkt", "nm", data, "text/old").json()
+        gen = res["generation"]
+        patched = call("PATCH", obj_path("bkt", "nm"), {"contentType": "text/new", "metadata": {"k": "new"},
+                                                       "cacheControl": "public, max-age=77"}).json()
+        self.assertEqual(patched["metageneration"], "2")
+        xml_etag = '"%s"' % hashlib.md5(data).hexdigest()
+        json_full = call("GET", obj_path("bkt", "nm", "?alt=media"))
+        xml_full = call("GET", "/bkt/nm")
+        cases = [
+            ("xml If-None-Match", "/bkt/nm", {"If-None-Match": xml_etag}, xml_full),
+            ("xml If-Modified-Since", "/bkt/nm", {"If-Modified-Since": xml_full.header("last-modified")}, xml_full),
+            ("json If-None-Match", obj_path("bkt", "nm", "?alt=media"), {"If-None-Match": json_full.header("etag")},
+             json_full),
+            ("json ifGenerationNotMatch", obj_path("bkt", "nm", "?alt=media&ifGenerationNotMatch=" + gen), {},
+             json_full),
+            ("json ifMetagenerationNotMatch", obj_path("bkt", "nm", "?alt=media&ifMetagenerationNotMatch=2"), {},
+             json_full),
+            ("download ifGenerationNotMatch with Range",
+             "/download/storage/v1/b/bkt/o/nm?alt=media&ifGenerationNotMatch=" + gen, {"Range": "bytes=0-9"},
+             json_full),
+        ]
+        for label, path, headers, full in cases:
+            reply = call("GET", path, headers=headers)
+            self.assertEqual((reply.status, reply.body), (304, b""), label)
+            for name in ("etag", "x-goog-generation", "x-goog-metageneration", "x-goog-hash", "cache-control",
+                         "last-modified"):
+                self.assertEqual(reply.header(name), full.header(name), (label, name))
+            for name in self.BODY_HEADERS:
+                self.assertIsNone(reply.header(name), (label, name))
+            metas = {k: v for k, v in reply.headers.items() if k.startswith("x-goog-meta-")}
+            self.assertEqual(metas, {k: v for k, v in full.headers.items() if k.startswith("x-goog-meta-")}, label)
+            self.assertEqual(reply.header("x-goog-metageneration"), "2", label)
+            self.assertEqual(reply.header("cache-control"), "public, max-age=77", label)
+        # The XML 304 says what changed in the metadata; the XML ETag (the MD5) did not change.
+        reply = call("GET", "/bkt/nm", headers={"If-None-Match": xml_etag})
+        self.assertEqual((reply.header("etag"), reply.header("x-goog-meta-k")), (xml_etag, "new"))
+        # A metadata read's 304 carries the resource's caching headers.
+        meta = call("GET", obj_path("bkt", "nm", "?ifMetagenerationNotMatch=2"))
+        self.assertEqual((meta.status, meta.body, meta.header("content-type")), (304, b"", None))
+        self.assertEqual(meta.header("cache-control"), gcs_emulator.NO_CACHE)
+
+
+class IfRangeTest(EmulatorTest):
+    """RFC 9110 13.1.5 on media reads."""
+
+    def setUp(self):
+        super().setUp()
+        self.data = os.urandom(5000)
+        self.res = upload("bkt", "ir", self.data).json()
+        self.json_etag = self.res["etag"]
+        self.xml_etag = '"%s"' % hashlib.md5(self.data).hexdigest()
+        self.modified = call("GET", "/bkt/ir").header("last-modified")
+
+    def check(self, path, if_range, expect, method="GET", data=None, rng="bytes=100-199"):
+        data = self.data if data is None else data
+        headers = {"If-Range": if_range} if if_range is not None else {}
+        if rng is not None:
+            headers["Range"] = rng
+        reply = call(method, path, headers=headers)
+        if expect == 206:
+            self.assertEqual((reply.status, reply.header("content-range")),
+                             (206, "bytes 100-199/%d" % len(data)), (path, if_range))
+            if method == "GET":
+                self.assertEqual(reply.body, data[100:200], (path, if_range))
+        else:
+            self.assertEqual((reply.status, reply.header("content-range")), (200, None), (path, if_range))
+            self.assertEqual(reply.header("content-length"), str(len(data)), (path, if_range))
+            if method == "GET":
+                self.assertEqual(reply.body, data, (path, if_range))
+
+    def test_if_range(self):
+        other_date = email_date_shift(self.modified, -3600)
+        for path in (obj_path("bkt", "ir", "?alt=media"), "/download/storage/v1/b/bkt/o/ir?alt=media", "/bkt/ir"):
+            for method in ("GET", "HEAD") if path == "/bkt/ir" else ("GET",):
+                for tag in (self.json_etag, '"%s"' % self.json_etag, self.xml_etag, self.xml_etag.strip('"'),
+                            self.modified):
+                    self.check(path, tag, 206, method)
+                for tag in ('"nope"', "W/" + self.xml_etag, "W/\"%s\"" % self.json_etag, other_date,
+                            email_date_shift(self.modified, 1)):
+                    self.check(path, tag, 200, method)
+                self.check(path, None, 206, method)
+                self.check(path, self.xml_etag, 200, method, rng=None)   # no Range: If-Range is ignored
+                self.check(path, '"nope"', 200, method, rng=None)
+        # After an overwrite the old validators no longer match: the whole new object.
+        new = os.urandom(7000)
+        upload("bkt", "ir", new)
+        for path in (obj_path("bkt", "ir", "?alt=media"), "/bkt/ir"):
+            for tag in (self.json_etag, self.xml_etag):
+                self.check(path, tag, 200, data=new)
+        # An unsatisfiable Range under a failed If-Range is ignored too.
+        reply = call("GET", "/bkt/ir", headers={"Range": "bytes=90000-", "If-Range": '"nope"'})
+        self.assertEqual((reply.status, reply.body), (200, new))
+        self.assertEqual(call("GET", "/bkt/ir", headers={"Range": "bytes=90000-"}).status, 416)
+
+
+def email_date_shift(value, seconds):
+    return email.utils.formatdate(email.utils.parsedate_to_datetime(value).timestamp() + seconds, usegmt=True)
+
+
+class GenerationReadTest(EmulatorTest):
+    """generation= on XML reads; generation preconditions on JSON and XML media reads, with Range."""
+
+    def test_generation_and_preconditions_with_range(self):
+        old = upload("bkt", "gr", b"old bytes").json()
+        data = bytes(range(256)) * 10
+        gen = upload("bkt", "gr", data).json()["generation"]
+        wrong = old["generation"]
+        for method in ("GET", "HEAD"):
+            reply = call(method, "/bkt/gr?generation=" + gen)
+            self.assertEqual((reply.status, reply.header("x-goog-generation")), (200, gen), method)
+            self.assertEqual(reply.header("content-length"), str(len(data)))
+            ranged = call(method, "/bkt/gr?generation=" + gen, headers={"Range": "bytes=5-9"})
+            self.assertEqual((ranged.status, ranged.header("content-range")), (206, "bytes 5-9/%d" % len(data)))
+            self.assertEqual(call(method, "/bkt/gr?generation=" + wrong).status, 404, method)
+        self.assertEqual(call("GET", "/bkt/gr?generation=" + gen, headers={"Range": "bytes=5-9"}).body, data[5:10])
+        self.assertIn(b"<Code>NoSuchKey</Code>", call("GET", "/bkt/gr?generation=" + wrong).body)
+        media = lambda q, rng="bytes=10-19": call("GET", obj_path("bkt", "gr", "?alt=media&" + q),
+                                                 headers={"Range": rng})
+        self.assertEqual((media("ifGenerationMatch=" + gen).status, media("ifGenerationMatch=" + gen).body),
+                         (206, data[10:20]))
+        self.assertEqual(media("ifGenerationMatch=" + wrong).status, 412)
+        self.assertEqual(media("ifGenerationNotMatch=" + gen).status, 304)
+        self.assertEqual(media("ifGenerationNotMatch=" + wrong).body, data[10:20])
+        self.assertEqual(media("generation=%s&ifGenerationMatch=%s" % (gen, gen)).status, 206)
+        self.assertEqual(media("ifGenerationMatch=" + gen, rng="bytes=99999-").status, 416)
+        xml = lambda g: call("GET", "/bkt/gr", headers={"Range": "bytes=10-19", "x-goog-if-generation-match": g})
+        self.assertEqual((xml(gen).status, xml(gen).body), (206, data[10:20]))
+        failed = xml(wrong)
+        self.assertEqual(failed.status, 412)
+        self.assertIn(b"<Code>PreconditionFailed</Code>", failed.body)
+        head = call("HEAD", "/bkt/gr", headers={"x-goog-if-generation-match": wrong})
+        self.assertEqual(head.status, 412)
+
+
+class MetadataPatchTest(EmulatorTest):
+    """A metadata change keeps the bytes and the XML ETag (the MD5) and bumps the metageneration."""
+
+    def test_control_and_json_patch(self):
+        data = os.urandom(10000)
+        res = control("objects", {"bucket": "bkt", "name": "mp", "data_b64": base64.b64encode(data).decode(),
+                                  "content_type": "text/old", "metadata": {"k": "old", "gone": "x"}})
+        xml_before = call("GET", "/bkt/mp")
+        json_before = call("GET", obj_path("bkt", "mp", "?alt=media"))
+        self.assertEqual(xml_before.header("etag"), '"%s"' % hashlib.md5(data).hexdigest())
+        self.assertEqual((xml_before.header("x-goog-metageneration"), xml_before.header("x-goog-meta-k")), ("1", "old"))
+        patched = control("objects", {"bucket": "bkt", "name": "mp", "content_type": "text/new",
+                                      "metadata": {"k": "new", "gone": None}}, method="PATCH")
+        self.assertEqual((patched["metageneration"], patched["generation"]), ("2", res["generation"]))
+        self.assertEqual((patched["contentType"], patched["metadata"]), ("text/new", {"k": "new"}))
+        xml_after = call("GET", "/bkt/mp")
+        self.assertEqual((xml_after.body, xml_after.header("etag")), (data, xml_before.header("etag")))
+        self.assertEqual((xml_after.header("x-goog-metageneration"), xml_after.header("content-type"),
+                          xml_after.header("x-goog-meta-k"), xml_after.header("x-goog-meta-gone")),
+                         ("2", "text/new", "new", None))
+        self.assertEqual(xml_after.header("x-goog-generation"), res["generation"])
+        self.assertEqual(xml_after.header("x-goog-hash"), xml_before.header("x-goog-hash"))
+        json_after = call("GET", obj_path("bkt", "mp", "?alt=media"))
+        self.assertEqual((json_after.body, json_after.header("x-goog-metageneration")), (data, "2"))
+        # JSON ETags carry the metageneration.
+        self.assertNotEqual(json_after.header("etag"), json_before.header("etag"))
+        # The same through the JSON API.
+        call("PATCH", obj_path("bkt", "mp"), {"contentType": "text/third", "metadata": {"k": "third"}})
+        xml_third = call("GET", "/bkt/mp")
+        self.assertEqual((xml_third.header("etag"), xml_third.header("x-goog-metageneration"),
+                          xml_third.header("content-type"), xml_third.header("x-goog-meta-k")),
+                         (xml_before.header("etag"), "3", "text/third", "third"))
+        missing = call("PATCH", "/_emu/objects", {"bucket": "bkt", "name": "nope"}, token=None)
+        self.assertEqual(missing.status, 404)
+
+
+class HoldAndReleaseTest(EmulatorTest):
+    """hold_ms keeps a request at the emulator, and a stall goes on, until POST /_emu/release."""
+
+    def wait_for(self, predicate, what):
+        deadline = time.monotonic() + 10
+        while not predicate():
+            self.assertLess(time.monotonic(), deadline, what)
+            time.sleep(0.02)
+
+    def test_hold_until_release(self):
+        control("faults", {"hold_ms": 30000, "method": "PUT", "match": "/held"})
+        result = {}
+        writer = threading.Thread(target=lambda: result.update(reply=call("PUT", "/bkt/held", b"v2")))
+        writer.start()
+        self.wait_for(lambda: control("faults", method="GET")["waiting"] == 1, "the PUT never got held")
+        self.assertEqual(call("GET", "/bkt/held").status, 404)  # not applied while held; reads are not held
+        started = time.monotonic()
+        control("release")
+        writer.join(10)
+        self.assertLess(time.monotonic() - started, 10)
+        self.assertEqual(result["reply"].status, 200)
+        self.assertEqual(call("GET", "/bkt/held").body, b"v2")
+        self.assertEqual(control("faults", method="GET")["waiting"], 0)
+
+    def test_hold_response_until_release(self):
+        upload("bkt", "hr", b"v1")
+        control("faults", {"hold_response_ms": 30000, "match": "/hr", "times": 1})
+        result = {}
+        reader = threading.Thread(target=lambda: result.update(reply=call("GET", "/bkt/hr")))
+        reader.start()
+        self.wait_for(lambda: control("faults", method="GET")["waiting"] == 1, "the GET never got held")
+        # The read was answered when it arrived, so what it sends is the object as it was then.
+        upload("bkt", "hr", b"v2")
+        self.assertEqual(control("counters", method="GET")["log"][-2]["path"], "/bkt/hr")
+        self.assertEqual(call("GET", "/bkt/hr").body, b"v2")  # times: 1, so not held
+        control("release")
+        reader.join(10)
+        self.assertEqual((result["reply"].status, result["reply"].body), (200, b"v1"))
+
+    def test_stall_ends_on_release(self):
+        data = os.urandom(200000)
+        upload("bkt", "st", data)
+        control("faults", {"stall_ms": 30000, "stall_after_bytes": 1000, "match": "/st"})
+        result = {}
+        reader = threading.Thread(target=lambda: result.update(reply=call("GET", "/bkt/st")))
+        reader.start()
+        self.wait_for(lambda: control("faults", method="GET")["waiting"] == 1, "the body never stalled")
+        started = time.monotonic()
+        control("release")
+        reader.join(10)
+        self.assertLess(time.monotonic() - started, 10)
+        self.assertEqual(result["reply"].body, data)
+        # Clearing the plan releases too.
+        control("faults", {"hold_ms": 30000, "match": "/st"})
+        reader = threading.Thread(target=lambda: result.update(reply=call("GET", "/bkt/st")))
+        reader.start()
+        self.wait_for(lambda: control("faults", method="GET")["waiting"] == 1, "the GET never got held")
+        control("faults", method="DELETE")
+        reader.join(10)
+        self.assertEqual(result["reply"].body, data)
 
 
 class TlsTest(unittest.TestCase):

@@ -193,14 +193,17 @@ class Emulator:
 class Larder:
     """larder as a subprocess with a plain and a TLS listener."""
 
-    def __init__(self, workdir, upstream, tls, config=None, args=()):
+    def __init__(self, workdir, upstream, tls, config=None, args=(), wrapper=(), plain_listener=None):
+        """wrapper: a command prefix larder is run under, e.g. ["nsenter", "-t", PID, "-m"] to run
+        it in another mount namespace; it must exec larder, so that proc is larder itself.
+        plain_listener: more settings for the plain listener, e.g. {"h2c": True}."""
         self.workdir = workdir
         self.port = free_port()
         self.tls_port = free_port()
         self.tls = tls
         cfg = {
             "listeners": [
-                {"address": "127.0.0.1", "port": self.port},
+                dict({"address": "127.0.0.1", "port": self.port}, **(plain_listener or {})),
                 {"address": "127.0.0.1", "port": self.tls_port, "tls_cert": tls.cert, "tls_key": tls.key},
             ],
             "upstream": {"base_url": upstream, "connect_timeout_ms": 2000, "response_timeout_ms": 10000,
@@ -222,7 +225,7 @@ class Larder:
         self.log = open(self.log_path, "wb")
         # larder rejects unknown LARDER_* variables, and ctest sets some for us.
         env = {k: v for k, v in os.environ.items() if not k.startswith("LARDER_")}
-        self.proc = subprocess.Popen([larder_bin(), "--config", self.config_path] + list(args),
+        self.proc = subprocess.Popen(list(wrapper) + [larder_bin(), "--config", self.config_path] + list(args),
                                      stdout=self.log, stderr=subprocess.STDOUT, env=env)
         self.url = "http://127.0.0.1:%d" % self.port
         self.tls_url = "https://127.0.0.1:%d" % self.tls_port
@@ -332,6 +335,7 @@ class LarderTestCase(unittest.TestCase):
     """Starts one emulator and one larder for the whole class."""
 
     larder_config = None
+    plain_listener = None  # settings for the plain listener beyond address and port, e.g. {"h2c": True}
     emulator_tls = False
 
     @classmethod
@@ -340,7 +344,8 @@ class LarderTestCase(unittest.TestCase):
         cls.ca = TestCA(cls.workdir)
         cls.emulator = Emulator(cls.workdir, tls=cls.ca if cls.emulator_tls else None)
         try:
-            cls.larder = Larder(cls.workdir, cls.emulator.base_url, cls.ca, config=cls.larder_config)
+            cls.larder = Larder(cls.workdir, cls.emulator.base_url, cls.ca, config=cls.larder_config,
+                                plain_listener=cls.plain_listener)
         except Exception:
             cls.emulator.stop()
             raise

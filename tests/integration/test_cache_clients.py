@@ -43,6 +43,7 @@ def clean_env(prefixes):
 
 class CachedClientsTest(harness.ClientCalls, tc.CacheTestCase):
     larder_config = {"cache": {"enabled": True, "default_policy": "always"}}
+    plain_listener = {"h2c": True}  # cleartext HTTP/2 is off unless a listener turns it on
 
     @classmethod
     def setUpClass(cls):

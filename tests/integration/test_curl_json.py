@@ -37,6 +37,7 @@ AWKWARD_NAMES = [
 
 
 class JsonApiTest(harness.LarderTestCase):
+    plain_listener = {"h2c": True}  # cleartext HTTP/2 is off unless a listener turns it on
 
     def setUp(self):
         super().setUp()
