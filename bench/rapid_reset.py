@@ -33,7 +33,6 @@ Needs a built larder: LARDER_BIN (default build/larder). Exit status 0.
 """
 
 import argparse
-import contextlib
 import http.client
 import json
 import os
@@ -145,19 +144,6 @@ def latency_line(label, latencies, errors, seconds):
 # Setup
 # --------------------------------------------------------------------------
 
-@contextlib.contextmanager
-def fixed_ports(*ports):
-    """harness.Larder picks its two ports with harness.free_port(); hand it these instead, so that a
-    listener list given in the config (for --set-h2c) names the ports the harness waits on."""
-    it = iter(ports)
-    original = harness.free_port
-    harness.free_port = lambda: next(it)
-    try:
-        yield
-    finally:
-        harness.free_port = original
-
-
 def merge(base, extra):
     for key, value in extra.items():
         if isinstance(value, dict) and isinstance(base.get(key), dict):
@@ -171,13 +157,8 @@ def start_larder(opts, workdir, emulator, ca):
     config = {"cache": {"enabled": True, "default_policy": "immutable"}, "log": {"access_log": False},
               "worker_threads": opts.workers}
     merge(config, json.loads(opts.config) if opts.config else {})
-    if not opts.set_h2c:
-        return harness.Larder(workdir, emulator.base_url, ca, config=config)
-    plain, tls = harness.free_port(), harness.free_port()
-    config["listeners"] = [{"address": "127.0.0.1", "port": plain, "h2c": True},
-                           {"address": "127.0.0.1", "port": tls, "tls_cert": ca.cert, "tls_key": ca.key}]
-    with fixed_ports(plain, tls):
-        return harness.Larder(workdir, emulator.base_url, ca, config=config)
+    return harness.Larder(workdir, emulator.base_url, ca, config=config,
+                          plain_listener={"h2c": True} if opts.set_h2c else None)
 
 
 def warm(larder, path):
