@@ -731,6 +731,27 @@ static void plan(cache_read_t *r)
 
 /* --- what a fetch tells --- */
 
+/* Upstream confirmed the entry: the headers the 304 carries replace the stored ones (RFC 9111 4.3.4). */
+static void serve_revalidated(cache_read_t *r, exchange_t *x)
+{
+    bool changed = entry_update_from_304(r->cache, &r->key, r->creq.flavour, &r->meta, x);
+    exchange_free(x);
+    record_release(r->record);
+    r->record = record_cache_get(&r->worker->records, &r->key, r->meta.generation, r->meta.resource_json);
+    if (r->record == NULL || record_media_view(r->record, r->creq.flavour) == NULL) {
+        miss(r);
+    } else if (changed && r->meta.size > 0 && !r->creq.head) {
+        /* Another metageneration: headers the 304 left out may have changed too. One byte brings them. */
+        fetch_params_t params;
+        fetch_params_for(r, &params);
+        params.first = 0, params.last = 0, params.pinned_generation = r->meta.generation;
+        r->refreshing = true;
+        lead(r, &params, "REVALIDATED");
+    } else {
+        serve(r, "REVALIDATED");
+    }
+}
+
 /* The head of the fetch this read leads came, and there is nothing to fill: relay it, or serve the entry. */
 static void on_unfilled(fetch_subscriber_t *sub, fetch_t *fetch, exchange_t *x)
 {
@@ -754,22 +775,7 @@ static void on_unfilled(fetch_subscriber_t *sub, fetch_t *fetch, exchange_t *x)
         return;
     }
     if (st == FETCH_NOT_MODIFIED && r->have_meta) {
-        bool changed = entry_update_from_304(r->cache, &r->key, r->creq.flavour, &r->meta, x);
-        exchange_free(x);
-        record_release(r->record);
-        r->record = record_cache_get(&r->worker->records, &r->key, r->meta.generation, r->meta.resource_json);
-        if (r->record == NULL || record_media_view(r->record, r->creq.flavour) == NULL) {
-            miss(r);
-        } else if (changed && r->meta.size > 0 && !r->creq.head) {
-            /* Another metageneration: headers the 304 left out may have changed too. One byte brings them. */
-            fetch_params_t params;
-            fetch_params_for(r, &params);
-            params.first = 0, params.last = 0, params.pinned_generation = r->meta.generation;
-            r->refreshing = true;
-            lead(r, &params, "REVALIDATED");
-        } else {
-            serve(r, "REVALIDATED");
-        }
+        serve_revalidated(r, x);
         return;
     }
     if (r->by_metadata) { /* the JSON API said "changed" (or something else): read the object itself */

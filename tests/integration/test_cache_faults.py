@@ -342,7 +342,8 @@ class UpstreamFaultTest(FaultCase):
         self.assertLogAgrees()
 
     def test_reset_mid_ranged_fill(self):
-        """A ranged fill reset mid-way: the client's 206 is completed by a ranged retry."""
+        """A ranged fill reset mid-way: the client's 206 is completed by a ranged retry. Fails on the old
+        code: the 206 was cut (IncompleteRead) and the fill invalidated the object."""
         size = 5 * CHUNK + 10
         self.put_object("rr.bin", size=size, seed=12)
         path = self.media("rr.bin")
@@ -397,7 +398,8 @@ class UpstreamFaultTest(FaultCase):
 
     def test_stall_mid_fill_is_completed_by_range(self):
         """Upstream stalls longer than upstream.idle_timeout_ms once: larder gives up on that transfer
-        within the timeout and completes the response by a ranged retry."""
+        within the timeout and completes the response by a ranged retry. Fails on the old code: the
+        response was cut at the stall (IncompleteRead, 3 MiB short)."""
         size = 4 * MiB
         self.put_object("stall.bin", size=size, seed=14)
         path = self.media("stall.bin")
@@ -416,7 +418,8 @@ class UpstreamFaultTest(FaultCase):
 
     def test_reset_on_changed_object_keeps_nothing_torn(self):
         """Under "always", a revalidation answered 200 (new bytes) and then cut is completed with the new
-        generation's bytes, pinned to that generation, never the old ones."""
+        generation's bytes, pinned to that generation, never the old ones. Fails on the old code: the
+        response was cut (IncompleteRead, 2 MiB short)."""
         self.emulator.create_bucket(ALWAYS_BUCKET)
         size = 3 * MiB
         name = "chg-%s.bin" % self.bucket
@@ -442,7 +445,8 @@ class UpstreamFaultTest(FaultCase):
 
     def test_persistent_reset_is_cut_not_clean(self):
         """When upstream keeps breaking off, the response is cut after one retry: never a short body
-        that looks whole."""
+        that looks whole; and what committed stays. Fails on the old code: the failed fill invalidated
+        the object, so the next read was a whole-object MISS instead of a HIT fetching only the rest."""
         size = 8 * MiB
         self.put_object("always-reset.bin", size=size, seed=17)
         path = self.media("always-reset.bin")
