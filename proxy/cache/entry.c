@@ -202,11 +202,36 @@ static void replace_string(char **field, const char *value)
     *field = copy;
 }
 
+/* Whether the 304 carries a replayed header the view lacks or holds with another value. */
+static bool news_in_304(const record_view_t *view, const exchange_t *x)
+{
+    const h2o_headers_t *headers = exchange_headers(x);
+    for (size_t i = 0; i != headers->size; i++) {
+        const h2o_header_t *h = &headers->entries[i];
+        if (!cache_header_replayed(h->name))
+            continue;
+        bool same = false;
+        for (size_t j = 0; j < view->num_headers && !same; j++)
+            same = h2o_lcstris(view->headers[j].name.base, view->headers[j].name.len, h->name->base, h->name->len) &&
+                   h2o_memis(view->headers[j].value.base, view->headers[j].value.len, h->value.base, h->value.len);
+        if (!same)
+            return true;
+    }
+    return false;
+}
+
 bool entry_update_from_304(cache_t *cache, const store_key_t *key, cache_flavour_t flavour, store_meta_t *meta,
-                           const exchange_t *x)
+                           const record_view_t *view, const exchange_t *x, bool restart_window)
 {
     int64_t metageneration = header_int64(x, "x-goog-metageneration");
     bool changed = metageneration >= 0 && metageneration != meta->metageneration;
+    if (!changed && !news_in_304(view, x)) {
+        /* The common case, every hit under "always": no JSON work, and no write unless a ttl window restarts. */
+        meta->fill_time = worker_unix_ms();
+        if (restart_window)
+            store_meta_update(cache->store, key, meta);
+        return false;
+    }
     /* From the newest record of this generation: another view may have been filled since this entry was read. */
     char *latest = cache_record_latest(cache, key, meta->generation, meta->resource_json);
     char *record = record_after_304(latest, flavour, x);

@@ -23,14 +23,16 @@ typedef struct entry_source {
 const char *entry_from_media_head(cache_t *cache, const exchange_t *x, const entry_source_t *src, store_meta_t *meta,
                                   uint64_t *start);
 /*
- * A 304 for an entry: RFC 9111 4.3.4, the stored headers it carries are
- * replaced, and the fill time restarts. Updates meta (and its record text)
- * in place and queues the update to the store. Returns true when the 304
- * reports another metageneration: headers it does not carry may have
- * changed, and the caller refreshes them.
+ * A 304 for an entry (view is its parsed view for flavour): RFC 9111 4.3.4,
+ * the stored headers the 304 carries are replaced. When it says nothing new,
+ * nothing is written, but the fill time when restart_window (a ttl policy:
+ * the window starts again). Updates meta (and its record text) in place and
+ * queues what changed to the store. Returns true when the 304 reports
+ * another metageneration: headers it does not carry may have changed too,
+ * and the caller refreshes them.
  */
 bool entry_update_from_304(cache_t *cache, const store_key_t *key, cache_flavour_t flavour, store_meta_t *meta,
-                           const exchange_t *x);
+                           const record_view_t *view, const exchange_t *x, bool restart_window);
 /* Records a metadata GET's JSON resource (a new generation replaces what was cached). */
 void entry_record_resource(cache_t *cache, const store_key_t *key, const char *bucket, const char *name,
                            const char *caller, const h2o_headers_t *headers, json_t *resource);

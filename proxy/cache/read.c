@@ -526,12 +526,17 @@ static void serve(cache_read_t *r, const char *state)
 
 /* --- planning --- */
 
+static const cache_policy_t *policy_of(const cache_read_t *r)
+{
+    return conf_cache_policy_for(r->worker->conf, r->creq.bucket, strlen(r->creq.bucket), r->creq.name,
+                                 strlen(r->creq.name));
+}
+
 static bool is_fresh(const cache_read_t *r)
 {
     if (r->creq.generation >= 0) /* a read that names its generation reads bytes that can never change */
         return true;
-    const cache_policy_t *policy = conf_cache_policy_for(r->worker->conf, r->creq.bucket, strlen(r->creq.bucket),
-                                                         r->creq.name, strlen(r->creq.name));
+    const cache_policy_t *policy = policy_of(r);
     if (policy->kind == CACHE_POLICY_IMMUTABLE)
         return true;
     return policy->kind == CACHE_POLICY_TTL &&
@@ -734,7 +739,10 @@ static void plan(cache_read_t *r)
 /* Upstream confirmed the entry: the headers the 304 carries replace the stored ones (RFC 9111 4.3.4). */
 static void serve_revalidated(cache_read_t *r, exchange_t *x)
 {
-    bool changed = entry_update_from_304(r->cache, &r->key, r->creq.flavour, &r->meta, x);
+    const record_view_t *view = r->record != NULL ? record_media_view(r->record, r->creq.flavour) : NULL;
+    static const record_view_t none = {0};
+    bool changed = entry_update_from_304(r->cache, &r->key, r->creq.flavour, &r->meta, view != NULL ? view : &none, x,
+                                         policy_of(r)->kind == CACHE_POLICY_TTL);
     exchange_free(x);
     record_release(r->record);
     r->record = record_cache_get(&r->worker->records, &r->key, r->meta.generation, r->meta.resource_json);

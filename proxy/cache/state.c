@@ -138,7 +138,7 @@ int cache_meta_copy(store_meta_t *dst, const store_meta_t *src)
 
 /* --- records --- */
 
-static bool is_replayed_header(const h2o_iovec_t *name)
+bool cache_header_replayed(const h2o_iovec_t *name)
 {
     /* Framing, per-response identifiers and time-relative headers are made fresh on every hit. */
     static const char *const skipped[] = {"content-length", "content-range", "date", "age", "expires", "set-cookie",
@@ -158,7 +158,7 @@ json_t *cache_capture_headers(const h2o_headers_t *headers)
         return NULL;
     for (size_t i = 0; i != headers->size; i++) {
         const h2o_header_t *h = &headers->entries[i];
-        if (!is_replayed_header(h->name))
+        if (!cache_header_replayed(h->name))
             continue;
         json_t *pair = json_pack("[s#s#]", h->name->base, (int)h->name->len, h->value.base, (int)h->value.len);
         if (pair == NULL || json_array_append_new(list, pair) != 0) {

@@ -98,6 +98,8 @@ bool cache_may_store(cache_t *cache);
 
 /* Headers of an upstream media response worth replaying on a hit, as a JSON array of [name, value]. */
 json_t *cache_capture_headers(const h2o_headers_t *headers);
+/* Whether a response header is kept in the record and replayed on hits (not framing, dates or per-response ids). */
+bool cache_header_replayed(const h2o_iovec_t *name);
 /*
  * Merges into a record (which may be NULL) one API's media view (its ETag,
  * NULL when upstream sent none, and headers), and/or the JSON resource with
