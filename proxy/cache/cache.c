@@ -51,7 +51,8 @@ int cache_open(cache_t **out, const conf_t *conf, buffers_t *buffers)
         .high_water = conf->store.high_water_percent / 100.0,
         .low_water = conf->store.low_water_percent / 100.0,
         .commit_interval_ms = 20,
-        .max_queue_bytes = 256u * 1024 * 1024,
+        /* Chunks queued to the writer are copies of what fills hold: part of the same memory bound. */
+        .max_queue_bytes = (size_t)(conf->max_buffer_memory / 4),
         .log = store_log,
     };
     if (store_open(&cache->store, &config) != STORE_OK) {

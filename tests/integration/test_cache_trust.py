@@ -724,6 +724,52 @@ class DiskFullTest(TrustCase):
         self.assertEqual(self.larder.request("GET", "/_larder/healthz")[0], 200)
         self.assertLogAgrees()
 
+    def rss_kib(self, larder):
+        with open("/proc/%d/status" % larder.proc.pid) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        return 0
+
+    def test_buffer_memory_is_bounded_on_a_full_disk(self):
+        """max_buffer_memory bounds what fills hold for their readers. With nothing committable, a fill's
+        chunks stay in memory until its readers have read them; four fills of 48 MiB objects whose
+        readers stop after 1 MiB would hold 192 MiB. With max_buffer_memory 16MiB the fills pause
+        instead, larder's RSS grows by no more than the bound plus slack, and every reader still gets
+        every byte once it reads on. (RSS is not judged under the sanitizers, whose quarantine keeps
+        freed memory.) With the bound lifted (max_buffer_memory 4GiB) the RSS assertion fails: the
+        bound, not luck, is what holds memory down."""
+        tmpfs = self.make_tmpfs("membound")
+        first = self.start_larder(tmpfs, "membound-create")
+        first.stop()
+        tmpfs.fill_up()
+        workdir = os.path.join(self.workdir, "membound")
+        os.makedirs(workdir, exist_ok=True)
+        config = {"cache": {"enabled": True, "default_policy": "immutable"},
+                  "store": {"path": tmpfs.path, "budget": "200MiB"}, "max_buffer_memory": "16MiB"}
+        self.use_larder(harness.Larder(workdir, self.emulator.base_url, self.ca, config=config, wrapper=tmpfs.enter))
+        objects = self.objects(4, 48 * MiB, 81)
+        baseline = self.rss_kib(self.larder)
+        readers = [self.reader(self.media(name), first=MiB) for name, _ in objects]
+        for r in readers:
+            self.assertTrue(r.started.wait(60), "a reader got no first MiB")
+        # Let the fills run as far as they may: they either paused for memory or hold everything.
+        peak, deadline = 0, time.monotonic() + 3
+        while time.monotonic() < deadline:
+            peak = max(peak, self.rss_kib(self.larder))
+            time.sleep(0.05)
+        for r in readers:
+            r.go()
+        for r, (name, expected) in zip(readers, objects):
+            r.finish(self)
+            self.record_reader(r)
+            self.assertEqual((r.status, r.error, r.digest), (200, None, expected), name)
+        growth_mib = (peak - baseline) / 1024
+        print("\nRSS %d MiB before, %d MiB at the peak with 4 stalled readers of 48 MiB fills"
+              % (baseline // 1024, peak // 1024), flush=True)
+        if os.environ.get("LARDER_SANITIZE") != "ON":
+            self.assertLess(growth_mib, 16 + 4 * 0.5 + 24, "fills held %.0f MiB beyond the bound" % growth_mib)
+        self.assertLogAgrees()
 
 # ==========================================================================
 # Item 5: batch writes invalidate, part by part
