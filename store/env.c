@@ -63,6 +63,8 @@ static bool is_damage(int rc)
 static int fail(int rc, char *why, size_t why_len, const char *what)
 {
     snprintf(why, why_len, "%s: %s", what, mdb_strerror(rc));
+    if (rc == ENOSPC || rc == EDQUOT)
+        return STORE_NO_SPACE;
     return is_damage(rc) ? STORE_CORRUPT : STORE_ERROR;
 }
 

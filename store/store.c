@@ -178,6 +178,28 @@ static int dir_prepare(store_t *s)
     return STORE_OK;
 }
 
+/* More than LMDB's lock file needs for ENV_MAX_READERS reader slots (about 33 KB). */
+#define LOCK_FILE_BYTES ((off_t)64 * 1024)
+
+/*
+ * LMDB maps its lock file and writes into the mapping: on a full disk, pages
+ * of it that were never allocated make the first write a SIGBUS. Allocating
+ * them first turns that into an error the caller can act on.
+ */
+static int reserve_lock_file(store_t *s)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/lock.mdb", s->path);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    int err = fd < 0 ? errno : posix_fallocate(fd, 0, LOCK_FILE_BYTES);
+    if (fd >= 0)
+        close(fd);
+    if (err == 0 || err == EOPNOTSUPP || err == EINVAL)
+        return STORE_OK; /* a file system without fallocate: nothing to reserve with */
+    store_log_msg(s, STORE_LOG_ERROR, "store %s: cannot allocate its lock file: %s", s->path, strerror(err));
+    return err == ENOSPC || err == EDQUOT ? STORE_NO_SPACE : STORE_ERROR;
+}
+
 static void dir_release(store_t *s)
 {
     if (s->dir_fd >= 0)
@@ -233,10 +255,12 @@ static int rebuild(store_t *s, const char *why)
     dir_release(s);
     if (rc == STORE_OK)
         rc = dir_prepare(s);
+    if (rc == STORE_OK)
+        rc = reserve_lock_file(s);
     if (rc == STORE_OK && (rc = open_checked(s, why_again, sizeof(why_again))) != STORE_OK)
         store_log_msg(s, STORE_LOG_ERROR, "store %s: the new, empty store does not open either: %s", s->path,
                       why_again);
-    return rc == STORE_OK ? STORE_OK : STORE_ERROR;
+    return rc == STORE_OK || rc == STORE_NO_SPACE ? rc : STORE_ERROR;
 }
 
 static void store_free(store_t *s)
@@ -274,16 +298,18 @@ int store_open(store_t **store, const store_config_t *config)
     if (rc == STORE_OK)
         rc = dir_prepare(s);
     if (rc == STORE_OK)
+        rc = reserve_lock_file(s);
+    if (rc == STORE_OK)
         rc = open_checked(s, why, sizeof(why));
     if (rc == STORE_CORRUPT)
         rc = rebuild(s, why);
-    else if (rc == STORE_ERROR && why[0] != '\0')
+    else if ((rc == STORE_ERROR || rc == STORE_NO_SPACE) && why[0] != '\0')
         store_log_msg(s, STORE_LOG_ERROR, "store %s: cannot open: %s", s->path, why);
     if (rc == STORE_OK && (rc = writer_start(s)) != STORE_OK)
         store_log_msg(s, STORE_LOG_ERROR, "store %s: cannot start the writer thread", s->path);
     if (rc != STORE_OK) {
         store_free(s);
-        return STORE_ERROR;
+        return rc == STORE_NO_SPACE ? STORE_NO_SPACE : STORE_ERROR;
     }
     *store = s;
     return STORE_OK;

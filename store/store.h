@@ -35,7 +35,8 @@ enum {
     STORE_NOT_FOUND = -1, /* no such object, version or chunk */
     STORE_CORRUPT = -2,   /* checksum mismatch: treated as absent and scheduled for removal */
     STORE_BUSY = -3,      /* write queue full: the caller serves without caching */
-    STORE_ERROR = -4      /* anything else; see the log */
+    STORE_ERROR = -4,     /* anything else; see the log */
+    STORE_NO_SPACE = -5   /* store_open: the disk has no room even to open the store */
 };
 
 /* The size of an object whose length is not known yet (a body without Content-Length): see store_fill_set_size. */
@@ -114,7 +115,8 @@ typedef struct store_meta {
 /*
  * Opens (or creates) the store. A store that does not open or verify cleanly
  * is moved aside (renamed with a timestamp) and rebuilt empty, with one log
- * line; only an unusable directory makes this fail.
+ * line; only an unusable directory makes this fail: STORE_NO_SPACE when the
+ * disk has no room for the store's files, STORE_ERROR otherwise.
  */
 int store_open(store_t **store, const store_config_t *config);
 /* Commits everything queued, stops the writer, closes LMDB. */

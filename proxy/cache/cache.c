@@ -55,7 +55,15 @@ int cache_open(cache_t **out, const conf_t *conf, buffers_t *buffers)
         .max_queue_bytes = (size_t)(conf->max_buffer_memory / 4),
         .log = store_log,
     };
-    if (store_open(&cache->store, &config) != STORE_OK) {
+    int rc = store_open(&cache->store, &config);
+    if (rc == STORE_NO_SPACE) {
+        /* A full disk is a fault to ride out, not a reason to refuse service. */
+        log_msg(LOG_LEVEL_ERROR, "cache", "no space to open the store at %s: caching is off until larder restarts; "
+                "serving as a pass-through proxy", conf->store.path);
+        cache_close(cache);
+        return 0;
+    }
+    if (rc != STORE_OK) {
         log_msg(LOG_LEVEL_ERROR, "cache", "cannot open the store at %s", conf->store.path);
         cache_close(cache);
         return -1;

@@ -724,6 +724,27 @@ class DiskFullTest(TrustCase):
         self.assertEqual(self.larder.request("GET", "/_larder/healthz")[0], 200)
         self.assertLogAgrees()
 
+    def test_disk_full_before_the_store_exists(self):
+        """A disk with no room at all, and no store on it yet: larder starts anyway, says once that it
+        cannot open the store, and serves as a pass-through proxy (every read whole and correct,
+        X-Cache PASS, /_larder/stats says caching is off).
+
+        Fails on the old code: LMDB's first write into the mapping of its new lock file found no page
+        behind it, and larder died of SIGBUS while starting ("larder exited with -7")."""
+        tmpfs = self.make_tmpfs("nostore")
+        self.assertLess(tmpfs.fill_up(), 64 * 1024, "the tmpfs is not full")
+        self.use_larder(self.start_larder(tmpfs, "nostore"))
+        for name, expected in self.objects(2, 2 * MiB, 91):
+            for attempt in range(2):
+                for path in (self.media(name), self.xml(name)):
+                    r, digest = self.read_sha(path)
+                    what = "%s read %d" % (path, attempt + 1)
+                    self.assertEqual((r.status, r.error, digest, r.x_cache), (200, None, expected, "PASS"), what)
+        lines = [line for line in self.larder.read_log().splitlines() if "no space to open the store" in line]
+        self.assertEqual(len(lines), 1, self.larder.read_log()[-3000:])
+        self.assertFalse(self.stats()["cache_enabled"])
+        self.assertLogAgrees()
+
     def rss_kib(self, larder):
         with open("/proc/%d/status" % larder.proc.pid) as f:
             for line in f:
