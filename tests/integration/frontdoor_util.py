@@ -21,7 +21,6 @@ import ssl
 import struct
 import sys
 import time
-import unittest
 
 # --------------------------------------------------------------------------
 # HPACK (RFC 7541)
@@ -754,15 +753,3 @@ def parse_chunked(raw):
         body += raw[pos:pos + size]
         pos += size + 2
 
-
-def main():
-    """harness.main() for a file with tests that may skip: every test runs; any failure exits 1; otherwise a
-    skipped test (a tool it needs is missing) makes the file print SKIP with the reasons and exit 77
-    through harness.skip, never a pass."""
-    import harness
-    result = unittest.main(verbosity=2, exit=False).result
-    if not result.wasSuccessful():
-        sys.exit(1)
-    if result.skipped:
-        harness.skip("; ".join(reason for _, reason in result.skipped))
-    sys.exit(0)

@@ -361,7 +361,7 @@ class LarderTestCase(unittest.TestCase):
 
     def setUp(self):
         self.emulator.reset()
-        self.bucket = "bkt-" + self._testMethodName.replace("_", "-")[:40].strip("-")
+        self.bucket = test_bucket(self)
         self.emulator.create_bucket(self.bucket)
 
     def assertGcsJsonError(self, status, body, expected_status):
@@ -385,5 +385,17 @@ def quote_object(name):
 
 
 def main():
-    """unittest.main, but a failed stop() in tearDownClass fails the run too."""
-    unittest.main(verbosity=2)
+    """unittest.main for a test file: every test runs; a failure (a failed stop() in tearDownClass too)
+    exits 1; otherwise a test that skipped (a tool it needs is missing) makes the file print SKIP with
+    the reasons and exit 77, which CMake reports as skipped, never as a pass."""
+    result = unittest.main(verbosity=2, exit=False).result
+    if not result.wasSuccessful():
+        sys.exit(1)
+    if result.skipped:
+        skip("; ".join(reason for _, reason in result.skipped))
+    sys.exit(0)
+
+
+def test_bucket(testcase):
+    """The bucket a test works in, named after it (bucket names are 3-63 lower-case characters)."""
+    return "bkt-" + testcase._testMethodName.replace("_", "-")[:40].strip("-")

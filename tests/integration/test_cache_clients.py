@@ -19,7 +19,6 @@ import os
 import shutil
 import sys
 import tempfile
-import unittest
 import zlib
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -193,14 +192,5 @@ class CachedClientsTest(harness.ClientCalls, tc.CacheTestCase):
                     self.assertTrue(versions and all(v.startswith("2") for v in versions), (label, versions))
 
 
-def main():
-    result = unittest.main(verbosity=2, exit=False).result
-    if not result.wasSuccessful():
-        sys.exit(1)
-    if result.skipped:
-        harness.skip("; ".join(reason for _, reason in result.skipped))
-    sys.exit(0)
-
-
 if __name__ == "__main__":
-    main()
+    harness.main()

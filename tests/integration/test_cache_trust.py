@@ -1284,14 +1284,5 @@ class AfterFillTest(TrustCase):
         self.assertLogAgrees()
 
 
-def main():
-    result = unittest.main(verbosity=2, exit=False).result
-    if not result.wasSuccessful():
-        sys.exit(1)
-    if result.skipped:
-        harness.skip("; ".join(reason for _, reason in result.skipped))
-    sys.exit(0)
-
-
 if __name__ == "__main__":
-    main()
+    harness.main()

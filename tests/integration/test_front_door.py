@@ -157,7 +157,7 @@ class OwnLarderCase(unittest.TestCase):
 
     def setUp(self):
         self.emulator.reset()
-        self.bucket = "bkt-" + self._testMethodName.replace("_", "-")[:40].strip("-")
+        self.bucket = harness.test_bucket(self)
         self.emulator.create_bucket(self.bucket)
         self.larders = []
         self.socks = []
@@ -787,4 +787,4 @@ class AccessLogAlwaysTest(tc.CacheTestCase):
 
 
 if __name__ == "__main__":
-    fu.main()
+    harness.main()
