@@ -146,6 +146,27 @@ static int load_meta(apply_ctx_t *a, const store_key_t *key, size_t *len, meta_f
     return MDB_SUCCESS;
 }
 
+/*
+ * The record an op on key acts on. *live is false, with MDB_SUCCESS, when
+ * there is nothing to act on: no record (evicted or invalidated since the op
+ * was queued) or a damaged one, which is deleted, the only thing left to do.
+ */
+static int load_live_meta(apply_ctx_t *a, const store_key_t *key, size_t *len, meta_fixed_t *f, bool *live)
+{
+    bool sound;
+    int rc = load_meta(a, key, len, f, &sound);
+
+    *live = false;
+    if (rc == MDB_NOTFOUND)
+        return MDB_SUCCESS;
+    if (rc != MDB_SUCCESS)
+        return rc;
+    if (!sound)
+        return apply_delete_object(a, key);
+    *live = true;
+    return MDB_SUCCESS;
+}
+
 /* Re-seals the scratch record with f and stores it. */
 static int store_meta(apply_ctx_t *a, const store_key_t *key, size_t len, const meta_fixed_t *f)
 {
@@ -274,7 +295,7 @@ static int chunk_put(apply_ctx_t *a, op_t *op)
     meta_fixed_t f;
     chunk_key_t ck;
     size_t len;
-    bool sound;
+    bool live;
     const char *misfit;
     MDB_val k = {CHUNK_KEY_SIZE, ck.bytes}, v;
     int rc;
@@ -285,13 +306,8 @@ static int chunk_put(apply_ctx_t *a, op_t *op)
         op->outcome = STORE_CHUNK_NO_SPACE;
         return MDB_SUCCESS;
     }
-    rc = load_meta(a, &op->key, &len, &f, &sound);
-    if (rc == MDB_NOTFOUND)
-        return MDB_SUCCESS; /* evicted or invalidated since it was queued */
-    if (rc != MDB_SUCCESS)
+    if ((rc = load_live_meta(a, &op->key, &len, &f, &live)) != MDB_SUCCESS || !live)
         return rc;
-    if (!sound)
-        return apply_delete_object(a, &op->key);
     if ((misfit = chunk_misfit(op, &f)) != NULL) {
         /* A generation replaced while its fill ran is an ordinary race; anything else is the caller's bug. */
         if (f.generation == op->generation)
@@ -352,16 +368,12 @@ static int drop_chunk(apply_ctx_t *a, const op_t *op)
     meta_fixed_t f;
     chunk_key_t ck;
     size_t len;
-    bool sound;
+    bool live;
     MDB_val k = {CHUNK_KEY_SIZE, ck.bytes}, v;
-    int rc = load_meta(a, &op->key, &len, &f, &sound);
+    int rc = load_live_meta(a, &op->key, &len, &f, &live);
 
-    if (rc == MDB_NOTFOUND)
-        return MDB_SUCCESS;
-    if (rc != MDB_SUCCESS)
+    if (rc != MDB_SUCCESS || !live)
         return rc;
-    if (!sound)
-        return apply_delete_object(a, &op->key);
     if (chunk_misfit(op, &f) != NULL)
         return MDB_SUCCESS;
     chunk_key_make(&ck, &op->key, op->generation, op->index);
@@ -401,15 +413,11 @@ static int meta_update(apply_ctx_t *a, const op_t *op)
 {
     meta_fixed_t old, f;
     size_t old_len;
-    bool sound;
-    int rc = load_meta(a, &op->key, &old_len, &old, &sound);
+    bool live;
+    int rc = load_live_meta(a, &op->key, &old_len, &old, &live);
 
-    if (rc == MDB_NOTFOUND)
-        return MDB_SUCCESS;
-    if (rc != MDB_SUCCESS)
+    if (rc != MDB_SUCCESS || !live)
         return rc;
-    if (!sound)
-        return apply_delete_object(a, &op->key);
     if ((rc = reserve_scratch(a, op->len)) != MDB_SUCCESS)
         return rc;
     memcpy(a->scratch, op->data, op->len);
@@ -474,15 +482,11 @@ static int set_size(apply_ctx_t *a, const op_t *op)
 {
     meta_fixed_t f;
     size_t len;
-    bool sound;
-    int rc = load_meta(a, &op->key, &len, &f, &sound);
+    bool live;
+    int rc = load_live_meta(a, &op->key, &len, &f, &live);
 
-    if (rc == MDB_NOTFOUND)
-        return MDB_SUCCESS;
-    if (rc != MDB_SUCCESS)
+    if (rc != MDB_SUCCESS || !live)
         return rc;
-    if (!sound)
-        return apply_delete_object(a, &op->key);
     if (f.generation != op->generation || f.size != STORE_SIZE_UNKNOWN)
         return MDB_SUCCESS;
     if (op->size > a->store->max_object_bytes)

@@ -11,18 +11,6 @@
 
 #define OBJ (STORE_CHUNK_SIZE) /* one full chunk: about 1 MiB charged */
 
-static bool cached(store_t *s, const char *name)
-{
-    store_meta_t m;
-    store_key_t key;
-    int rc;
-
-    test_key(&key, name);
-    rc = store_meta_get(s, &key, &m);
-    store_meta_free(&m);
-    return rc == STORE_OK;
-}
-
 static test_log_t evict_log;
 
 static store_t *open_store(const test_dir_t *d, uint64_t budget)
@@ -71,13 +59,13 @@ static void test_lru_order(void)
     store_stats_get(s, &st);
     CHECK(st.evicted_objects > 0);
     CHECK(st.used_bytes <= (uint64_t)(0.95 * (double)budget));
-    CHECK(cached(s, "obj/0") && cached(s, "obj/1"));
-    CHECK(!cached(s, "obj/2") && !cached(s, "obj/3"));
-    CHECK(cached(s, "obj/15") && cached(s, "obj/14"));
+    CHECK(test_cached(s, "obj/0") && test_cached(s, "obj/1"));
+    CHECK(!test_cached(s, "obj/2") && !test_cached(s, "obj/3"));
+    CHECK(test_cached(s, "obj/15") && test_cached(s, "obj/14"));
     /* Whatever survived is a suffix of the fill order, plus the two touched. */
     for (i = 2; i < 16; i++) {
         snprintf(name, sizeof(name), "obj/%d", i);
-        if (cached(s, name))
+        if (test_cached(s, name))
             survivors++;
         else
             CHECK(survivors == 0);
@@ -94,11 +82,11 @@ static void test_lru_order(void)
     store_close(s);
     s = open_store(&d, budget);
     snprintf(name, sizeof(name), "obj/%d", 17 - survivors);
-    for (i = 16; i < 40 && cached(s, name); i++)
+    for (i = 16; i < 40 && test_cached(s, name); i++)
         fill_objects(s, i, i + 1, OBJ, buf);
-    CHECK(!cached(s, name));
+    CHECK(!test_cached(s, name));
     snprintf(name, sizeof(name), "obj/%d", 16 - survivors);
-    CHECK(cached(s, name));
+    CHECK(test_cached(s, name));
     store_close(s);
     test_dir_remove(&d);
     free(buf);
@@ -124,7 +112,7 @@ static void test_size_aware(void)
     store_stats_get(s, &st);
     /* The big one, least recently used, goes alone, and usage ends at or below the low-water mark. */
     CHECK(st.evicted_objects == 1);
-    CHECK(!cached(s, "big") && cached(s, "obj/0"));
+    CHECK(!test_cached(s, "big") && test_cached(s, "obj/0"));
     CHECK(st.used_bytes <= (uint64_t)(0.85 * (double)budget));
     CHECK(st.evicted_bytes >= big);
     store_close(s);
@@ -140,7 +128,7 @@ static void test_size_aware(void)
         while (st.used_bytes > 6 * TEST_MiB && test_seconds() - t0 < 5);
     }
     CHECK(st.used_bytes <= (uint64_t)(0.95 * 6 * (double)TEST_MiB));
-    CHECK(cached(s, "obj/11") && !cached(s, "obj/0"));
+    CHECK(test_cached(s, "obj/11") && !test_cached(s, "obj/0"));
     store_close(s);
     test_dir_remove(&d);
     free(buf);
@@ -268,11 +256,11 @@ static void test_map_full(void)
     CHECK(evict_log.lines[1] > warnings); /* "out of space (MDB_MAP_FULL...): chunks are not being cached" */
     CHECK(st.used_bytes <= budget);
     /* An invalidation that cannot commit now is not forgotten: hidden at once, and for as long as it fails. */
-    CHECK(cached(s, "obj/3"));
+    CHECK(test_cached(s, "obj/3"));
     CHECK(store_invalidate(s, &key) == STORE_OK);
-    CHECK(!cached(s, "obj/3"));
+    CHECK(!test_cached(s, "obj/3"));
     CHECK(store_sync(s) == STORE_ERROR);
-    CHECK(!cached(s, "obj/3") && !store_chunk_present(s, &key, 1, 0));
+    CHECK(!test_cached(s, "obj/3") && !store_chunk_present(s, &key, 1, 0));
 
     close(release);
     CHECK(waitpid(child, &status, 0) == child && WIFEXITED(status) && WEXITSTATUS(status) == 0);
@@ -284,7 +272,7 @@ static void test_map_full(void)
     fill_objects(s, 200, 201, OBJ, buf);
     store_close(s);
     s = open_store(&d, budget);
-    CHECK(!cached(s, "obj/3"));
+    CHECK(!test_cached(s, "obj/3"));
     /* And space is reused, fills succeed again. */
     fill_objects(s, 201, 230, OBJ, buf);
     CHECK(test_check_chunk(s, "obj/229", 1, OBJ, 0, buf, want) == STORE_OK);

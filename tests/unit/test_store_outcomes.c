@@ -282,18 +282,6 @@ static int fill_begin(store_t *s, const char *name, int64_t gen, uint64_t size)
     return store_fill_begin(s, &key, &m);
 }
 
-static bool cached(store_t *s, const char *name)
-{
-    store_meta_t m;
-    store_key_t key;
-    int rc;
-
-    test_key(&key, name);
-    rc = store_meta_get(s, &key, &m);
-    store_meta_free(&m);
-    return rc == STORE_OK;
-}
-
 /* ---- outcomes ---- */
 
 /*
@@ -481,7 +469,7 @@ static void test_disk_full(const test_dir_t *d)
         r = put(s, name, 1, OBJ, 0, OBJ, buf);
         CHECK(store_sync(s) == STORE_OK); /* the batch committed, without its chunk */
         CHECK(r != NULL && outcome_of(r) == STORE_CHUNK_NO_SPACE);
-        CHECK(cached(s, name));
+        CHECK(test_cached(s, name));
     }
     CHECK(all_told_once());
     CHECK(readers_agree(s, buf, want));
@@ -544,7 +532,7 @@ static void test_io_error(const test_dir_t *d)
     r = put(s, "eio/next", 1, OBJ, 0, OBJ, buf);
     CHECK(store_sync(s) == STORE_OK);
     CHECK(r != NULL && outcome_of(r) == STORE_CHUNK_DURABLE);
-    CHECK(cached(s, "eio/0") && cached(s, "eio/5"));
+    CHECK(test_cached(s, "eio/0") && test_cached(s, "eio/5"));
     CHECK(readers_agree(s, buf, want));
 
     /* Queued at close, and the last commit fails. */
@@ -558,7 +546,7 @@ static void test_io_error(const test_dir_t *d)
     CHECK(outcome_of(&puts_log.rec[puts_log.n - 1]) == STORE_CHUNK_FAILED);
     CHECK(outcome_of(&puts_log.rec[puts_log.n - 2]) == STORE_CHUNK_FAILED);
     s = open_store(d, 64 * TEST_MiB, NEVER_MS);
-    CHECK(!cached(s, "eio/close"));
+    CHECK(!test_cached(s, "eio/close"));
     CHECK(readers_agree(s, buf, want));
     store_close(s);
     log_reset(); /* the errors above were the point */
@@ -613,18 +601,18 @@ static void test_pins(const test_dir_t *d)
     flood(s, 0, 30, buf); /* about twice the budget */
     store_stats_get(s, &st);
     CHECK(st.evicted_objects > 10);
-    CHECK(cached(s, "oldest") && cached(s, "early"));
+    CHECK(test_cached(s, "oldest") && test_cached(s, "early"));
     CHECK(test_check_chunk(s, "oldest", 1, OBJ, 0, buf, want) == STORE_OK);
     CHECK(test_check_chunk(s, "early", 1, OBJ, 0, buf, want) == STORE_OK);
-    CHECK(!cached(s, "pin/0"));
+    CHECK(!test_cached(s, "pin/0"));
     store_unpin(s, &oldest); /* one pin left */
     store_unpin(s, &early);
     flood(s, 30, 50, buf);
-    CHECK(cached(s, "oldest") && !cached(s, "early"));
+    CHECK(test_cached(s, "oldest") && !test_cached(s, "early"));
     store_unpin(s, &oldest);
     store_unpin(s, &oldest); /* one too many: harmless */
     flood(s, 50, 70, buf);
-    CHECK(!cached(s, "oldest"));
+    CHECK(!test_cached(s, "oldest"));
 
     /* Everything pinned: over the high-water mark, nothing evicted; unpinned, back under. */
     for (int i = 60; i < 80; i++) { /* ten cached, ten not yet */
@@ -637,7 +625,7 @@ static void test_pins(const test_dir_t *d)
     CHECK(st.used_bytes > (uint64_t)(0.95 * (double)budget));
     for (int i = 60; i < 80; i++) {
         snprintf(name, sizeof(name), "pin/%d", i);
-        CHECK(cached(s, name));
+        CHECK(test_cached(s, name));
         test_key(&key, name);
         store_unpin(s, &key);
     }
@@ -816,7 +804,7 @@ static void test_unknown_too_large(const test_dir_t *d)
     CHECK(all_told_once());
     for (int i = 0; i < 4; i++)
         CHECK(outcome_of(r[i]) == STORE_CHUNK_DROPPED);
-    CHECK(!cached(s, "u/big") && !cached(s, "u/grows"));
+    CHECK(!test_cached(s, "u/big") && !test_cached(s, "u/grows"));
     CHECK(readers_agree(s, buf, want));
     store_stats_get(s, &st);
     CHECK(st.objects == 0 && st.chunks == 0 && st.used_bytes == 0);

@@ -174,6 +174,19 @@ static inline void test_key(store_key_t *key, const char *name)
     store_key_make(key, "bucket", 6, name, strlen(name));
 }
 
+/* Whether the store has a record of name (committed, and not invalidated since). */
+static inline bool test_cached(store_t *s, const char *name)
+{
+    store_meta_t m;
+    store_key_t key;
+    int rc;
+
+    test_key(&key, name);
+    rc = store_meta_get(s, &key, &m);
+    store_meta_free(&m);
+    return rc == STORE_OK;
+}
+
 /* Metadata for bucket/name at generation gen; the strings point at static text (fill_begin copies). */
 static inline store_meta_t test_meta(const char *name, int64_t gen, uint64_t size)
 {
