@@ -172,8 +172,11 @@ void conf_dispose(conf_t *conf)
     conf_listeners_clear(conf);
     conf_cache_rules_clear(conf);
     for (size_t i = 0; i < conf_num_settings; i++) {
-        if (conf_setting_is_string(&conf_settings[i]))
-            free(*(char **)conf_field(conf, &conf_settings[i]));
+        const setting_t *s = &conf_settings[i];
+        if (conf_setting_is_string(s))
+            free(*(char **)conf_field(conf, s));
+        else if (s->kind == SETTING_STRING_LIST)
+            conf_string_list_clear(conf, s);
     }
     *conf = (conf_t){0};
 }

@@ -99,6 +99,18 @@ typedef struct conf {
     } cache;
 
     struct {
+        bool enabled;                 /* false: the old exact-credential rule, with a warning at start-up */
+        char *tokeninfo_url;          /* queried as URL?access_token=TOKEN */
+        char *token_file;             /* NULL: none */
+        unsigned grant_ttl;           /* seconds an upstream-confirmed read grant is remembered */
+        char **admins;                /* identities allowed on the admin endpoints */
+        size_t num_admins;
+        unsigned token_cache_ttl;     /* seconds at most a valid tokeninfo answer is kept */
+        unsigned token_cache_entries; /* bound on remembered token validations */
+        unsigned tokeninfo_timeout_ms;
+    } auth;
+
+    struct {
         log_level_t level;
         log_format_t format;
         bool access_log;

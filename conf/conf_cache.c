@@ -31,32 +31,15 @@ typedef struct rule_list {
     size_t num;
 } rule_list_t;
 
-/* "ttl:" followed by digits and perhaps one unit; the total in seconds must be 1..CONF_TTL_MAX. */
+/* What follows "ttl:": a duration as conf_parse_seconds() reads it, 1 to CONF_TTL_MAX seconds. */
 static bool parse_ttl(const char *s, unsigned *out)
 {
-    static const struct {
-        char unit;
-        unsigned factor;
-    } units[] = {{'\0', 1}, {'s', 1}, {'m', 60}, {'h', 3600}, {'d', 86400}};
-    size_t digits = strspn(s, "0123456789");
-    char number[24];
     uint64_t n;
 
-    if (digits == 0 || digits >= sizeof(number) || (s[digits] != '\0' && s[digits + 1] != '\0'))
+    if (!conf_parse_seconds(s, &n) || n == 0 || n > CONF_TTL_MAX)
         return false;
-    memcpy(number, s, digits);
-    number[digits] = '\0';
-    if (!conf_parse_uint(number, &n))
-        return false;
-    for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
-        if (s[digits] != units[i].unit)
-            continue;
-        if (n == 0 || n > CONF_TTL_MAX / units[i].factor)
-            return false;
-        *out = (unsigned)n * units[i].factor;
-        return true;
-    }
-    return false;
+    *out = (unsigned)n;
+    return true;
 }
 
 static bool parse_policy(const char *s, cache_policy_t *out)

@@ -5,7 +5,8 @@
  * A setting passes through three steps: a layer (defaults, file, environment,
  * flags) finds a value for a key, conf_value.c turns that value into a typed
  * one or a one-line error, and conf_settings.c / conf_listeners.c /
- * conf_cache.c store it in the conf_t, which owns every string it points to.
+ * conf_cache.c / conf_list.c store it in the conf_t, which owns every string
+ * it points to.
  */
 #ifndef LARDER_CONF_INTERNAL_H
 #define LARDER_CONF_INTERNAL_H
@@ -42,6 +43,8 @@ int conf_unknown(conf_err_t *err, const char *what, const char *name, const char
 int conf_read_uint(const char *key, const conf_value_t *value, uint64_t min, uint64_t max, uint64_t *out,
                    conf_err_t *err);
 int conf_read_size(const char *key, const conf_value_t *value, uint64_t min, uint64_t *out, conf_err_t *err);
+int conf_read_seconds(const char *key, const conf_value_t *value, uint64_t min, uint64_t max, uint64_t *out,
+                      conf_err_t *err);
 int conf_read_bool(const char *key, const conf_value_t *value, bool *out, conf_err_t *err);
 int conf_read_string(const char *key, const conf_value_t *value, bool nullable, const char **out, conf_err_t *err);
 int conf_replace_string(char **field, const char *s, size_t len, conf_err_t *err);
@@ -49,6 +52,7 @@ int conf_replace_string(char **field, const char *s, size_t len, conf_err_t *err
 /* conf_parse.c: pure checks and conversions of text, no errors reported. */
 bool conf_parse_uint(const char *s, uint64_t *out);
 bool conf_parse_size(const char *s, uint64_t *out);
+bool conf_parse_seconds(const char *s, uint64_t *out);
 bool conf_parse_bool(const char *s, bool *out);
 bool conf_url_valid(const char *s, size_t *keep_len);
 bool conf_hostname_valid(const char *s, size_t len);
@@ -65,11 +69,13 @@ typedef enum {
     SETTING_HOSTNAME,   /* char * */
     SETTING_UINT,       /* unsigned, within [min, max] */
     SETTING_SIZE,       /* uint64_t bytes, at least min */
+    SETTING_SECONDS,    /* unsigned seconds within [min, max], written "90", "90s", "5m", "2h" or "1d" */
     SETTING_BOOL,       /* bool */
     SETTING_LOG_LEVEL,  /* log_level_t */
     SETTING_LOG_FORMAT, /* log_format_t */
     SETTING_CACHE_POLICY, /* cache_policy_t */
-    SETTING_CACHE_RULES,  /* cache_rule_t *, counted by cache.num_rules: the one list in the table */
+    SETTING_CACHE_RULES,  /* cache_rule_t *, counted by cache.num_rules */
+    SETTING_STRING_LIST,  /* char **, counted by the size_t right after it (conf_settings.c asserts that) */
 } setting_kind_t;
 
 typedef struct setting {
@@ -130,6 +136,12 @@ void conf_cache_policy_format(const cache_policy_t *policy, char *buf, size_t si
 int conf_cache_rules_read(conf_t *conf, const char *key, const conf_value_t *value, conf_err_t *err);
 void conf_cache_rules_clear(conf_t *conf);
 json_t *conf_cache_rules_json(const conf_t *conf);
+
+/* conf_list.c: SETTING_STRING_LIST values, "a,b" in text and ["a", "b"] in the file. */
+#define CONF_LIST_SYNTAX "ENTRY[,ENTRY...]"
+int conf_string_list_read(conf_t *conf, const setting_t *s, const conf_value_t *value, conf_err_t *err);
+void conf_string_list_clear(conf_t *conf, const setting_t *s);
+json_t *conf_string_list_json(const conf_t *conf, const setting_t *s);
 
 /* conf_json.c: the file layer. */
 int conf_json_load(conf_t *conf, const char *path, conf_err_t *err);

@@ -1,6 +1,6 @@
 /*
  * conf_parse.c - checks and conversions of setting text: numbers, sizes,
- * booleans, URLs, host names and addresses.
+ * durations, booleans, URLs, host names and addresses.
  *
  * These only answer "is this valid, and what does it mean"; saying what was
  * wrong, and for which key, is the caller's job (conf_value.c).
@@ -37,10 +37,12 @@ bool conf_parse_uint(const char *s, uint64_t *out)
     return parse_digits(s, strlen(s), out);
 }
 
-static const struct size_unit {
+typedef struct unit {
     const char *name;
     uint64_t factor;
-} size_units[] = {
+} unit_t;
+
+static const unit_t size_units[] = {
     {"", 1},
     {"B", 1},
     {"KiB", 1ULL << 10},
@@ -53,6 +55,28 @@ static const struct size_unit {
     {"TB", 1000ULL * 1000 * 1000 * 1000},
 };
 
+/* Case matters here: "5M" could be read as months as easily as minutes. */
+static const unit_t time_units[] = {
+    {"", 1}, {"s", 1}, {"m", 60}, {"h", 3600}, {"d", 86400},
+};
+
+#define COUNT(a) (sizeof(a) / sizeof((a)[0]))
+
+/* n of the unit named name (as same() compares names) in *out; false for an unknown unit or an overflow. */
+static bool scale(uint64_t n, const char *name, const unit_t *units, size_t num_units,
+                  int (*same)(const char *, const char *), uint64_t *out)
+{
+    for (size_t i = 0; i < num_units; i++) {
+        if (same(name, units[i].name) != 0)
+            continue;
+        if (n > UINT64_MAX / units[i].factor)
+            return false;
+        *out = n * units[i].factor;
+        return true;
+    }
+    return false;
+}
+
 /* "512", "64KiB", "10 MiB", "1GB": an integer count of bytes or of a unit. */
 bool conf_parse_size(const char *s, uint64_t *out)
 {
@@ -64,15 +88,16 @@ bool conf_parse_size(const char *s, uint64_t *out)
     const char *unit = s + digits;
     if (*unit == ' ' && unit[1] != '\0')
         unit++;
-    for (size_t i = 0; i < sizeof(size_units) / sizeof(size_units[0]); i++) {
-        if (strcasecmp(unit, size_units[i].name) != 0)
-            continue;
-        if (n > UINT64_MAX / size_units[i].factor)
-            return false;
-        *out = n * size_units[i].factor;
-        return true;
-    }
-    return false;
+    return scale(n, unit, size_units, COUNT(size_units), strcasecmp, out);
+}
+
+/* "90", "90s", "5m", "2h", "1d": seconds, or a count of one unit right after the digits. */
+bool conf_parse_seconds(const char *s, uint64_t *out)
+{
+    size_t digits = strspn(s, "0123456789");
+    uint64_t n;
+
+    return parse_digits(s, digits, &n) && scale(n, s + digits, time_units, COUNT(time_units), strcmp, out);
 }
 
 bool conf_parse_bool(const char *s, bool *out)

@@ -68,9 +68,13 @@ static const char help_intro[] =
 static const char help_outro[] =
     "\n"
     "SIZE is a count of bytes, or a number and a unit: KiB, MiB, GiB, TiB, or\n"
-    "KB, MB, GB, TB (\"64KiB\", \"1GB\"). MS is milliseconds. BOOL is true or false;\n"
-    "flags and variables also take on/off, yes/no and 1/0. A nullable setting is\n"
-    "unset by null in the file and by an empty value elsewhere.\n";
+    "KB, MB, GB, TB (\"64KiB\", \"1GB\"). MS is milliseconds. DURATION is seconds,\n"
+    "or a number and s, m, h or d (\"90s\", \"5m\", \"2h\", \"1d\"). BOOL is true or\n"
+    "false; flags and variables also take on/off, yes/no and 1/0. A nullable\n"
+    "setting is unset by null in the file and by an empty value elsewhere.\n"
+    "LIST is " CONF_LIST_SYNTAX " (an empty value: no entries), blanks around\n"
+    "an entry dropped and an empty entry an error; in the file, an array of\n"
+    "strings or that text. A layer that sets a LIST replaces it whole.\n";
 
 /* The default as --help shows it: NULL is an unset string, "" an empty list. */
 static const char *help_default(const setting_t *s)
@@ -110,6 +114,7 @@ static json_t *setting_json(const conf_t *conf, const setting_t *s)
         return text ? json_string(text) : json_null();
     }
     case SETTING_UINT:
+    case SETTING_SECONDS:
         return json_integer(*(const unsigned *)field);
     case SETTING_SIZE:
         /* A string, because a uint64_t need not fit jansson's signed integers. */
@@ -126,6 +131,8 @@ static json_t *setting_json(const conf_t *conf, const setting_t *s)
         return json_string(text);
     case SETTING_CACHE_RULES:
         return conf_cache_rules_json(conf);
+    case SETTING_STRING_LIST:
+        return conf_string_list_json(conf, s);
     }
     return NULL;
 }

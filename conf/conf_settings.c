@@ -5,8 +5,8 @@
  * The table is the single source of truth: the defaults layer, the file's
  * schema, the environment names, the flags, --help and the effective-config
  * printout are all derived from it. Cache policies and the cache.policies
- * rules are read in conf_cache.c. Listeners, with their --listen flag that
- * appends, live in conf_listeners.c instead.
+ * rules are read in conf_cache.c, lists of strings in conf_list.c. Listeners,
+ * with their --listen flag that appends, live in conf_listeners.c instead.
  */
 #include <ctype.h>
 #include <stddef.h>
@@ -21,6 +21,11 @@
 #define MS_MAX 2147483647
 #define KiB (1ULL << 10)
 #define MiB (1ULL << 20)
+#define DAY 86400 /* seconds */
+
+/* conf_list.c finds a list's count right after its pointer. */
+_Static_assert(offsetof(conf_t, auth.num_admins) == offsetof(conf_t, auth.admins) + sizeof(char **),
+               "auth.num_admins must follow auth.admins");
 
 const setting_t conf_settings[] = {
     {"upstream.base_url", SETTING_URL, FIELD(upstream.base_url), false, false, 0, 0, "https://storage.googleapis.com",
@@ -79,6 +84,23 @@ const setting_t conf_settings[] = {
      "policies by bucket and object name prefix; see Cache policies above"},
     {"cache.max_detached_fills", SETTING_UINT, FIELD(cache.max_detached_fills), false, false, 0, 65536, "16", "N",
      "fills that go on to the end after their last client left; more are stopped"},
+    {"auth.enabled", SETTING_BOOL, FIELD(auth.enabled), false, false, 0, 0, "true", "BOOL",
+     "false: a hit skips upstream only for the exact credentials that filled it"},
+    {"auth.tokeninfo_url", SETTING_URL, FIELD(auth.tokeninfo_url), false, false, 0, 0,
+     "https://oauth2.googleapis.com/tokeninfo", "URL", "where bearer tokens are validated, as URL?access_token=TOKEN"},
+    {"auth.token_file", SETTING_STRING, FIELD(auth.token_file), true, true, 0, 0, NULL, "PATH",
+     "JSON file of tokens accepted without asking tokeninfo; unset: none"},
+    /* A day at most: a grant outlives the permission upstream revoked by up to this long. */
+    {"auth.grant_ttl", SETTING_SECONDS, FIELD(auth.grant_ttl), false, false, 1, DAY, "60", "DURATION",
+     "how long an identity's read of an object, once upstream allowed it, is remembered"},
+    {"auth.admins", SETTING_STRING_LIST, FIELD(auth.admins), false, false, 0, 0, "", "LIST",
+     "identities allowed on the admin endpoints"},
+    {"auth.token_cache_ttl", SETTING_SECONDS, FIELD(auth.token_cache_ttl), false, false, 1, DAY, "300", "DURATION",
+     "longest a valid tokeninfo answer is reused"},
+    {"auth.token_cache_entries", SETTING_UINT, FIELD(auth.token_cache_entries), false, false, 16, 10000000, "100000",
+     "N", "token validations remembered at once"},
+    {"auth.tokeninfo_timeout_ms", SETTING_UINT, FIELD(auth.tokeninfo_timeout_ms), false, false, 1, MS_MAX, "5000",
+     "MS", "give up on a tokeninfo request after this long"},
     {"log.level", SETTING_LOG_LEVEL, FIELD(log.level), false, false, 0, 0, "info", "LEVEL",
      "error, warn, info or debug"},
     {"log.format", SETTING_LOG_FORMAT, FIELD(log.format), false, false, 0, 0, "json", "FORMAT",
@@ -217,6 +239,11 @@ int conf_setting_set(conf_t *conf, const setting_t *s, const conf_value_t *value
             return -1;
         *(uint64_t *)field = n;
         return 0;
+    case SETTING_SECONDS:
+        if (conf_read_seconds(s->key, value, s->min, s->max, &n, err) < 0)
+            return -1;
+        *(unsigned *)field = (unsigned)n;
+        return 0;
     case SETTING_BOOL:
         return conf_read_bool(s->key, value, (bool *)field, err);
     case SETTING_LOG_LEVEL:
@@ -233,6 +260,8 @@ int conf_setting_set(conf_t *conf, const setting_t *s, const conf_value_t *value
         return conf_cache_policy_read(s->key, value, (cache_policy_t *)field, err);
     case SETTING_CACHE_RULES:
         return conf_cache_rules_read(conf, s->key, value, err);
+    case SETTING_STRING_LIST:
+        return conf_string_list_read(conf, s, value, err);
     }
     return conf_fail(err, "config: %s: unhandled setting kind", s->key);
 }

@@ -106,14 +106,17 @@ int conf_read_uint(const char *key, const conf_value_t *value, uint64_t min, uin
     return 0;
 }
 
-/* The file may give bytes as a number or a string with a unit; text always has the latter form. */
-static bool value_size(const conf_value_t *value, uint64_t *out)
+/*
+ * Sizes and durations: the file may give a plain number (bytes, seconds) or a
+ * string with a unit, which parse() reads; text always has the latter form.
+ */
+static bool value_with_unit(const conf_value_t *value, bool (*parse)(const char *, uint64_t *), uint64_t *out)
 {
     if (value->json && json_is_string(value->json))
-        return conf_parse_size(json_string_value(value->json), out);
+        return parse(json_string_value(value->json), out);
     if (value->json)
         return value_uint(value, out);
-    return value->text && conf_parse_size(value->text, out);
+    return value->text && parse(value->text, out);
 }
 
 int conf_read_size(const char *key, const conf_value_t *value, uint64_t min, uint64_t *out, conf_err_t *err)
@@ -121,12 +124,26 @@ int conf_read_size(const char *key, const conf_value_t *value, uint64_t min, uin
     uint64_t n;
     char least[32];
 
-    if (!value_size(value, &n) || n < min) {
+    if (!value_with_unit(value, conf_parse_size, &n) || n < min) {
         conf_format_size(min, least, sizeof(least));
         return conf_invalid(err, key, value,
                             "a size of at least %s: bytes, or a number with KiB, MiB, GiB, TiB, KB, MB, GB or TB",
                             least);
     }
+    *out = n;
+    return 0;
+}
+
+int conf_read_seconds(const char *key, const conf_value_t *value, uint64_t min, uint64_t max, uint64_t *out,
+                      conf_err_t *err)
+{
+    uint64_t n;
+
+    if (!value_with_unit(value, conf_parse_seconds, &n) || n < min || n > max)
+        return conf_invalid(err, key, value,
+                            "a duration from %llu to %llu seconds: a number of seconds, or one with s, m, h or d "
+                            "as in 5m",
+                            (unsigned long long)min, (unsigned long long)max);
     *out = n;
     return 0;
 }

@@ -1,6 +1,7 @@
 /*
- * conf_test.h - loading a configuration the way larder's main does, for the
- * conf unit tests (test_conf.c, test_conf_errors.c, test_conf_cache.c).
+ * conf_test.h - loading a configuration the way larder's main does, and
+ * capturing what it prints, for the conf unit tests (test_conf.c,
+ * test_conf_errors.c, test_conf_cache.c, test_conf_auth.c).
  */
 #ifndef LARDER_CONF_TEST_H
 #define LARDER_CONF_TEST_H
@@ -65,6 +66,24 @@ static inline int conf_test_load_json(conf_t *conf, const char *json, const char
     if (json)
         unlink(path);
     return rc;
+}
+
+/* What conf_print_effective(conf) writes, or conf_print_help() for a NULL conf; the caller frees it. */
+static inline char *conf_test_print(const conf_t *conf)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *out = open_memstream(&text, &len);
+
+    CHECK(out != NULL);
+    if (out == NULL)
+        return NULL;
+    if (conf)
+        conf_print_effective(conf, out);
+    else
+        conf_print_help(out);
+    CHECK(fclose(out) == 0);
+    return text;
 }
 
 /* The error must be "config: KEY: ...", contain fragment, and be a single line without its newline. */

@@ -366,29 +366,9 @@ static void test_actions(void)
     unlink(path);
 }
 
-static char *capture(void (*print)(const conf_t *, FILE *), const conf_t *c, size_t *len)
-{
-    char *text = NULL;
-    FILE *out = open_memstream(&text, len);
-
-    CHECK(out != NULL);
-    if (out == NULL)
-        return NULL;
-    print(c, out);
-    CHECK(fclose(out) == 0);
-    return text;
-}
-
-static void print_help_adapter(const conf_t *c, FILE *out)
-{
-    (void)c;
-    conf_print_help(out);
-}
-
 static void test_help_text(void)
 {
-    size_t len;
-    char *help = capture(print_help_adapter, NULL, &len);
+    char *help = conf_test_print(NULL);
 
     CHECK(help != NULL);
     if (help == NULL)
@@ -403,7 +383,7 @@ static void test_help_text(void)
         const setting_t *s = &conf_settings[i];
         conf_setting_env_name(s, env, sizeof(env));
         snprintf(flag, sizeof(flag), "--%s=", s->key);
-        /* NULL is an unset string; "" an empty list (cache.policies). */
+        /* NULL is an unset string; "" an empty list (cache.policies, auth.admins). */
         snprintf(line, sizeof(line), "  %s = %s\n", s->key, s->def ? (*s->def ? s->def : "(none)") : "(unset)");
         CHECK(strstr(help, env) != NULL);
         CHECK(strstr(help, flag) != NULL);
@@ -417,14 +397,13 @@ static void test_print_effective(void)
 {
     conf_t c, again;
     conf_action_t action;
-    size_t len;
     char path[64];
 
     CHECK(load(&c, ARGS("--listen", "[::1]:9000,http2=off", "--listen", "127.0.0.1:9001", "--store.budget=3GB",
                         "--max_request_body=5000", "--public_url=http://cache.example", "--log.level=error",
                         "--threads=3"),
                NULL, &action) == 0);
-    char *text = capture(conf_print_effective, &c, &len);
+    char *text = conf_test_print(&c);
     CHECK(text != NULL);
     if (text == NULL) {
         conf_dispose(&c);
@@ -437,6 +416,7 @@ static void test_print_effective(void)
     CHECK(strstr(text, "\"budget\": \"3000000000\"") != NULL);
     CHECK(strstr(text, "\"max_request_body\": \"5000\"") != NULL);
     CHECK(strstr(text, "\"level\": \"error\"") != NULL);
+    size_t len = strlen(text);
     CHECK(len > 0 && text[len - 1] == '\n');
 
     conf_test_write_temp(path, text);

@@ -486,20 +486,6 @@ static void test_layering(void)
     conf_dispose(&c);
 }
 
-static char *print_effective(const conf_t *c)
-{
-    char *text = NULL;
-    size_t len = 0;
-    FILE *out = open_memstream(&text, &len);
-
-    CHECK(out != NULL);
-    if (out == NULL)
-        return NULL;
-    conf_print_effective(c, out);
-    CHECK(fclose(out) == 0);
-    return text;
-}
-
 static void check_same_cache(const conf_t *a, const conf_t *b)
 {
     CHECK(a->store.high_water_percent == b->store.high_water_percent);
@@ -528,7 +514,7 @@ static void test_round_trip(void)
                     ARGS("--store.high_water_percent=90", "--store.low_water_percent=60", "--cache.enabled=no",
                          "--cache.max_object_size=5000", "--cache.honor_no_store=on", "--cache.default_policy=ttl:5m"),
                     NULL) == 0);
-    char *text = print_effective(&c);
+    char *text = conf_test_print(&c);
     CHECK(text != NULL);
     if (text == NULL) {
         conf_dispose(&c);
@@ -552,7 +538,7 @@ static void test_round_trip(void)
 
     /* The defaults too: an empty list prints as [] and loads back as none. */
     CHECK(load(&c, NO_ARGS, NULL) == 0);
-    text = print_effective(&c);
+    text = conf_test_print(&c);
     CHECK(text && strstr(text, "\"policies\": []") != NULL && strstr(text, "\"default_policy\": \"always\"") != NULL);
     conf_test_write_temp(path, text ? text : "");
     CHECK(load(&again, ARGS("-c", path), NULL) == 0);
@@ -565,15 +551,11 @@ static void test_round_trip(void)
 
 static void test_help(void)
 {
-    char *text = NULL;
-    size_t len = 0;
-    FILE *out = open_memstream(&text, &len);
+    char *text = conf_test_print(NULL);
 
-    CHECK(out != NULL);
-    if (out == NULL)
+    CHECK(text != NULL);
+    if (text == NULL)
         return;
-    conf_print_help(out);
-    CHECK(fclose(out) == 0);
     CHECK(strstr(text, "RULES is " CONF_RULES_SYNTAX) != NULL);
     CHECK(strstr(text, "POLICY is " CONF_POLICY_SYNTAX) != NULL);
     CHECK(strstr(text, "ttl:5m") != NULL && strstr(text, "longest prefix") != NULL);
