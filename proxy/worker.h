@@ -18,6 +18,7 @@
 #include <sys/socket.h>
 #include <time.h>
 
+#include "auth.h"
 #include "conf.h"
 #include "record.h"
 
@@ -55,6 +56,7 @@ struct worker {
     h2o_evloop_t *loop;
     upstream_pool_t *upstream;
     cache_t *cache;                  /* shared by all workers; NULL when caching is off */
+    auth_local_t *auth;              /* this thread's part of auth: tokens and grants seen lately */
     buffers_t *buffers;              /* the process-wide bound on buffer memory */
     record_cache_t records;          /* records this worker parsed lately, ready for hits */
     conn_table_t *conns;             /* this worker's client connections */

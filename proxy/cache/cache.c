@@ -152,10 +152,7 @@ void cache_handle(h2o_req_t *req, const target_t *target)
     cache_request_parse(&creq, target, req, &invalid);
     if (invalid != NULL) {
         gcs_error_send(req, target->route.error_format, GCS_ERROR_BAD_REQUEST, invalid);
-        if (worker_of(req)->conf->log.access_log)
-            access_log_write(&(access_log_entry_t){.req = req, .api = target->route.api, .status = req->res.status,
-                                                   .bytes_sent = req->res.content_length, .upstream_ms = -1,
-                                                   .cache = "PASS", .error = invalid});
+        access_log_local_answer(req, target->route.api, NULL, NULL, invalid);
         return;
     }
     if (creq.kind == CACHE_READ_NONE) {

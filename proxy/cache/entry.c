@@ -58,18 +58,35 @@ static bool parse_content_range(const char *v, uint64_t *first, uint64_t *total)
     return true;
 }
 
-/* The newest record of this generation, noted or committed, so other views survive a merge. Caller frees. */
-static char *existing_record(cache_t *cache, const store_key_t *key, int64_t generation)
+/*
+ * What is cached of this generation already: the newest record, noted or
+ * committed, so other views survive a merge, and the owner, whom other
+ * callers' reads never replace. Either may be NULL; caller frees both.
+ */
+static void existing_entry(cache_t *cache, const store_key_t *key, int64_t generation, char **record, char **owner)
 {
     store_meta_t stored;
     const char *committed = NULL;
     bool have = store_meta_get(cache->store, key, &stored) == STORE_OK;
-    if (have && stored.generation == generation)
+    *owner = NULL;
+    if (have && stored.generation == generation) {
         committed = stored.resource_json;
-    char *latest = cache_record_latest(cache, key, generation, committed);
+        if (stored.owner != NULL)
+            *owner = strdup(stored.owner);
+    }
+    *record = cache_record_latest(cache, key, generation, committed);
     if (have)
         store_meta_free(&stored);
-    return latest;
+}
+
+/* The record text with "public" set when the caller was anonymous; takes text. */
+static char *publicised(char *text, bool make_public)
+{
+    if (!make_public || text == NULL)
+        return text;
+    char *marked = cache_record_with_public(text);
+    free(text);
+    return marked;
 }
 
 /* The body's size and where it starts; NULL when they are known well enough to store it, else why not. */
@@ -126,8 +143,10 @@ const char *entry_from_media_head(cache_t *cache, const exchange_t *x, const ent
         return why;
     }
     const char *etag = exchange_header(x, "etag"); /* may be absent: the generation validates then */
-    char *existing = existing_record(cache, src->key, meta->generation);
-    meta->resource_json = cache_record_merge(existing, src->flavour, true, etag, headers, NULL, NULL);
+    char *existing, *owner;
+    existing_entry(cache, src->key, meta->generation, &existing, &owner);
+    meta->resource_json =
+        publicised(cache_record_merge(existing, src->flavour, true, etag, headers, NULL, NULL), src->anonymous);
     free(existing);
     json_decref(headers);
     meta->bucket = strdup(src->bucket);
@@ -138,7 +157,7 @@ const char *entry_from_media_head(cache_t *cache, const exchange_t *x, const ent
     meta->content_disposition = dup_or_null(exchange_header(x, "content-disposition"));
     meta->content_language = dup_or_null(exchange_header(x, "content-language"));
     meta->last_modified = dup_or_null(exchange_header(x, "last-modified"));
-    meta->owner = strdup(src->caller);
+    meta->owner = owner != NULL ? owner : strdup(src->caller);
     meta->fill_time = worker_unix_ms();
     parse_hashes(x, meta);
     if (meta->resource_json == NULL || meta->bucket == NULL || meta->name == NULL || meta->owner == NULL) {
@@ -272,8 +291,24 @@ static int64_t json_int64(json_t *object, const char *key)
     return s != NULL && target_parse_int64(s, strlen(s), &n) ? n : -1;
 }
 
-void entry_record_resource(cache_t *cache, const store_key_t *key, const char *bucket, const char *name,
-                           const char *caller, const h2o_headers_t *response_headers, json_t *resource)
+/* Whether a resource's ACL (a full projection) lets allUsers read it. */
+static bool acl_grants_all_users(json_t *resource)
+{
+    size_t i;
+    json_t *entry;
+    json_array_foreach(json_object_get(resource, "acl"), i, entry)
+    {
+        const char *entity = json_string_value(json_object_get(entry, "entity"));
+        const char *role = json_string_value(json_object_get(entry, "role"));
+        if (entity != NULL && strcmp(entity, "allUsers") == 0 && role != NULL &&
+            (strcmp(role, "READER") == 0 || strcmp(role, "OWNER") == 0))
+            return true;
+    }
+    return false;
+}
+
+bool entry_record_resource(cache_t *cache, const store_key_t *key, const char *bucket, const char *name,
+                           const entry_caller_t *caller, const h2o_headers_t *response_headers, json_t *resource)
 {
     store_meta_t meta = {0};
     char date[64];
@@ -291,14 +326,16 @@ void entry_record_resource(cache_t *cache, const store_key_t *key, const char *b
     meta.md5 = (char *)json_string_value(json_object_get(resource, "md5Hash"));
     meta.last_modified = http_date_of_rfc3339(json_string_value(json_object_get(resource, "updated")), date,
                                               sizeof(date));
-    meta.owner = (char *)caller;
     meta.fill_time = worker_unix_ms();
     if (meta.generation < 0 || json_int64(resource, "size") < 0 || meta.size > cache->conf->cache.max_object_size)
-        return;
-    char *existing = existing_record(cache, key, meta.generation);
+        return false;
+    char *existing, *owner;
+    existing_entry(cache, key, meta.generation, &existing, &owner);
+    meta.owner = owner != NULL ? owner : (char *)caller->name;
     json_t *headers = cache_capture_headers(response_headers);
     char *record =
         headers != NULL ? cache_record_merge(existing, CACHE_FLAVOUR_JSON, false, NULL, NULL, resource, headers) : NULL;
+    record = publicised(record, caller->anonymous || acl_grants_all_users(resource));
     json_decref(headers);
     if (record != NULL) {
         meta.resource_json = record;
@@ -308,4 +345,20 @@ void entry_record_resource(cache_t *cache, const store_key_t *key, const char *b
         free(record);
     }
     free(existing);
+    bool owns = caller->name[0] != '\0' && strcmp(meta.owner, caller->name) == 0;
+    free(owner);
+    return owns;
+}
+
+void entry_mark_public(cache_t *cache, const store_key_t *key, store_meta_t *meta)
+{
+    char *latest = cache_record_latest(cache, key, meta->generation, meta->resource_json);
+    char *marked = latest != NULL ? cache_record_with_public(latest) : NULL;
+    free(latest);
+    if (marked == NULL)
+        return;
+    free(meta->resource_json);
+    meta->resource_json = marked;
+    if (store_meta_update(cache->store, key, meta) == STORE_OK)
+        cache_record_note(cache, key, meta->generation, marked);
 }

@@ -11,9 +11,16 @@ typedef struct entry_source {
     const store_key_t *key;
     const char *bucket, *name;
     cache_flavour_t flavour;
-    const char *caller;
+    const char *caller;        /* the identity that fetched it: the owner of a new generation ("" for nobody) */
+    bool anonymous;            /* fetched without credentials: the generation is public */
     int64_t pinned_generation; /* -1: any */
 } entry_source_t;
+
+/* Who read a resource, for entry_record_resource. */
+typedef struct entry_caller {
+    const char *name; /* the owner of a new generation, "" for nobody */
+    bool anonymous;
+} entry_caller_t;
 
 /*
  * Reads a media response head (200 or 206) into meta, with its record merged
@@ -33,8 +40,15 @@ const char *entry_from_media_head(cache_t *cache, const exchange_t *x, const ent
  */
 bool entry_update_from_304(cache_t *cache, const store_key_t *key, cache_flavour_t flavour, store_meta_t *meta,
                            const record_view_t *view, const exchange_t *x, bool restart_window);
-/* Records a metadata GET's JSON resource (a new generation replaces what was cached). */
-void entry_record_resource(cache_t *cache, const store_key_t *key, const char *bucket, const char *name,
-                           const char *caller, const h2o_headers_t *headers, json_t *resource);
+/*
+ * Records a metadata GET's JSON resource (a new generation replaces what was
+ * cached). The caller becomes the owner of a new generation only; one read
+ * anonymously, or whose ACL lets allUsers read it, is public. Returns true
+ * when the caller is the owner of the generation recorded.
+ */
+bool entry_record_resource(cache_t *cache, const store_key_t *key, const char *bucket, const char *name,
+                           const entry_caller_t *caller, const h2o_headers_t *headers, json_t *resource);
+/* Upstream let an anonymous caller read this generation: it is public from now on (meta updated in place). */
+void entry_mark_public(cache_t *cache, const store_key_t *key, store_meta_t *meta);
 
 #endif

@@ -36,7 +36,8 @@ struct fetch {
     worker_t *home;
     store_key_t key;
     cache_flavour_t flavour;
-    char caller[65];
+    char caller[AUTH_IDENTITY_MAX];
+    bool anonymous;
     char *bucket, *name;
     int64_t pinned_generation;
     bool revalidation;
@@ -563,7 +564,7 @@ static bool on_head(fetch_t *f, exchange_t *x)
     store_meta_t meta;
     uint64_t start;
     entry_source_t src = {.key = &f->key, .bucket = f->bucket, .name = f->name, .flavour = f->flavour,
-                          .caller = f->caller, .pinned_generation = f->pinned_generation};
+                          .caller = f->caller, .anonymous = f->anonymous, .pinned_generation = f->pinned_generation};
     const char *why = (status == 200 || status == 206) && !f->head_only
                           ? entry_from_media_head(f->cache, x, &src, &meta, &start)
                           : "not a media body";
@@ -703,6 +704,7 @@ static fetch_t *fetch_new(cache_t *cache, worker_t *worker, const fetch_params_t
     f->key = *p->key;
     f->flavour = p->flavour;
     snprintf(f->caller, sizeof(f->caller), "%s", p->caller);
+    f->anonymous = p->anonymous;
     f->bucket = strdup(p->target->bucket);
     f->name = strdup(p->target->object);
     f->pinned_generation = p->pinned_generation;
@@ -762,6 +764,56 @@ fetch_t *fetch_start(cache_t *cache, worker_t *worker, const fetch_params_t *p, 
     fetch_subscribe(f, leader);
     fetch_registry_add(cache, f);
     return f;
+}
+
+/* A fill of f's key registered before f, still awaiting its head, that brings what f would. Retained. */
+static fetch_t *registry_older_twin(cache_t *cache, fetch_t *f)
+{
+    cache_stripe_t *st = cache_stripe_of(cache, &f->key);
+    fetch_t *found = NULL;
+    pthread_mutex_lock(&st->lock);
+    for (h2o_linklist_t *l = st->fetches.next; l != &st->fetches && found == NULL; l = l->next) {
+        fetch_t *other = fetch_from_registry_link(l);
+        if (other == f)
+            break; /* only the older ones: of two twins, exactly one yields */
+        pthread_mutex_lock(&other->lock);
+        bool twin = cache_same_key(&other->key, &f->key) && other->state == FETCH_AWAITING_HEAD &&
+                    !other->revalidation && !other->head_only && other->pinned_generation == f->pinned_generation &&
+                    other->want_first == f->want_first && other->want_last == f->want_last;
+        pthread_mutex_unlock(&other->lock);
+        if (twin)
+            found = other;
+    }
+    if (found != NULL)
+        fetch_retain(found);
+    pthread_mutex_unlock(&st->lock);
+    return found;
+}
+
+fetch_t *fetch_start_or_join(cache_t *cache, worker_t *worker, const fetch_params_t *params,
+                             fetch_subscriber_t *leader, bool *joined)
+{
+    *joined = false;
+    fetch_t *f = fetch_start(cache, worker, params, leader);
+    if (f == NULL)
+        return NULL;
+    fetch_t *twin = registry_older_twin(cache, f);
+    if (twin == NULL)
+        return f;
+    /*
+     * Two threads missed the same object at once and both registered a fill:
+     * the younger yields before its request left (curl sends nothing until
+     * this loop runs again), and its leader follows the older one.
+     */
+    fetch_registry_remove(cache, f);
+    set_state(f, FETCH_FAILED);
+    fetch_unsubscribe(f, leader);
+    atomic_fetch_sub(&cache->fills_started, 1);
+    leave_home(f);
+    fetch_subscribe(twin, leader);
+    fetch_release(twin);
+    *joined = true;
+    return twin;
 }
 
 /* --- the registry of fills in progress --- */

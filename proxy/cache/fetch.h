@@ -62,7 +62,8 @@ typedef struct fetch_params {
     const target_t *target;       /* the URL is built from it */
     h2o_req_t *client;            /* whose headers (credentials) the request carries */
     cache_flavour_t flavour;
-    const char *caller;
+    const char *caller;           /* the owner of a new generation it brings ("" for nobody) */
+    bool anonymous;               /* no credentials: what it brings is public */
     uint64_t first, last;         /* bytes to fetch, inclusive; first 0 and last UINT64_MAX: no Range */
     int64_t pinned_generation;    /* -1: whatever upstream has; else that generation or a 412 */
     const char *if_none_match;    /* a revalidation by ETag */
@@ -77,6 +78,14 @@ typedef struct fetch_params {
  * not even be asked.
  */
 fetch_t *fetch_start(cache_t *cache, worker_t *worker, const fetch_params_t *params, fetch_subscriber_t *leader);
+/*
+ * fetch_start for a miss: when another thread registered a fill of the same
+ * object and range at the same moment, the one registered first goes on
+ * alone and leader follows it (*joined true), so concurrent misses on
+ * different threads still make one upstream request.
+ */
+fetch_t *fetch_start_or_join(cache_t *cache, worker_t *worker, const fetch_params_t *params,
+                             fetch_subscriber_t *leader, bool *joined);
 
 void fetch_retain(fetch_t *fetch);
 void fetch_release(fetch_t *fetch);

@@ -4,8 +4,10 @@
  * Lifecycle (read_state_t; cache_read_t lives in the request's pool):
  *
  *   PLANNING       looks the object up: a fill in progress, or the store.
- *                  Then HIT (fresh and the caller's), REVALIDATE (ask
- *                  upstream conditionally, with the caller's credentials),
+ *                  Then HIT (fresh, and the caller may read it: its owner,
+ *                  a grantee, or a public generation; access.c),
+ *                  REVALIDATE (ask upstream conditionally, with the caller's
+ *                  credentials: also the check of a caller's right),
  *                  MISS (start a fill), FOLLOW (a fill whose head has not
  *                  come: wait for it, then plan again) or PASS.
  *   AWAITING_HEAD  subscribed to a fetch without a head: leading it (MISS,
@@ -14,6 +16,10 @@
  *   WAITING_BYTES  the response started; a fetch owes the next bytes
  *   FORWARDED      handed to the pass-through forwarder, which logs it
  *   DONE           the final send went out
+ *
+ * Before any of it the caller is identified (caller.c): a bad token gets
+ * 401, a token that cannot be checked 503, and neither ever reaches the
+ * entry.
  *
  * Bytes come, chunk by chunk, from wherever they are: the fetch the read is
  * subscribed to (its memory), else the store (one short read transaction a
@@ -28,7 +34,9 @@
 #include <string.h>
 #include <strings.h>
 
+#include "access.h"
 #include "access_log.h"
+#include "caller.h"
 #include "conditional.h"
 #include "entry.h"
 #include "fetch.h"
@@ -67,7 +75,9 @@ typedef struct cache_read {
     const target_t *target;
     cache_request_t creq;
     store_key_t key;
-    char caller[65];
+    caller_t caller;
+    access_t access;       /* on what the caller may read the entry, once decided */
+    auth_decision_t decision;
     read_state_t state;
     bool no_follow;        /* a fill this read waited for came to nothing: do not wait for another */
     bool by_metadata;      /* revalidating an XML read without ETag through the JSON API */
@@ -139,9 +149,18 @@ static void note_upstream_ms(cache_read_t *r, int64_t ms)
         r->upstream_ms = r->upstream_ms < 0 ? ms : r->upstream_ms + ms;
 }
 
+static const char *identity_for_log(cache_read_t *r)
+{
+    const auth_identity_t *who = &r->caller.identity;
+    return who->name[0] != '\0' ? h2o_strdup(&r->req->pool, who->name, SIZE_MAX).base : "";
+}
+
 static void on_dispose(void *p)
 {
     cache_read_t *r = p;
+    caller_dispose(&r->caller);
+    if (r->access.decided && r->state != READ_FORWARDED)
+        auth_decision_count(r->worker->auth, r->access.decision);
     detach(r);
     worker_disarm(&r->watchdog);
     if (r->pinned)
@@ -153,6 +172,8 @@ static void on_dispose(void *p)
                                                .bytes_sent = r->bytes_sent,
                                                .upstream_ms = r->upstream_ms,
                                                .cache = r->cache_state != NULL ? r->cache_state : "MISS",
+                                               .identity = r->caller.identity.name,
+                                               .access = r->access.decided ? auth_decision_name(r->access.decision) : NULL,
                                                .error = r->error});
     free(r->buf);
     forget_entry(r);
@@ -164,7 +185,7 @@ static void forward_as(cache_read_t *r, const char *state)
 {
     detach(r);
     r->state = READ_FORWARDED;
-    forward_start(r->req, r->target, &(forward_options_t){.cache_state = state});
+    forward_start(r->req, r->target, &(forward_options_t){.cache_state = state, .identity = identity_for_log(r)});
 }
 
 /* A metadata GET the cache did not answer: forwarded, and its resource recorded on the way back. */
@@ -177,17 +198,26 @@ static void on_metadata_json(void *ctx, h2o_req_t *req, int status, const h2o_he
         return;
     json_t *root = json_loadb(body, len, 0, NULL);
     const char *kind = json_string_value(json_object_get(root, "kind"));
-    if (kind != NULL && strcmp(kind, "storage#object") == 0 && !cache_write_in_flight(r->cache, &r->key))
-        entry_record_resource(r->cache, &r->key, r->creq.bucket, r->creq.name, r->caller, headers, root);
+    const auth_identity_t *who = &r->caller.identity;
+    entry_caller_t caller = {.name = caller_owner_name(&r->caller), .anonymous = who->kind == AUTH_ANONYMOUS};
+    if (kind != NULL && strcmp(kind, "storage#object") == 0 && !cache_write_in_flight(r->cache, &r->key)) {
+        r->access.owns_recorded =
+            entry_record_resource(r->cache, &r->key, r->creq.bucket, r->creq.name, &caller, headers, root);
+        int64_t generation;
+        const char *text = json_string_value(json_object_get(root, "generation"));
+        if (text != NULL && target_parse_int64(text, strlen(text), &generation))
+            access_confirmed_resource(r->worker->auth, who, &r->key, generation);
+    }
     json_decref(root);
 }
 
-static void on_forwarded_end(void *ctx, h2o_req_t *req, int status, bool complete)
+static const char *on_forwarded_end(void *ctx, h2o_req_t *req, int status, bool complete)
 {
     cache_read_t *r = ctx;
     (void)req, (void)complete;
     if (status == 404) /* upstream says it is gone: so is the cached copy */
         cache_invalidate(r->cache, &r->key);
+    return access_from_status(&r->access, r->worker->auth, &r->caller.identity, status);
 }
 
 static const forward_hooks_t read_hooks = {.on_json = on_metadata_json, .on_end = on_forwarded_end};
@@ -196,7 +226,9 @@ static void forward_recording(cache_read_t *r, const char *state)
 {
     detach(r);
     r->state = READ_FORWARDED;
-    forward_start(r->req, r->target, &(forward_options_t){.cache_state = state, .hooks = &read_hooks, .ctx = r});
+    forward_start(r->req, r->target,
+                  &(forward_options_t){.cache_state = state, .hooks = &read_hooks, .ctx = r, .identity = identity_for_log(r),
+                                       .checks_access = r->have_meta && !r->access.decided});
 }
 
 /* The response started and cannot be completed honestly: make it visibly broken. */
@@ -312,7 +344,8 @@ static bool fetch_missing(cache_read_t *r, uint32_t index)
         last = r->meta.size - 1;
     detach(r);
     fetch_params_t params = {.key = &r->key, .target = r->target, .client = r->req, .flavour = r->creq.flavour,
-                             .caller = r->caller, .first = first, .last = last,
+                             .caller = caller_owner_name(&r->caller),
+                             .anonymous = r->caller.identity.kind == AUTH_ANONYMOUS, .first = first, .last = last,
                              .pinned_generation = r->meta.generation, .if_generation_not_match = -1};
     r->sub.position = r->next;
     fetch_t *f = fetch_start(r->cache, r->worker, &params, &r->sub);
@@ -543,12 +576,6 @@ static bool is_fresh(const cache_read_t *r)
            worker_unix_ms() - r->meta.fill_time < (int64_t)policy->ttl_seconds * 1000;
 }
 
-/* Until tokens are validated, only the credentials that filled an entry may skip revalidation. */
-static bool caller_owns(const cache_read_t *r)
-{
-    return r->meta.owner != NULL && (strcmp(r->meta.owner, r->caller) == 0 || strcmp(r->meta.owner, "anonymous") == 0);
-}
-
 /*
  * Whether the store holds any chunk of what the request reads. None: a miss
  * (fetched as one), not a hit that would fetch everything by pieces. Some: a
@@ -590,7 +617,9 @@ static bool entry_serves(const cache_read_t *r, const fetch_t *filling)
 static void fetch_params_for(cache_read_t *r, fetch_params_t *p)
 {
     *p = (fetch_params_t){.key = &r->key, .target = r->target, .client = r->req, .flavour = r->creq.flavour,
-                          .caller = r->caller, .first = 0, .last = UINT64_MAX, .pinned_generation = -1,
+                          .caller = caller_owner_name(&r->caller),
+                          .anonymous = r->caller.identity.kind == AUTH_ANONYMOUS, .first = 0, .last = UINT64_MAX,
+                          .pinned_generation = -1,
                           .if_generation_not_match = -1, .head = r->creq.head};
     const cache_range_t *range = &r->creq.range;
     /* A Range is widened to whole chunks, so what comes back can be stored; a suffix needs the size first. */
@@ -600,19 +629,26 @@ static void fetch_params_for(cache_read_t *r, fetch_params_t *p)
     }
 }
 
-static void lead(cache_read_t *r, const fetch_params_t *params, const char *state)
+/* Starts a fetch this read leads; a miss (may_join) may instead follow a twin another thread started. */
+static void lead(cache_read_t *r, const fetch_params_t *params, const char *state, bool may_join)
 {
     r->cache_state = state;
     r->state = READ_AWAITING_HEAD;
     detach(r);
     r->sub.waiting = true;
-    fetch_t *f = fetch_start(r->cache, r->worker, params, &r->sub);
+    bool joined = false;
+    fetch_t *f = may_join ? fetch_start_or_join(r->cache, r->worker, params, &r->sub, &joined)
+                          : fetch_start(r->cache, r->worker, params, &r->sub);
     if (f == NULL) {
         forward_as(r, "PASS");
         return;
     }
     r->fetch = f;
-    r->leading = true;
+    r->leading = !joined;
+    if (joined && fetch_watch(f, &r->sub) != FETCH_AWAITING_HEAD) {
+        detach(r); /* the twin moved on meanwhile: look again */
+        plan(r);
+    }
 }
 
 static void miss(cache_read_t *r)
@@ -624,7 +660,7 @@ static void miss(cache_read_t *r)
     }
     fetch_params_t params;
     fetch_params_for(r, &params);
-    lead(r, &params, "MISS");
+    lead(r, &params, "MISS", true);
 }
 
 static void revalidate(cache_read_t *r)
@@ -649,7 +685,7 @@ static void revalidate(cache_read_t *r)
         params.first = 0, params.last = UINT64_MAX;
         r->by_metadata = true;
     }
-    lead(r, &params, "MISS");
+    lead(r, &params, "MISS", false);
     free((char *)params.url);
 }
 
@@ -702,7 +738,10 @@ static void plan_entry(cache_read_t *r, fetch_t *filling)
         fetch_retain(filling);
         r->entry_fill = filling;
     }
-    if (is_fresh(r) && caller_owns(r))
+    /* Policies skip freshness checks, never authorization: without a known right the revalidation is the check. */
+    /* First: a revalidation of a known right keeps its decision. */
+    bool allowed = access_known(&r->access, r->worker->auth, &r->caller.identity, &r->key, &r->meta, r->record);
+    if (allowed && is_fresh(r))
         serve(r, "HIT");
     else
         revalidate(r);
@@ -744,6 +783,9 @@ static void serve_revalidated(cache_read_t *r, exchange_t *x)
     bool changed = entry_update_from_304(r->cache, &r->key, r->creq.flavour, &r->meta, view != NULL ? view : &none, x,
                                          policy_of(r)->kind == CACHE_POLICY_TTL);
     exchange_free(x);
+    if (!r->access.decided || r->access.decision != AUTH_DECISION_OWNER)
+        access_confirmed(&r->access, r->cache, r->worker->auth, &r->caller.identity, &r->key, &r->meta,
+                         r->entry_fill == NULL && !(r->record != NULL && r->record->is_public));
     record_release(r->record);
     r->record = record_cache_get(&r->worker->records, &r->key, r->meta.generation, r->meta.resource_json);
     if (r->record == NULL || record_media_view(r->record, r->creq.flavour) == NULL) {
@@ -754,7 +796,7 @@ static void serve_revalidated(cache_read_t *r, exchange_t *x)
         fetch_params_for(r, &params);
         params.first = 0, params.last = 0, params.pinned_generation = r->meta.generation;
         r->refreshing = true;
-        lead(r, &params, "REVALIDATED");
+        lead(r, &params, "REVALIDATED", false);
     } else {
         serve(r, "REVALIDATED");
     }
@@ -795,8 +837,21 @@ static void on_unfilled(fetch_subscriber_t *sub, fetch_t *fetch, exchange_t *x)
     }
     if (exchange_status(x) == 404)
         cache_invalidate(r->cache, &r->key); /* upstream says it is gone: so is the cached copy */
+    if (!r->access.decided && exchange_status(x) < 200 && r->have_meta) {
+        /* The check of the caller's right failed: fail closed, never the cached bytes. */
+        exchange_free(x);
+        r->cache_state = "MISS";
+        r->error = "could not check the caller's access with upstream";
+        access_undecidable(&r->access);
+        r->state = READ_DONE;
+        gcs_error_send(r->req, error_format(r), GCS_ERROR_UNAVAILABLE,
+                       "The proxy could not check the caller's access with upstream; retry later.");
+        return;
+    }
     r->state = READ_FORWARDED;
-    forward_adopt(r->req, r->target, x, &(forward_options_t){.cache_state = "MISS"});
+    forward_adopt(r->req, r->target, x,
+                  &(forward_options_t){.cache_state = "MISS", .hooks = &read_hooks, .ctx = r,
+                                       .identity = identity_for_log(r)});
 }
 
 static void on_fetch_wakeup(worker_wakeup_t *wakeup)
@@ -826,6 +881,8 @@ static void on_fetch_wakeup(worker_wakeup_t *wakeup)
             forward_as(r, "PASS");
             return;
         }
+        if (!r->access.decided || r->access.decision != AUTH_DECISION_OWNER) /* upstream sent the caller the body */
+            access_confirmed(&r->access, r->cache, r->worker->auth, &r->caller.identity, &r->key, &r->meta, false);
         serve(r, r->cache_state);
         return;
     }
@@ -837,6 +894,22 @@ static void on_fetch_wakeup(worker_wakeup_t *wakeup)
 }
 
 /* --- entry --- */
+
+static void on_caller_known(caller_t *caller)
+{
+    cache_read_t *r = H2O_STRUCT_FROM_MEMBER(cache_read_t, caller, caller);
+    auth_kind_t kind = caller->identity.kind;
+    if (kind == AUTH_INVALID || kind == AUTH_UNAVAILABLE) {
+        /* GCS answers a bad token 401 even for public objects; a token that could not be checked gets nothing. */
+        access_undecidable(&r->access);
+        r->cache_state = "PASS";
+        r->state = READ_DONE;
+        r->error = kind == AUTH_INVALID ? "invalid or expired token" : "token could not be checked";
+        caller_refuse(caller, error_format(r));
+        return;
+    }
+    plan(r);
+}
 
 void cache_read_start(h2o_req_t *req, const target_t *target, const cache_request_t *creq)
 {
@@ -854,6 +927,5 @@ void cache_read_start(h2o_req_t *req, const target_t *target, const cache_reques
     r->sub.wakeup.cb = on_fetch_wakeup;
     r->sub.on_unfilled = on_unfilled;
     store_key_make(&r->key, creq->bucket, strlen(creq->bucket), creq->name, strlen(creq->name));
-    cache_caller_id(req, r->caller, sizeof(r->caller));
-    plan(r);
+    caller_identify(&r->caller, req, on_caller_known);
 }

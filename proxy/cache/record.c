@@ -97,6 +97,7 @@ static void record_build(arena_t *arena, record_t *record, json_t *root, const c
     media_build(arena, record, root, CACHE_FLAVOUR_JSON);
     media_build(arena, record, root, CACHE_FLAVOUR_XML);
     resource_build(arena, record, root, resource_text);
+    record->is_public = json_is_true(json_object_get(root, "public"));
     h2o_iovec_t copy = arena_string(arena, text, strlen(text));
     if (arena->base != NULL) {
         record->text = copy.base;

@@ -40,6 +40,7 @@ typedef struct record {
     record_view_t media[2];   /* indexed by cache_flavour_t: the JSON API's and the XML API's media responses */
     record_view_t resource;   /* the metadata GET's head; its etag is the resource's */
     h2o_iovec_t resource_text; /* the JSON resource, compact; base NULL when absent */
+    bool is_public;           /* upstream served this generation to an anonymous caller, or its ACL says allUsers */
     /* What the entry was parsed from, to tell whether the store still says the same. */
     store_key_t key;
     int64_t generation;

@@ -265,59 +265,14 @@ void cache_record_forget(cache_t *cache, const store_key_t *key)
     pthread_mutex_unlock(&cache->recent_lock);
 }
 
-/* Query parameters that carry credentials: OAuth tokens and the signed-URL schemes. */
-static const char *const credential_params[] = {"access_token", "X-Goog-Signature", "X-Goog-Credential", "Signature",
-                                                "GoogleAccessId", "X-Amz-Signature", "X-Amz-Credential", "key"};
-
-void cache_caller_id(h2o_req_t *req, char *out, size_t cap)
+char *cache_record_with_public(const char *record)
 {
-    /* The credentials, gathered into one buffer and hashed once: this runs on every hit. */
-    char stack[2048];
-    h2o_iovec_t parts[1 + sizeof(credential_params) / sizeof(credential_params[0]) * 2];
-    size_t nparts = 0, total = 0;
-    ssize_t i = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, -1);
-    if (i != -1)
-        parts[nparts++] = req->headers.entries[i].value;
-    for (size_t k = 0; k < sizeof(credential_params) / sizeof(credential_params[0]); k++) {
-        size_t len;
-        const char *value = route_query_param(req->path.base, req->path.len, credential_params[k], &len);
-        if (value != NULL) {
-            parts[nparts++] = h2o_iovec_init(credential_params[k], strlen(credential_params[k]) + 1);
-            parts[nparts++] = h2o_iovec_init(value, len);
-        }
-    }
-    if (nparts == 0) {
-        /* Anonymous callers share one identity: what they may read, everyone may. */
-        snprintf(out, cap, "anonymous");
-        return;
-    }
-    for (size_t k = 0; k < nparts; k++)
-        total += parts[k].len;
-    char *buf = total <= sizeof(stack) ? stack : malloc(total);
-    if (buf == NULL) {
-        snprintf(out, cap, "unidentified"); /* nobody can be told apart: nobody skips revalidation */
-        return;
-    }
-    size_t at = 0;
-    for (size_t k = 0; k < nparts; k++) {
-        memcpy(buf + at, parts[k].base, parts[k].len);
-        at += parts[k].len;
-    }
-    uint8_t digest[32];
-    bool hashed = store_sha256(buf, total, digest);
-    if (buf != stack)
-        free(buf);
-    if (!hashed) {
-        snprintf(out, cap, "unidentified");
-        return;
-    }
-    static const char hex[] = "0123456789abcdef";
-    size_t n = 0;
-    for (size_t k = 0; k < 16 && n + 2 < cap; k++) {
-        out[n++] = hex[digest[k] >> 4];
-        out[n++] = hex[digest[k] & 15];
-    }
-    out[n] = '\0';
+    json_t *root = json_loads(record, 0, NULL);
+    char *text = NULL;
+    if (json_is_object(root) && json_object_set_new(root, "public", json_true()) == 0)
+        text = json_dumps(root, JSON_COMPACT);
+    json_decref(root);
+    return text;
 }
 
 void cache_state_dispose(cache_t *cache)

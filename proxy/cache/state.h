@@ -6,6 +6,8 @@
  *
  *   cache.c      the entry point, opening and closing, counters
  *   read.c       one cacheable read, from the lookup to its last byte
+ *   access.c     on what the caller may read an entry: owner, grant, public,
+ *                or upstream's answer to the caller's own request
  *   writes.c     writes through larder: in flight, then invalidation
  *   fetch.c      a fill, owned by the cache rather than by the client that
  *                started it, and the registry of fills in progress
@@ -15,7 +17,7 @@
  *                updated entry
  *   conditional.c  client preconditions and If-Range, decided from an entry
  *   state.c      invalidation epochs, writes in flight, records (and those
- *                noted but not yet committed), caller identities
+ *                noted but not yet committed)
  *   record.c     a record parsed once per worker
  *   cache_request.c  what a read asks of the cache
  *
@@ -118,8 +120,8 @@ void cache_record_note(cache_t *cache, const store_key_t *key, int64_t generatio
 char *cache_record_latest(cache_t *cache, const store_key_t *key, int64_t generation, const char *committed);
 void cache_record_forget(cache_t *cache, const store_key_t *key);
 
-/* A caller's identity for ownership until tokens are validated: a hash of its credentials. */
-void cache_caller_id(h2o_req_t *req, char *out, size_t cap);
+/* The record with "public": true (the generation is readable by anyone); NULL when unreadable. Caller frees. */
+char *cache_record_with_public(const char *record);
 
 /* Deep copies of store metadata (every string duplicated); free with store_meta_free. */
 int cache_meta_copy(store_meta_t *dst, const store_meta_t *src);

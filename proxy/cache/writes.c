@@ -299,7 +299,7 @@ static void on_json(void *ctx, h2o_req_t *req, int status, const h2o_headers_t *
     json_decref(root);
 }
 
-static void on_end(void *ctx, h2o_req_t *req, int status, bool complete)
+static const char *on_end(void *ctx, h2o_req_t *req, int status, bool complete)
 {
     cache_write_t *w = ctx;
     (void)req, (void)complete;
@@ -312,6 +312,7 @@ static void on_end(void *ctx, h2o_req_t *req, int status, bool complete)
         cache_write_unmark(w->cache, &k->key);
     }
     w->nkeys = 0;
+    return NULL; /* upstream decides writes: no access decision of larder's */
 }
 
 static const forward_hooks_t write_hooks = {.on_json = on_json, .on_end = on_end};

@@ -36,15 +36,7 @@ static bool method_known(const h2o_iovec_t *method)
 
 static void log_local_answer(h2o_req_t *req, route_api_t api, const char *why)
 {
-    if (!worker_of(req)->conf->log.access_log)
-        return;
-    access_log_write(&(access_log_entry_t){.req = req,
-                                           .api = api,
-                                           .status = req->res.status,
-                                           .bytes_sent = req->res.content_length,
-                                           .upstream_ms = -1,
-                                           .cache = "PASS",
-                                           .error = why});
+    access_log_local_answer(req, api, NULL, NULL, why);
 }
 
 static size_t request_header_bytes(const h2o_req_t *req)
@@ -98,8 +90,7 @@ int handler_on_req(h2o_handler_t *handler, h2o_req_t *req)
         return 0;
     }
     if (t->route.api == ROUTE_ADMIN) {
-        admin_answer(req, worker);
-        log_local_answer(req, t->route.api, NULL);
+        admin_answer(req, worker); /* logs its own answer, which may come later */
         return 0;
     }
     if (refuse_malformed(req, t))

@@ -64,6 +64,7 @@ struct server {
     size_t num_listeners;
     worker_t *workers;
     cache_t *cache; /* shared by every worker; NULL when caching is off */
+    auth_t *auth;
     buffers_t buffers;
     _Atomic unsigned connections;
 };
@@ -348,6 +349,8 @@ static int worker_init(worker_t *worker, server_t *server, unsigned id)
     worker->cache = server->cache;
     worker->buffers = &server->buffers;
     worker->stop_fd = -1;
+    if ((worker->auth = auth_local_new(server->auth)) == NULL)
+        return -1;
     if ((worker->upstream = upstream_pool_create(worker->loop, conf)) == NULL ||
         (worker->conns = conn_table_create(worker, &server->connections)) == NULL || worker_wake_init(worker) != 0)
         return -1;
@@ -466,6 +469,7 @@ static void worker_dispose(worker_t *worker, size_t num_listeners)
         h2o_evloop_destroy(worker->loop);
     }
     conn_table_destroy(worker->conns);
+    auth_local_free(worker->auth);
     record_cache_clear(&worker->records); /* after the loop: the last hits hold references until it ends */
 }
 
@@ -476,15 +480,22 @@ static void request_stop(worker_t *worker)
         log_msg(LOG_LEVEL_WARN, "server", "stop eventfd write: %s", strerror(errno));
 }
 
-static int wait_for_signal(void)
+/* Waits for SIGINT or SIGTERM; SIGHUP meanwhile reloads the token file. */
+static int wait_for_signal(server_t *server)
 {
     sigset_t set;
-    int sig = 0;
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
-    sigwait(&set, &sig);
-    return sig;
+    sigaddset(&set, SIGHUP);
+    for (;;) {
+        int sig = 0;
+        if (sigwait(&set, &sig) != 0)
+            continue;
+        if (sig != SIGHUP)
+            return sig;
+        auth_reload(server->auth);
+    }
 }
 
 static int run_workers(server_t *server)
@@ -504,7 +515,7 @@ static int run_workers(server_t *server)
     if (status == 0) {
         log_msg(LOG_LEVEL_INFO, "server", "larder %s ready: %u worker threads, upstream %s", LARDER_VERSION,
                 conf->worker_threads, conf->upstream.base_url);
-        int sig = wait_for_signal();
+        int sig = wait_for_signal(server);
         log_msg(LOG_LEVEL_INFO, "server", "received %s, shutting down (grace %u ms)",
                 sig == SIGINT ? "SIGINT" : "SIGTERM", conf->shutdown_grace_ms);
     }
@@ -529,6 +540,7 @@ int proxy_run(const conf_t *conf)
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
     if (fit_descriptor_limit(conf) != 0)
@@ -538,11 +550,18 @@ int proxy_run(const conf_t *conf)
         return 1;
     }
     int status = 1;
+    char err[512];
+    if (auth_open(&server.auth, conf, err, sizeof(err)) != 0) {
+        log_msg(LOG_LEVEL_ERROR, "server", "%s", err);
+        curl_global_cleanup();
+        return 1;
+    }
     if (open_listeners(&server) == 0 && cache_open(&server.cache, conf, &server.buffers) == 0 &&
         (server.workers = calloc(conf->worker_threads, sizeof(worker_t))) != NULL)
         status = run_workers(&server);
     free(server.workers);
     cache_close(server.cache);
+    auth_close(server.auth);
     close_listeners(&server);
     curl_global_cleanup();
     return status;

@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "conf.h"
+#include "worker.h"
 
 static const char *const secret_params[] = {"access_token", "upload_id", "X-Goog-Signature", "Signature",
                                             "X-Amz-Signature", "key"};
@@ -79,32 +80,67 @@ static void format_timestamp(char *buf, size_t cap)
     snprintf(buf + n, cap - n, ".%03ldZ", ts.tv_nsec / 1000000);
 }
 
+/* The identity and access fields, in the line's format; "" when neither is known. */
+static void format_access(const access_log_entry_t *e, char *out, size_t cap)
+{
+    out[0] = '\0';
+    if (e->access == NULL && e->identity == NULL)
+        return;
+    char identity[2 * 256 + 8];
+    json_escape(identity, sizeof(identity), e->identity != NULL ? e->identity : "",
+                e->identity != NULL ? strlen(e->identity) : 0);
+    if (log_format() == LOG_FORMAT_JSON)
+        snprintf(out, cap, ",\"identity\":\"%s\"%s%s%s", identity, e->access != NULL ? ",\"access\":\"" : "",
+                 e->access != NULL ? e->access : "", e->access != NULL ? "\"" : "");
+    else
+        snprintf(out, cap, " identity=%s access=%s", identity[0] != '\0' ? identity : "-",
+                 e->access != NULL ? e->access : "-");
+}
+
 void access_log_write(const access_log_entry_t *e)
 {
     if (!log_enabled(LOG_LEVEL_INFO))
         return;
     h2o_req_t *req = e->req;
-    char path[4096], method[64], escaped_path[8192], ts[40], line[10240];
+    char path[4096], method[64], escaped_path[8192], ts[40], line[10240], access[640];
     access_log_redact_path(req->path.base, req->path.len, path, sizeof(path));
     json_escape(method, sizeof(method), req->method.base, req->method.len);
     format_timestamp(ts, sizeof(ts));
+    format_access(e, access, sizeof(access));
     int n;
     if (log_format() == LOG_FORMAT_JSON) {
         json_escape(escaped_path, sizeof(escaped_path), path, strlen(path));
         n = snprintf(line, sizeof(line),
                      "{\"ts\":\"%s\",\"level\":\"info\",\"component\":\"access\",\"method\":\"%s\",\"route\":\"%s\","
-                     "\"path\":\"%s\",\"status\":%d,\"bytes\":%llu,\"upstream_ms\":%lld,\"cache\":\"%s\","
+                     "\"path\":\"%s\",\"status\":%d,\"bytes\":%llu,\"upstream_ms\":%lld,\"cache\":\"%s\"%s,"
                      "\"http\":\"%d.%d\"%s%s%s}\n",
                      ts, method, route_api_name(e->api), escaped_path, e->status, (unsigned long long)e->bytes_sent,
-                     (long long)e->upstream_ms, e->cache, req->version >> 8, req->version & 0xff,
+                     (long long)e->upstream_ms, e->cache, access, req->version >> 8, req->version & 0xff,
                      e->error != NULL ? ",\"error\":\"" : "", e->error != NULL ? e->error : "",
                      e->error != NULL ? "\"" : "");
     } else {
-        n = snprintf(line, sizeof(line), "%s INFO access: %s %s route=%s status=%d bytes=%llu upstream_ms=%lld cache=%s%s%s\n",
-                     ts, method, path, route_api_name(e->api), e->status, (unsigned long long)e->bytes_sent,
-                     (long long)e->upstream_ms, e->cache, e->error != NULL ? " error=" : "",
+        n = snprintf(line, sizeof(line),
+                     "%s INFO access: %s %s route=%s status=%d bytes=%llu upstream_ms=%lld cache=%s%s%s%s\n", ts,
+                     method, path, route_api_name(e->api), e->status, (unsigned long long)e->bytes_sent,
+                     (long long)e->upstream_ms, e->cache, access, e->error != NULL ? " error=" : "",
                      e->error != NULL ? e->error : "");
     }
     if (n > 0)
         log_write_line(line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
+}
+
+void access_log_local_answer(h2o_req_t *req, route_api_t api, const char *identity, const char *access,
+                             const char *why)
+{
+    if (!worker_of(req)->conf->log.access_log)
+        return;
+    access_log_write(&(access_log_entry_t){.req = req,
+                                           .api = api,
+                                           .status = req->res.status,
+                                           .bytes_sent = req->res.content_length,
+                                           .upstream_ms = -1,
+                                           .cache = "PASS",
+                                           .identity = identity,
+                                           .access = access,
+                                           .error = why});
 }

@@ -33,6 +33,9 @@ static const struct error_kind_info error_kinds[] = {
                                    "The upstream storage service did not answer in time."},
     [GCS_ERROR_UNAVAILABLE] = {503, "Service Unavailable", "backendError", "ServiceUnavailable", "The proxy is overloaded; retry later."},
     [GCS_ERROR_INTERNAL] = {500, "Internal Server Error", "backendError", "InternalError", "Internal error in the proxy."},
+    /* GCS's own words: JSON says "Invalid Credentials", XML "Authentication required." (one message serves both). */
+    [GCS_ERROR_UNAUTHENTICATED] = {401, "Unauthorized", "authError", "AuthenticationRequired", "Invalid Credentials"},
+    [GCS_ERROR_FORBIDDEN] = {403, "Forbidden", "forbidden", "AccessDenied", "Access denied."},
 };
 
 int gcs_error_status(gcs_error_kind_t kind)
@@ -119,6 +122,9 @@ h2o_iovec_t gcs_error_prepare(h2o_req_t *req, error_format_t format, gcs_error_k
     if (format == ERROR_FORMAT_JSON)
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL,
                        H2O_STRLIT("no-cache, no-store, max-age=0, must-revalidate"));
+    if (kind == GCS_ERROR_UNAUTHENTICATED)
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL,
+                       H2O_STRLIT("Bearer realm=\"https://accounts.google.com/\", error=\"invalid_token\""));
     if (kind == GCS_ERROR_METHOD_NOT_ALLOWED)
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ALLOW, NULL,
                        H2O_STRLIT("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"));

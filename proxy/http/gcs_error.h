@@ -24,7 +24,9 @@ typedef enum {
     GCS_ERROR_BAD_GATEWAY,
     GCS_ERROR_GATEWAY_TIMEOUT,
     GCS_ERROR_UNAVAILABLE,
-    GCS_ERROR_INTERNAL
+    GCS_ERROR_INTERNAL,
+    GCS_ERROR_UNAUTHENTICATED, /* an invalid or expired token, as GCS answers it */
+    GCS_ERROR_FORBIDDEN
 } gcs_error_kind_t;
 
 /*

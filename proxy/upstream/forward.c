@@ -43,6 +43,7 @@ typedef struct forward {
     byte_buffer_t inflight;  /* handed to h2o, valid until proceed */
     bool sending;
     bool end_reported;
+    const char *access; /* what the on_end hook decided, for the log */
     uint64_t reserved;       /* buffer memory reserved for BUFFERING */
     h2o_timeout_entry_t watchdog;
     char *public_base;
@@ -83,7 +84,7 @@ static void report_end(forward_t *self, bool complete)
         return;
     self->end_reported = true;
     if (self->options.hooks != NULL && self->options.hooks->on_end != NULL)
-        self->options.hooks->on_end(self->options.ctx, self->req, self->status, complete);
+        self->access = self->options.hooks->on_end(self->options.ctx, self->req, self->status, complete);
 }
 
 static void release_reservation(forward_t *self)
@@ -100,10 +101,15 @@ static void answer_error(forward_t *self)
     if (self->error == NULL)
         self->error = exchange_error(self->exchange);
     gcs_error_kind_t kind = exchange_timed_out(self->exchange) ? GCS_ERROR_GATEWAY_TIMEOUT : GCS_ERROR_BAD_GATEWAY;
+    const char *message = NULL;
+    if (self->options.checks_access) {
+        kind = GCS_ERROR_UNAVAILABLE;
+        message = "The proxy could not check the caller's access with upstream; retry later.";
+    }
     report_end(self, false);
     exchange_free(self->exchange);
     self->exchange = NULL;
-    gcs_error_send(self->req, self->target->route.error_format, kind, NULL);
+    gcs_error_send(self->req, self->target->route.error_format, kind, message);
     self->bytes_sent = self->req->res.content_length;
 }
 
@@ -365,6 +371,8 @@ static void on_dispose(void *p)
                                                .bytes_sent = self->bytes_sent,
                                                .upstream_ms = self->upstream_ms,
                                                .cache = self->options.cache_state,
+                                               .identity = self->options.identity,
+                                               .access = self->access,
                                                .error = self->error});
     byte_buffer_dispose(&self->inflight);
     free(self->public_base);

@@ -28,11 +28,15 @@ typedef struct forward_hooks {
      * status is upstream's final status (0 when none came), complete whether
      * the whole response arrived.
      */
-    void (*on_end)(void *ctx, h2o_req_t *req, int status, bool complete);
+    /* Returns the access decision to log ("grant", "denied", ...), or NULL for none. */
+    const char *(*on_end)(void *ctx, h2o_req_t *req, int status, bool complete);
 } forward_hooks_t;
 
 typedef struct forward_options {
     const char *cache_state;        /* X-Cache and the log: "PASS" or "MISS"; NULL: "PASS" */
+    const char *identity;           /* the caller, for the log; NULL: not known. Must outlive the request */
+    bool checks_access;             /* the cache holds the answer but not the caller's right to it: if upstream
+                                       cannot be asked, 503 (the access could not be decided), not 502 */
     const target_url_edit_t *edit;  /* how the upstream URL differs from the client's target; may be NULL */
     bool (*skip_header)(const h2o_iovec_t *name, void *ctx); /* client headers not to forward; may be NULL */
     const char *const *extra_headers;                        /* NULL-terminated; may be NULL */

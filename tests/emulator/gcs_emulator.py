@@ -13,11 +13,14 @@ Served APIs
   * XML API: path style /BUCKET/OBJECT and virtual-hosted BUCKET.<vhost-suffix>.
   * OAuth: POST /token and /tokeninfo (Google's shapes), for clients that
     refresh tokens (gsutil) and for a proxy mapping tokens to identities.
+    These are API requests like the others: counted (kinds "oauth_token",
+    "tokeninfo") and subject to faults.
   * Control API under /_emu/ (never counted, never faulted): see ControlApi
     and Faults below.
 
 Identities: "Authorization: Bearer TOKEN" is mapped through a token -> email
-table (defaults: owner, reader, other @example.com).  XML HMAC-style
+table (defaults: owner, reader, other @example.com); a token may be given an
+expiry, after which it is as unknown as a token never issued.  XML HMAC-style
 credentials (AWS SigV4, "AWS AK:sig", GOOG1/GOOG4, presigned query
 parameters) are mapped by their access key id through the same table;
 signatures are deliberately NOT verified, because a proxy in front cannot
@@ -75,6 +78,7 @@ DEFAULT_TOKENS = {
     "other": "other@example.com",
 }
 DEFAULT_OWNER = "owner@example.com"
+DEFAULT_TOKEN_LIFETIME = 3600  # seconds: what tokeninfo reports for a token given no expiry
 ALL_USERS = "allUsers"
 ALL_AUTHENTICATED = "allAuthenticatedUsers"
 PROJECT_NUMBER = "123456789012"
@@ -972,12 +976,13 @@ class Counters:
         with self.lock:
             entry["aborted"] = True
 
-    def snapshot(self):
+    def snapshot(self, since=None):
+        """The counters and the log; with since, only the log entries whose seq is greater."""
         with self.lock:
-            return {"total": self.total, "by_kind": dict(self.by_kind),
+            return {"total": self.total, "seq": self.seq, "by_kind": dict(self.by_kind),
                     "by_status": dict(self.by_status), "media_bytes_sent": self.media_bytes_sent,
                     "bytes_sent": self.bytes_sent, "bytes_received": self.bytes_received,
-                    "log": [dict(e) for e in self.log]}
+                    "log": [dict(e) for e in self.log if since is None or e["seq"] > since]}
 
 
 class SendMeter:
@@ -1025,7 +1030,10 @@ class Faults:
     """Fault plan set through POST /_emu/faults (replacing any previous plan).
 
     Only API requests whose target (path and query) contains "match" (default
-    "": all) and, if given, whose method equals "method" are affected:
+    "": all) and, if given, whose method equals "method" are affected. The
+    OAuth endpoints are API requests too: {"match": "/tokeninfo", "fail_nth":
+    {"n": 1, "status": 503, "count": 1000}} makes token validation fail (a
+    JSON error body), hold_ms keeps it waiting:
       latency_ms         sleep this long before answering
       fail_nth           {"n": N, "status": 503, "count": 1}: the N-th matching
                          request (1-based, counted since the plan was set) and
@@ -1162,6 +1170,7 @@ class Store:
             self.buckets = {}
             self.uploads = {}
             self.tokens = dict(DEFAULT_TOKENS)
+            self.token_expiry = {}  # token -> time.time() at which it expires; absent: never
             self.oauth_token = "owner"
             self.last_generation = 0
             self.quirks = {}  # bucket name, or None for every bucket -> {quirk: value}
@@ -1188,6 +1197,59 @@ class Store:
             if entry is None:
                 entry = self.quirks.get(None, {})
             return dict(self.QUIRK_DEFAULTS, **entry)
+
+    def live_tokens(self):
+        """token -> email for the tokens that have not expired."""
+        now = time.time()
+        with self.lock:
+            return {token: email for token, email in self.tokens.items()
+                    if self.token_expiry.get(token, now + 1) > now}
+
+    def set_tokens(self, spec):
+        """Applies POST /_emu/tokens: "email", {"email", "expires_in"} or null per token."""
+        if not isinstance(spec, dict):
+            raise err_invalid("Expected {\"TOKEN\": \"email\" | {\"email\", \"expires_in\"} | null}.")
+        changes = {}
+        for token, value in spec.items():
+            if value is None:
+                changes[str(token)] = None
+            elif isinstance(value, str):
+                changes[str(token)] = (value, None)
+            elif isinstance(value, dict) and isinstance(value.get("email"), str):
+                unknown = set(value) - {"email", "expires_in"}
+                if unknown:
+                    raise err_invalid("Unknown token keys: %s" % ", ".join(sorted(unknown)))
+                expires_in = value.get("expires_in")
+                if expires_in is not None and (isinstance(expires_in, bool)
+                                               or not isinstance(expires_in, (int, float))):
+                    raise err_invalid("expires_in of %s must be a number of seconds." % token)
+                changes[str(token)] = (value["email"], expires_in)
+            else:
+                raise err_invalid("Token %s: expected an email, {\"email\", \"expires_in\"} or null." % token)
+        now = time.time()
+        with self.lock:
+            for token, change in changes.items():
+                self.token_expiry.pop(token, None)
+                if change is None:
+                    self.tokens.pop(token, None)
+                    continue
+                email, expires_in = change
+                self.tokens[token] = email
+                if expires_in is not None:
+                    self.token_expiry[token] = now + expires_in
+
+    def token_info(self, token):
+        """(email, expiry as time.time(), configured) for a live token, else None. A token given no
+        expiry is reported as expiring DEFAULT_TOKEN_LIFETIME seconds from now (configured False)."""
+        now = time.time()
+        with self.lock:
+            email = self.tokens.get(token)
+            expiry = self.token_expiry.get(token)
+        if email is None or (expiry is not None and expiry <= now):
+            return None
+        if expiry is None:
+            return email, now + DEFAULT_TOKEN_LIFETIME, False
+        return email, expiry, True
 
     def next_generation(self):
         with self.lock:
@@ -2328,21 +2390,26 @@ def oauth_token(req, store):
 
 
 def tokeninfo(req, store):
+    """Google's tokeninfo: 200 with the token's email and expiry, or 400 invalid_token for a token
+    that is unknown, revoked or expired."""
     token = req.query.get("access_token")
     if token is None and req.body:
         token = dict(parse_qsl(req.body.decode("latin-1"))).get("access_token")
-    with store.lock:
-        email = store.tokens.get(token)
-    if email is None:
+    found = store.token_info(token)
+    if found is None:
         return Response(400, json_body({"error": "invalid_token", "error_description": "Invalid Value"}),
                         [], "application/json; charset=UTF-8")
-    exp = int(time.time()) + 3600
+    email, expiry, configured = found
+    # Whole seconds, never later than the real expiry: a client trusting exp or expires_in
+    # stops using the token no later than the emulator does.
+    exp = int(expiry)
+    expires_in = max(0, int(expiry - time.time())) if configured else DEFAULT_TOKEN_LIFETIME - 1
     info = {"azp": "larder-emulator.apps.googleusercontent.com",
             "aud": "larder-emulator.apps.googleusercontent.com",
             "sub": str(int(hashlib.sha256(email.encode()).hexdigest()[:15], 16)),
             "scope": "https://www.googleapis.com/auth/devstorage.full_control "
                      "https://www.googleapis.com/auth/userinfo.email openid",
-            "exp": str(exp), "expires_in": "3599", "email": email, "email_verified": "true",
+            "exp": str(exp), "expires_in": str(expires_in), "email": email, "email_verified": "true",
             "access_type": "offline"}
     return Response(200, json_body(info), [("Cache-Control", "no-cache, no-store, max-age=0, must-revalidate")],
                     "application/json; charset=UTF-8")
@@ -2352,7 +2419,9 @@ class ControlApi:
     """Test-facing API under /_emu/ (JSON in, JSON out).
 
     POST   /_emu/reset                 clear buckets, uploads, faults, counters, tokens
-    GET    /_emu/counters              request counters and the last 1000 requests
+    GET    /_emu/counters              request counters and the last 1000 requests;
+                                       ("seq": the last entry's seq); ?since=SEQ: only
+                                       the log entries after seq SEQ
     DELETE /_emu/counters              zero the counters only
     POST   /_emu/buckets               {"name", "owner"?, "writers"?, "readers"?}
     POST   /_emu/objects               {"bucket", "name", "data_b64" | "data" | "size"+"seed",
@@ -2365,7 +2434,14 @@ class ControlApi:
                                        a metadata update as a JSON PATCH makes it: same generation
                                        and bytes (so the XML ETag, the MD5, stays), metageneration + 1
     POST   /_emu/acl                   {"bucket", "object"?, "readers"?, "writers"?}
-    POST   /_emu/tokens                {"TOKEN": "email", ...}
+    POST   /_emu/tokens                {"TOKEN": "email" | {"email", "expires_in"?} | null, ...}
+                                       issue tokens (API Bearer tokens, HMAC access key ids and
+                                       what /tokeninfo answers); returns token -> email.
+                                       "email": no expiry (tokeninfo reports exp 3600 s ahead);
+                                       expires_in: seconds from now (0 or less: expired already);
+                                       null: revoke. An expired or revoked token is unknown:
+                                       /tokeninfo answers 400 invalid_token, the API 401
+                                       authError ("Invalid Credentials") as for a made-up token.
     POST   /_emu/oauth_token           {"token": "reader"}  what POST /token hands out
     GET    /_emu/faults, POST /_emu/faults {...}, DELETE /_emu/faults
     POST   /_emu/release               end every fault hold and stall in progress (see Faults)
@@ -2407,7 +2483,8 @@ class ControlApi:
         return {"status": "ok"}
 
     def get_counters(self, req):
-        return self.counters.snapshot()
+        since = req.query.get("since")
+        return self.counters.snapshot(None if since in (None, "") else int_param(since, "since"))
 
     def reset_counters(self, req):
         self.counters.reset()
@@ -2498,9 +2575,8 @@ class ControlApi:
         return {"status": "ok"}
 
     def add_tokens(self, req):
-        spec = parse_json_body(req)
+        self.store.set_tokens(parse_json_body(req))
         with self.store.lock:
-            self.store.tokens.update({str(k): str(v) for k, v in spec.items()})
             return dict(self.store.tokens)
 
     def set_oauth_token(self, req):
@@ -2661,8 +2737,7 @@ class Emulator:
     def resolve_identity(self, req):
         """Identity (email) for the request, None when anonymous."""
         auth = (req.header("Authorization") or "").strip()
-        with self.store.lock:
-            tokens = dict(self.store.tokens)
+        tokens = self.store.live_tokens()
         if not auth:
             if req.query.get("access_token"):
                 auth = "Bearer " + req.query["access_token"]

@@ -646,6 +646,80 @@ class AuthTest(EmulatorTest):
         bad = call("POST", "/oauth2/v3/tokeninfo", b"access_token=nope", token=None)
         self.assertEqual((bad.status, bad.json()), (400, {"error": "invalid_token", "error_description": "Invalid Value"}))
 
+    def tokeninfo(self, token):
+        return call("GET", "/tokeninfo?access_token=" + token, token=None)
+
+    def assert_unknown_token(self, token, what):
+        """token is refused everywhere exactly as a token never issued ("made-up")."""
+        info = self.tokeninfo(token)
+        self.assertEqual((info.status, info.json()), (400, {"error": "invalid_token", "error_description": "Invalid Value"}),
+                         what)
+        for path in (obj_path("bkt", "tok.bin", "?alt=media"), obj_path("bkt", "tok.bin"), "/bkt/tok.bin"):
+            got, made_up = call("GET", path, token=token), call("GET", path, token="made-up")
+            self.assertEqual((got.status, got.body), (made_up.status, made_up.body), (what, path))
+            self.assertEqual(got.header("www-authenticate"), made_up.header("www-authenticate"), (what, path))
+            self.assertEqual(got.status, 401, (what, path))
+        self.assertEqual(json_error(call("GET", obj_path("bkt", "tok.bin"), token=token)),
+                         (401, "authError", "Invalid Credentials"), what)
+        self.assertIn(b"<Code>AuthenticationRequired</Code>", call("GET", "/bkt/tok.bin", token=token).body, what)
+        via_query = call("GET", obj_path("bkt", "tok.bin", "?alt=media&access_token=" + token), token=None)
+        self.assertEqual(json_error(via_query), (401, "authError", "Invalid Credentials"), what)
+        # As an HMAC access key id, too.
+        hmac = call("GET", "/bkt/tok.bin", token=None, headers={"Authorization": "AWS %s:sig" % token})
+        self.assertEqual(hmac.status, 403, what)
+        self.assertIn(b"<Code>InvalidAccessKeyId</Code>", hmac.body, what)
+
+    def test_token_expiry_and_revocation(self):
+        upload("bkt", "tok.bin", b"tok")
+        control("acl", {"bucket": "bkt", "object": "tok.bin", "readers": ["x@example.com"]})
+        issued = control("tokens", {"tok-plain": "x@example.com", "tok-long": {"email": "x@example.com", "expires_in": 1000},
+                                    "tok-open": {"email": "x@example.com"},
+                                    "tok-zero": {"email": "x@example.com", "expires_in": 0},
+                                    "tok-past": {"email": "x@example.com", "expires_in": -30}})
+        for token in ("tok-plain", "tok-long", "tok-open", "tok-zero", "tok-past"):
+            self.assertEqual(issued[token], "x@example.com")
+        # Without expires_in: tokeninfo reports an hour, as for the default tokens.
+        for token in ("tok-plain", "tok-open", "owner"):
+            before = time.time()
+            info = self.tokeninfo(token).json()
+            self.assertEqual(info["expires_in"], "3599", token)
+            self.assertTrue(int(before) + 3600 <= int(info["exp"]) <= int(time.time()) + 3600, (token, info))
+        # With it: exp is the configured instant (never later), expires_in what is left of it.
+        before = time.time()
+        info = self.tokeninfo("tok-long").json()
+        self.assertEqual(info["email"], "x@example.com")
+        self.assertTrue(int(before) + 990 <= int(info["exp"]) <= int(before) + 1000, info)
+        self.assertTrue(990 <= int(info["expires_in"]) <= 1000, info)
+        self.assertEqual(call("GET", obj_path("bkt", "tok.bin", "?alt=media"), token="tok-long").body, b"tok")
+        self.assertEqual(call("GET", "/bkt/tok.bin", token="tok-long").body, b"tok")
+        # expires_in 0 or less: expired at once, refused everywhere like a made-up token.
+        for token in ("tok-zero", "tok-past"):
+            self.assert_unknown_token(token, token)
+        # An expiring token stops working on its own.
+        control("tokens", {"tok-short": {"email": "x@example.com", "expires_in": 0.5}})
+        deadline = time.monotonic() + 10
+        while self.tokeninfo("tok-short").status == 200:
+            self.assertLess(time.monotonic(), deadline, "tok-short never expired")
+            time.sleep(0.05)
+        self.assert_unknown_token("tok-short", "tok-short after its expiry")
+        # null revokes; issuing the token again (as a plain email) brings it back without an expiry.
+        remaining = control("tokens", {"tok-plain": None, "tok-zero": None})
+        self.assertNotIn("tok-plain", remaining)
+        self.assertNotIn("tok-zero", remaining)
+        self.assert_unknown_token("tok-plain", "tok-plain revoked")
+        control("tokens", {"tok-past": "x@example.com"})
+        self.assertEqual(self.tokeninfo("tok-past").json()["expires_in"], "3599")
+        self.assertEqual(call("GET", "/bkt/tok.bin", token="tok-past").body, b"tok")
+        # Bad specs are refused and change nothing.
+        for spec in ({"t": 5}, {"t": {"expires_in": 5}}, {"t": {"email": "e", "expires_in": "5"}},
+                     {"t": {"email": "e", "ttl": 5}}, ["t"]):
+            self.assertEqual(call("POST", "/_emu/tokens", spec, token=None).status, 400, spec)
+        self.assertEqual(self.tokeninfo("t").status, 400)
+        # reset: the default tokens, no expiries.
+        control("reset")
+        self.assertEqual(control("tokens", {}), gcs_emulator.DEFAULT_TOKENS)
+        self.assertEqual(self.tokeninfo("tok-long").status, 400)
+
 
 class BucketAndBatchTest(EmulatorTest):
     def test_bucket_lifecycle(self):
@@ -724,6 +798,56 @@ class FaultAndCounterTest(EmulatorTest):
         started = time.monotonic()
         call("GET", obj_path("bkt", "f"))
         self.assertGreaterEqual(time.monotonic() - started, 0.3)
+        control("faults", method="DELETE")
+
+    def test_counters_since(self):
+        upload("bkt", "s", b"s")
+        mark = control("counters", method="GET")["log"][-1]["seq"]
+        call("GET", obj_path("bkt", "s"))
+        call("GET", "/bkt/s", token="reader")
+        later = control("counters?since=%d" % mark, method="GET")
+        self.assertEqual([(e["kind"], e["identity"]) for e in later["log"]],
+                         [("metadata_get", "owner@example.com"), ("xml_get", "reader@example.com")])
+        self.assertEqual(later["total"], 3)  # the counters themselves are not filtered
+        self.assertEqual(later["seq"], later["log"][-1]["seq"])
+        self.assertEqual(control("counters?since=%d" % later["log"][-1]["seq"], method="GET")["log"], [])
+        self.assertEqual(call("GET", "/_emu/counters?since=x", token=None).status, 400)
+
+    def test_tokeninfo_counted_and_faulted(self):
+        control("counters", method="DELETE")
+        self.assertEqual(call("GET", "/tokeninfo?access_token=reader", token=None).status, 200)
+        self.assertEqual(call("GET", "/tokeninfo?access_token=nope", token=None).status, 400)
+        counters = control("counters", method="GET")
+        self.assertEqual(counters["by_kind"], {"tokeninfo": 2})
+        self.assertEqual([(e["kind"], e["status"], e["path"]) for e in counters["log"]],
+                         [("tokeninfo", 200, "/tokeninfo?access_token=reader"),
+                          ("tokeninfo", 400, "/tokeninfo?access_token=nope")])
+        # fail_nth with match "/tokeninfo": token validation fails, the API does not.
+        upload("bkt", "t", b"t")
+        control("faults", {"match": "/tokeninfo", "fail_nth": {"n": 1, "status": 503, "count": 2}})
+        for _ in range(2):
+            failed = call("GET", "/tokeninfo?access_token=reader", token=None)
+            self.assertEqual(json_error(failed)[:2], (503, "backendError"))
+        self.assertEqual(call("GET", obj_path("bkt", "t", "?alt=media"), token="reader").status, 403)  # not matched
+        self.assertEqual(call("GET", "/tokeninfo?access_token=reader", token=None).json()["email"],
+                         "reader@example.com")
+        log = [e for e in control("counters", method="GET")["log"] if e["kind"] == "tokeninfo"]
+        self.assertEqual([(e["status"], e.get("fault")) for e in log[-3:]],
+                         [(503, "fail_nth"), (503, "fail_nth"), (200, None)])
+        # hold_ms keeps a tokeninfo request waiting until released.
+        control("faults", {"match": "/tokeninfo", "hold_ms": 30000})
+        result = {}
+        asker = threading.Thread(target=lambda: result.update(reply=call(
+            "GET", "/tokeninfo?access_token=other", token=None)))
+        asker.start()
+        deadline = time.monotonic() + 10
+        while control("faults", method="GET")["waiting"] != 1:
+            self.assertLess(time.monotonic(), deadline, "tokeninfo never got held")
+            time.sleep(0.02)
+        self.assertNotIn("reply", result)
+        control("release")
+        asker.join(10)
+        self.assertEqual(result["reply"].json()["email"], "other@example.com")
         control("faults", method="DELETE")
 
     def test_reset_stall_and_bandwidth(self):

@@ -15,6 +15,7 @@ import hashlib
 import http.client
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -69,6 +70,30 @@ def larder_bin():
     if not path or not os.access(path, os.X_OK):
         raise RuntimeError("LARDER_BIN must name the larder binary (ctest sets it)")
     return path
+
+
+_HELP_TEXT = None
+
+
+def larder_has_setting(key):
+    """Whether the larder binary knows the setting KEY: `larder --help` lists every setting."""
+    global _HELP_TEXT
+    if _HELP_TEXT is None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LARDER_")}
+        _HELP_TEXT = subprocess.run([larder_bin(), "--help"], capture_output=True, env=env,
+                                    timeout=30).stdout.decode(errors="replace")
+    return re.search(r"^\s*%s\b" % re.escape(key), _HELP_TEXT, re.M) is not None
+
+
+def wait_until(predicate, timeout=10.0, interval=0.02):
+    """Polls predicate until it holds or timeout passes; returns whether it held."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(interval)
 
 
 def sha256_file(path):
@@ -212,6 +237,11 @@ class Larder:
             "store": {"path": os.path.join(workdir, "store")},
             "log": {"level": "info", "format": "json"},
         }
+        # Tokens are validated at the emulator's tokeninfo, not Google's; owner@example.com may read
+        # /_larder/stats. (Only for a binary that has auth.* settings: one built before issue 7 rejects
+        # the key. Once every binary has them, this condition can go.)
+        if larder_has_setting("auth.tokeninfo_url"):
+            cfg["auth"] = {"tokeninfo_url": upstream + "/tokeninfo", "admins": ["owner@example.com"]}
         for key, value in (config or {}).items():
             if isinstance(value, dict) and isinstance(cfg.get(key), dict):
                 cfg[key].update(value)

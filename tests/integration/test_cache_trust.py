@@ -56,17 +56,6 @@ TTL_SECONDS = 600  # a window no test outlives: inside it, ttl behaves as immuta
 MEDIA_KINDS = ("media_get", "xml_get", "xml_head")
 
 
-def wait_until(predicate, timeout=10.0, interval=0.02):
-    """Polls predicate until it holds or timeout passes; returns whether it held."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(interval)
-
-
 class Reader(threading.Thread):
     """One GET on its own connection, read by a thread, as a client that can be slow or leave.
 
@@ -335,7 +324,7 @@ class WriteTest(TrustCase):
             self.emulator.faults(hold_ms=30000, method=method, match="/" + name)
             t = threading.Thread(target=lambda: result.update(r=self.get(path, headers, method=method, body=body)))
             t.start()
-            self.assertTrue(wait_until(lambda: self.faults_waiting() == 1, 20),
+            self.assertTrue(harness.wait_until(lambda: self.faults_waiting() == 1, 20),
                             "the %s never reached the emulator" % method)
             return t, result
 
@@ -410,7 +399,7 @@ class SharedFetchTest(TrustCase):
         leader = self.reader(path, OWNER, first=MiB - 64 * 1024)
         self.assertTrue(leader.started.wait(30), "the first client got no bytes")
         self.assertEqual((leader.status, leader.x_cache), (200, "MISS"))
-        self.assertTrue(wait_until(lambda: self.faults_waiting() == 1, 30), "upstream never stalled")
+        self.assertTrue(harness.wait_until(lambda: self.faults_waiting() == 1, 30), "upstream never stalled")
         follower = self.reader(path, OWNER)
         self.assertTrue(follower.head_seen.wait(30), "the follower got no response head")
         leader.leave()
@@ -497,7 +486,7 @@ class SharedFetchTest(TrustCase):
         expected = self.direct_sha(path)
         self.emulator.faults(stall_ms=12000, stall_after_bytes=2 * CHUNK + 100, match="/" + name, times=1)
         leader = self.reader(path, OWNER)
-        self.assertTrue(wait_until(lambda: self.faults_waiting() == 1, 30), "upstream never stalled")
+        self.assertTrue(harness.wait_until(lambda: self.faults_waiting() == 1, 30), "upstream never stalled")
         follower = self.reader(path, OWNER)
         leader.finish(self)
         follower.finish(self)
@@ -1157,7 +1146,8 @@ class AfterFillTest(TrustCase):
         else:
             self.emulator.faults(stall_ms=15000, stall_after_bytes=2 * CHUNK, match="/" + name, times=1)
         first = self.reader(path, OWNER)
-        self.assertTrue(wait_until(lambda: self.faults_waiting() == 1, 30), "the fill was never held (%s)" % phase)
+        self.assertTrue(harness.wait_until(lambda: self.faults_waiting() == 1, 30),
+                        "the fill was never held (%s)" % phase)
         return first, expected
 
     def test_always_read_during_fill_sees_overwrite(self):
@@ -1209,7 +1199,7 @@ class AfterFillTest(TrustCase):
             first, expected = self.start_held_fill(phase, name, ALWAYS_BUCKET, size, 103)
             mark = self.mark()
             second = self.reader(self.media(name, ALWAYS_BUCKET), OWNER)
-            wait_until(lambda: second.received or not second.is_alive() or self.upstream_since(mark), 5)
+            harness.wait_until(lambda: second.received or not second.is_alive() or self.upstream_since(mark), 5)
             self.release()
             second.finish(self)
             first.finish(self)

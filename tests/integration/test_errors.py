@@ -223,7 +223,10 @@ class UpstreamDownTest(harness.LarderTestCase):
         super().setUpClass()
         dead_dir = os.path.join(cls.workdir, "dead")
         os.makedirs(dead_dir)
-        cls.dead = harness.Larder(dead_dir, "http://127.0.0.1:%d" % harness.free_port(), cls.ca)
+        # Only the storage upstream is down: tokens are still validated by the emulator's tokeninfo
+        # (with tokeninfo down too, reads fail closed with 503: test_auth.py).
+        cls.dead = harness.Larder(dead_dir, "http://127.0.0.1:%d" % harness.free_port(), cls.ca,
+                                  config={"auth": {"tokeninfo_url": cls.emulator.base_url + "/tokeninfo"}})
 
     @classmethod
     def tearDownClass(cls):
