@@ -807,6 +807,41 @@ class ImmutablePolicyTest(CacheTestCase):
         self.assertEqual(counters["media_bytes_sent"], size)
         self.assertEqual(sorted(x for _, x, _, _ in results).count("MISS"), 1, results)
 
+    def test_single_flight_when_a_validation_releases_many(self):
+        """Fifty cold reads carrying one token larder has not validated yet all wait for that one validation
+        (tokeninfo's answer is held) and are released together, on both worker threads at once: still one
+        upstream GET, and one MISS. Before misses registered on two threads at the same moment joined
+        (fetch_start_or_join), each thread's first miss started a fill: 2 upstream GETs, and this failed
+        in 2 of 3 runs (a race between the two threads, so not every run).
+        Holds at any speed: reads that arrive late find the fill registered, or the entry."""
+        size = 2 * MiB
+        self.put_object("sf-token.bin", size=size, seed=8)
+        expected = sha(self.object_bytes("sf-token.bin"))
+        self.emulator.control("POST", "tokens", {"sf-fresh-token": OWNER_EMAIL})
+        self.emulator.control("DELETE", "counters")
+        self.emulator.faults(match="/tokeninfo", hold_ms=30000)
+
+        def read(_):
+            digest = hashlib.sha256()
+            r = http_request(self.larder.port, "GET", self.media("sf-token.bin"),
+                             {"Authorization": "Bearer sf-fresh-token"}, sink=digest.update, timeout=120)
+            return r.status, r.x_cache, r.error, digest.hexdigest()
+
+        with concurrent.futures.ThreadPoolExecutor(50) as pool:
+            futures = [pool.submit(read, i) for i in range(50)]
+            self.assertTrue(harness.wait_until(lambda: self.emulator.control("GET", "faults")["waiting"] == 1, 20))
+            time.sleep(0.3)  # lets the fifty queue on the validation; the counts below hold either way
+            self.emulator.control("POST", "release", {})
+            results = [f.result() for f in futures]
+        self.emulator.clear_faults()
+        for status, x_cache, error, digest in results:
+            self.assertEqual((status, error, digest), (200, None, expected))
+        counters = self.emulator.counters()
+        self.assertEqual(counters["by_kind"].get("tokeninfo"), 1)
+        self.assertEqual(counters["by_kind"].get("media_get"), 1,
+                         [e for e in counters["log"] if e["kind"] == "media_get"])
+        self.assertEqual(sorted(x for _, x, _, _ in results).count("MISS"), 1, results)
+
 
 # ==========================================================================
 # Ranges, conditionals and gzip
