@@ -2,7 +2,7 @@
 """hits.py - larder's cache-hit path against nginx, on loopback.
 
 Starts the GCS emulator with three synthetic objects (4 KiB, 1 MiB, 64 MiB)
-and five servers in front of the same bytes:
+and seven servers in front of the same bytes:
 
   larder-immutable   larder, cache.default_policy "immutable": the pure hit
                      path, no upstream traffic per hit
@@ -15,20 +15,48 @@ and five servers in front of the same bytes:
   nginx-static-copy  the same with sendfile off (read + write); on some VMs
                      that is the faster of the two, so the physical limit is
                      whichever of the static peers is faster
+  larder-users       larder-immutable's settings, 4 KiB only, 64 identities:
+                     every request carries the next of 64 bearer tokens
+                     (tok-bench-00..63 -> user00..63@example.com, checked at
+                     the emulator's tokeninfo), all for ONE stored object.
+                     user00's read filled it (the owner); every other user's
+                     first read was confirmed upstream by a 304 (a grant,
+                     auth.grant_ttl 3600 s). Each hit checks the caller's
+                     token and its owner/grant.
+  larder-users-off   the baseline: the same wrk script and object with
+                     auth.enabled false (the old exact-credential rule, no
+                     token validation), all 64 request slots carrying
+                     tok-bench-00, whose read filled the entry. Under that rule
+                     any other credential's read is revalidated upstream every
+                     time, so 64 tokens on one object would be no pure hits;
+                     and 64 copies, one per token, came out 5-9% slower than
+                     one object in trial runs (more store entries), which
+                     would flatter the target.
 
 Each object is warmed with one GET through each server; the second GET must
 carry the right bytes and say X-Cache: HIT (immutable), REVALIDATED (always)
-or X-Cache-Status: HIT (nginx), else the run stops. Then wrk (HTTP/1.1,
-keep-alive, `Authorization: Bearer owner`) requests one object per cell at 1,
+or X-Cache-Status: HIT (nginx), else the run stops (the 64-identity servers:
+every identity's first GET, then a second that must be a HIT). Then wrk
+(HTTP/1.1, keep-alive, `Authorization: Bearer owner`; a Lua request() that
+rotates the 64 tokens for larder-users*) requests one object per cell at 1,
 16 and 64 connections, every cell --reps times with the servers interleaved;
-medians are reported. The emulator's request counter is read around every
-run: a pure-hit run that reached upstream, or an `always` run with fewer
-upstream requests than hits, stops the benchmark. A run during which other
-processes used more than --max-foreign of the CPUs is repeated (twice at most).
+medians are reported. The emulator's request counter (less its tokeninfo
+requests, counted apart) is read around every run: a pure-hit run that
+reached upstream, or an `always` run with fewer upstream requests than hits,
+stops the benchmark. A run during which other processes used more than
+--max-foreign of the CPUs is repeated (twice at most).
 
 nginx cannot revalidate per hit, so the nginx peers run in their fastest mode
 (no upstream traffic per hit); the targets compare larder-immutable with them.
 larder-always is reported on its own, with ratios for information.
+larder-users is judged against larder-users-off: the per-user check (token
+validation and the owner/grant decision) may cost at most 10% of 4 KiB hit
+throughput, judged on the median over reps of the two servers' req/s ratio
+within each rep (their runs are seconds apart, so a drift in the machine's
+speed between reps cancels out). Its runs must make no storage request
+upstream and take only owner or grant decisions (/_larder/stats); tokeninfo
+requests during a run are counted and reported (tokens are cached, so they
+should be 0).
 
 By default the server under test is pinned to CPU 0 and wrk to the last CPU
 (--pin): unpinned, where the scheduler happens to put the client and the
@@ -62,23 +90,62 @@ import harness  # noqa: E402
 BUCKET = "bench"
 AUTH = "Bearer owner"  # the emulator's default owner token; entries belong to who filled them
 SIZES = {"4KiB": 4 * 1024, "1MiB": 1024 * 1024, "64MiB": 64 * 1024 * 1024}
-SERVERS = ("larder-immutable", "larder-always", "nginx-proxy_cache", "nginx-static", "nginx-static-copy")
+SERVERS = ("larder-immutable", "larder-always", "larder-users", "larder-users-off", "nginx-proxy_cache",
+           "nginx-static", "nginx-static-copy")
+USER_SERVERS = ("larder-users", "larder-users-off")  # 4 KiB cells only
 EXPECTED_STATE = {"larder-immutable": ("x-cache", "HIT"), "larder-always": ("x-cache", "REVALIDATED"),
+                  "larder-users": ("x-cache", "HIT"), "larder-users-off": ("x-cache", "HIT"),
                   "nginx-proxy_cache": ("x-cache-status", "HIT"), "nginx-static": (None, None),
                   "nginx-static-copy": (None, None)}
+# The 64 identities of larder-users: token -> email, registered at the emulator.
+USERS = [("tok-bench-%02d" % i, "user%02d@example.com" % i) for i in range(64)]
+USER_BUDGET = 0.10  # the per-user check may cost at most this share of hit throughput
+TOKENINFO = "tokeninfo"  # the emulator's kind for larder's token checks: not storage traffic
 
 # wrk reports through this script: one JSON line after the run.
-WRK_LUA = r"""
-wrk.headers["Authorization"] = "%s"
+WRK_DONE_LUA = r"""
 function done(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
-    'BENCH {"requests":%%d,"bytes":%%d,"duration_us":%%d,"p50_us":%%d,"p90_us":%%d,"p99_us":%%d,' ..
-    '"max_us":%%d,"mean_us":%%.1f,"connect":%%d,"read":%%d,"write":%%d,"status":%%d,"timeout":%%d}\n',
+    'BENCH {"requests":%d,"bytes":%d,"duration_us":%d,"p50_us":%d,"p90_us":%d,"p99_us":%d,' ..
+    '"max_us":%d,"mean_us":%.1f,"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d}\n',
     summary.requests, summary.bytes, summary.duration, latency:percentile(50), latency:percentile(90),
     latency:percentile(99), latency.max, latency.mean, e.connect, e.read, e.write, e.status, e.timeout))
 end
-""" % AUTH
+"""
+WRK_LUA = 'wrk.headers["Authorization"] = "%s"\n' % AUTH + WRK_DONE_LUA
+
+# larder-users / larder-users-off: every request carries the next of the 64
+# tokens (larder-users-off: 64 times the same one). The requests are formatted
+# once per thread in init() and request() only picks the next one (wrk's
+# advice for fast servers); each wrk thread starts 32 tokens further on.
+WRK_USERS_LUA = r"""
+TOKENS = {%s}
+local requests, n, i = {}, 0, 0
+local threads = 0
+function setup(thread)
+  thread:set("first", threads)
+  threads = threads + 1
+end
+function init(args)
+  for k, token in ipairs(TOKENS) do
+    local headers = {}
+    for name, value in pairs(wrk.headers) do headers[name] = value end
+    headers["Authorization"] = "Bearer " .. token
+    requests[k] = wrk.format("GET", wrk.path, headers)
+  end
+  n = #requests
+  i = ((first or 0) * 32) %% n
+end
+function request()
+  i = i %% n + 1
+  return requests[i]
+end
+"""
+
+
+def users_lua(tokens):
+    return WRK_USERS_LUA % ", ".join('"%s"' % token for token in tokens) + WRK_DONE_LUA
 
 
 def log(msg):
@@ -115,10 +182,10 @@ def nginx_bin():
 
 # --- HTTP helpers ---
 
-def get(port, path, timeout=120):
+def get(port, path, timeout=120, auth=AUTH):
     """GET with the bench credentials; returns (status, headers lower-cased, sha256, length)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    conn.request("GET", path, headers={"Authorization": AUTH})
+    conn.request("GET", path, headers={"Authorization": auth})
     resp = conn.getresponse()
     digest, total = hashlib.sha256(), 0
     for block in iter(lambda: resp.read(1 << 20), b""):
@@ -190,16 +257,24 @@ class Nginx:
 
 
 class LarderPeer:
-    def __init__(self, workdir, emulator, ca, label, policy, workers):
+    def __init__(self, workdir, emulator, ca, label, policy, workers, auth=None):
         self.label = label
         directory = os.path.join(workdir, label)
         os.makedirs(directory, exist_ok=True)
-        self.larder = harness.Larder(directory, emulator.base_url, ca, config={
+        config = {
             "cache": {"default_policy": policy},
             "store": {"budget": "2GiB"},
             "worker_threads": workers,
             "log": {"access_log": False, "level": "warn"},
-        })
+        }
+        if harness.larder_has_setting("auth.tokeninfo_url"):
+            # Tokens checked at the emulator (the harness does that too) and remembered for an hour,
+            # so no run, however late in a full benchmark, waits for tokeninfo.
+            config["auth"] = dict({"tokeninfo_url": emulator.base_url + "/tokeninfo", "token_cache_ttl": 3600},
+                                  **(auth or {}))
+        elif auth is not None:
+            raise RuntimeError("%s needs a larder with auth.* settings (%s has none)" % (label, harness.larder_bin()))
+        self.larder = harness.Larder(directory, emulator.base_url, ca, config=config)
         self.port = self.larder.port
         self.pids = [self.larder.proc.pid]
 
@@ -279,16 +354,28 @@ def wait_for_quiet(pids, limit, patience):
 # --- measuring ---
 
 def upstream_requests(emulator):
-    return emulator.counters()["total"]
+    """(storage requests, tokeninfo requests) the emulator has answered so far."""
+    c = emulator.counters()
+    tokeninfo = c["by_kind"].get(TOKENINFO, 0)
+    return c["total"] - tokeninfo, tokeninfo
 
 
 def larder_stats(port):
+    """/_larder/stats as the emulator's owner (an auth.admins identity); {} when refused: with
+    auth.enabled false the identity is a hash of the credentials, which no admin entry can name."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    conn.request("GET", "/_larder/stats")
+    conn.request("GET", "/_larder/stats", headers={"Authorization": AUTH})
     resp = conn.getresponse()
     body = resp.read()
     conn.close()
     return json.loads(body) if resp.status == 200 else {}
+
+
+def access_decisions(server):
+    """larder's access decisions so far (owner, grant, public, denied, unauthenticated), or None."""
+    if not isinstance(server, LarderPeer):
+        return None
+    return larder_stats(server.port).get("access_decisions")
 
 
 def wait_fill_committed(server, objects_expected):
@@ -298,6 +385,9 @@ def wait_fill_committed(server, objects_expected):
     fill still committing (a different code path)."""
     deadline = time.monotonic() + 60
     last = None
+    if not larder_stats(server.port):  # auth.enabled false: no stats; a 4 KiB commit takes milliseconds
+        time.sleep(2.0)
+        return
     while time.monotonic() < deadline:
         st = larder_stats(server.port)
         now = (st.get("objects"), st.get("chunks"), st.get("used_bytes"), st.get("commits"))
@@ -310,6 +400,8 @@ def wait_fill_committed(server, objects_expected):
 
 def warm(server, objects, emulator):
     """One GET to fill, a second that must be a hit with the right bytes."""
+    if server.label in USER_SERVERS:
+        return warm_users(server, objects, emulator)
     header, expected = EXPECTED_STATE[server.label]
     for count, (name, (size, digest)) in enumerate(objects.items(), start=1):
         path = "/%s/%s" % (BUCKET, name)
@@ -327,6 +419,42 @@ def warm(server, objects, emulator):
             raise RuntimeError("%s: second GET %s: status %d, %s: %s (want %s), bytes %s" % (
                 server.label, path, status, header, state, expected, "ok" if got == digest else "WRONG"))
         log("  %s %s: warmed, %s: %s" % (server.label, name, header, state))
+
+
+def warm_users(server, objects, emulator):
+    """larder-users: each of the 64 identities reads the 4 KiB object once, then again as a pure HIT.
+
+    user00's read fills the one stored object (user00 owns it); every other user's first read
+    must be REVALIDATED (larder asked upstream with that user's token, got a 304 and remembers
+    the grant). Then a second round: each identity's GET must say X-Cache: HIT, with no storage
+    request upstream. larder-users-off (auth off) uses only tok-bench-00: it fills, then hits."""
+    size, digest = objects[object_name("4KiB")]
+    path = "/%s/%s" % (BUCKET, object_name("4KiB"))
+    users = USERS if server.label == "larder-users" else USERS[:1]
+    for i, (token, email) in enumerate(users):
+        status, headers, got, length = get(server.port, path, auth="Bearer " + token)
+        state = headers.get("x-cache", "(none)")
+        want = "MISS" if i == 0 else "REVALIDATED"
+        if status != 200 or got != digest or state != want:
+            raise RuntimeError("%s: first GET %s as %s: status %d, x-cache: %s (want %s), bytes %s" % (
+                server.label, path, email, status, state, want, "ok" if got == digest else "WRONG"))
+        if i == 0:
+            wait_fill_committed(server, 1)  # the grants are then checks against the stored entry
+    before = upstream_requests(emulator)[0]
+    for token, email in users:
+        status, headers, got, length = get(server.port, path, auth="Bearer " + token)
+        state = headers.get("x-cache", "(none)")
+        if status != 200 or got != digest or state != "HIT":
+            raise RuntimeError("%s: second GET %s as %s: status %d, x-cache: %s (want HIT), bytes %s" % (
+                server.label, path, email, status, state, "ok" if got == digest else "WRONG"))
+    moved = upstream_requests(emulator)[0] - before
+    if moved:
+        raise RuntimeError("%s: %d storage requests upstream during the second GETs" % (server.label, moved))
+    decisions = access_decisions(server)
+    log("  %s %s: %s, then X-Cache: HIT for %s%s" % (
+        server.label, object_name("4KiB"), "user00 filled, 63 other users' first reads confirmed by a 304 "
+        "(grants)" if len(users) > 1 else "tok-bench-00 filled (auth off)",
+        "each of the 64" if len(users) > 1 else "it", "; decisions so far %s" % decisions if decisions else ""))
 
 
 def run_wrk(port, path, conns, duration, threads, lua, cpus=None):
@@ -383,21 +511,33 @@ class PerfRecorder:
 
 def measure_cell(server, size_label, conns, emulator, opts, lua, ours):
     path = "/%s/%s" % (BUCKET, object_name(size_label))
+    lua = getattr(server, "lua", lua)
     wait_for_quiet(ours, opts.max_foreign, opts.quiet_wait)
-    before = upstream_requests(emulator)
+    decisions_before = access_decisions(server) if server.label == "larder-users" else None
+    before, tokeninfo_before = upstream_requests(emulator)
     perf = PerfRecorder(opts.perf if server.label.startswith("larder") else None,
                         "%s-%s-c%d" % (server.label, size_label, conns), server.pids)
     load = ForeignLoad(ours)
     r = run_wrk(server.port, path, conns, opts.duration, opts.threads, lua, opts.client_cpus)
     foreign = load.share()
     perf.stop()
-    upstream = upstream_requests(emulator) - before
+    upstream, tokeninfo = upstream_requests(emulator)
+    upstream, tokeninfo = upstream - before, tokeninfo - tokeninfo_before
     secs = r["duration_us"] / 1e6
     cell = {"server": server.label, "size": size_label, "conns": conns, "rps": r["requests"] / secs,
             "mbps": r["bytes"] / secs / 1e6, "p50_ms": r["p50_us"] / 1e3, "p99_ms": r["p99_us"] / 1e3,
-            "requests": r["requests"], "upstream": upstream,
+            "requests": r["requests"], "upstream": upstream, "tokeninfo": tokeninfo,
             "errors": r["connect"] + r["read"] + r["write"] + r["status"] + r["timeout"], "foreign": foreign}
     problems = []
+    if decisions_before is not None:
+        after = access_decisions(server) or {}
+        cell["decisions"] = {k: after.get(k, 0) - decisions_before.get(k, 0) for k in after}
+        allowed = cell["decisions"].get("owner", 0) + cell["decisions"].get("grant", 0)
+        other = {k: v for k, v in cell["decisions"].items() if k not in ("owner", "grant") and v}
+        # larder counts a decision when it is done with a request, a moment after wrk has the answer.
+        if other or allowed < r["requests"] - conns:
+            problems.append("access decisions %s for %d requests: not all owners or grantees" % (
+                cell["decisions"], r["requests"]))
     if cell["errors"]:
         problems.append("wrk errors %s" % {k: r[k] for k in ("connect", "read", "write", "status", "timeout") if r[k]})
     if server.label == "larder-always":
@@ -410,9 +550,16 @@ def measure_cell(server, size_label, conns, emulator, opts, lua, ours):
         raise RuntimeError("%s %s c%d: %s" % (server.label, size_label, conns, "; ".join(problems)))
     PROGRESS["done"] += 1
     elapsed = time.strftime("%M:%S", time.gmtime(time.monotonic() - PROGRESS["t0"]))
-    log("  [%d/%d %s] %-18s %6s c%-3d %10.0f req/s %9.1f MB/s p50 %8.3f ms p99 %8.3f ms  upstream %d, "
+    extra = ""
+    if "decisions" in cell:
+        extra = " (tokeninfo %d), owner %d grant %d" % (tokeninfo, cell["decisions"].get("owner", 0),
+                                                        cell["decisions"].get("grant", 0))
+    elif tokeninfo:
+        extra = " (tokeninfo %d)" % tokeninfo
+    log("  [%d/%d %s] %-18s %6s c%-3d %10.0f req/s %9.1f MB/s p50 %8.3f ms p99 %8.3f ms  upstream %d%s, "
         "others %.0f%% CPU" % (PROGRESS["done"], PROGRESS["total"], elapsed, server.label, size_label, conns,
-                              cell["rps"], cell["mbps"], cell["p50_ms"], cell["p99_ms"], upstream, foreign * 100))
+                              cell["rps"], cell["mbps"], cell["p50_ms"], cell["p99_ms"], upstream, extra,
+                              foreign * 100))
     return cell
 
 
@@ -456,18 +603,20 @@ def run_h2load(port, path, conns, rate, duration, cpus, log_path):
 
 def measure_fixed_rate(servers, emulator, opts, ours, workdir):
     """4 KiB hits at a fixed offered load over 64 connections: latency where nobody is saturated."""
-    chosen = [s for s in servers if s.label != "larder-always"]  # the emulator could not keep up
+    # larder-always: the emulator could not keep up. The 64-identity servers: h2load sends one
+    # Authorization header on every request, so they are left to wrk.
+    chosen = [s for s in servers if s.label != "larder-always" and s.label not in USER_SERVERS]
     path = "/%s/%s" % (BUCKET, object_name("4KiB"))
     runs = {s.label: [] for s in chosen}
     for rep in range(opts.reps):
         for server in chosen[rep % len(chosen):] + chosen[:rep % len(chosen)]:
             wait_for_quiet(ours, opts.max_foreign, opts.quiet_wait)
-            before = upstream_requests(emulator)
+            before = upstream_requests(emulator)[0]
             load = ForeignLoad(ours)
             r = run_h2load(server.port, path, 64, opts.rate, opts.duration + 1, opts.client_cpus,
                            os.path.join(workdir, "h2load.tsv"))
             r["foreign"] = load.share()
-            if upstream_requests(emulator) != before:
+            if upstream_requests(emulator)[0] != before:
                 raise RuntimeError("%s: upstream requests during a pure-hit run" % server.label)
             log("  fixed rate %-18s 4KiB c64 %8.0f req/s p50 %.3f ms p99 %.3f ms p99.9 %.3f ms, others %.0f%% CPU"
                 % (server.label, r["rps"], r["p50_ms"], r["p99_ms"], r["p999_ms"], r["foreign"] * 100))
@@ -494,11 +643,15 @@ def measure(servers, emulator, opts, lua):
     figures are the medians over its repetitions."""
     ours = ours_of(servers, emulator)
     results = []
-    PROGRESS.update(done=0, total=len(opts.sizes) * len(opts.conns) * opts.reps * len(servers), t0=time.monotonic())
+    everyone = servers
+    in_size = lambda size_label: [s for s in everyone if size_label == "4KiB" or s.label not in USER_SERVERS]
+    PROGRESS.update(done=0, total=sum(len(in_size(size)) for size in opts.sizes) * len(opts.conns) * opts.reps,
+                    t0=time.monotonic())
     for size_label in opts.sizes:
         path = "/%s/%s" % (BUCKET, object_name(size_label))
+        servers = in_size(size_label)  # the 64-identity servers have 4 KiB cells only
         for server in servers:  # settle: not reported
-            run_wrk(server.port, path, 16, 1, opts.threads, lua, opts.client_cpus)
+            run_wrk(server.port, path, 16, 1, opts.threads, getattr(server, "lua", lua), opts.client_cpus)
         for conns in opts.conns:
             runs = {server.label: [] for server in servers}
             for rep in range(opts.reps):
@@ -523,6 +676,12 @@ def measure(servers, emulator, opts, lua):
                 merged["n"] = sum(c["requests"] for c in cells)
                 merged["noisy"] = sum(c["foreign"] >= opts.max_foreign for c in cells)
                 merged["foreign"] = max(c["foreign"] for c in cells)
+                merged["runs"] = [c["rps"] for c in cells]  # in rep order: for paired ratios
+                merged["upstream"] = sum(c["upstream"] for c in cells)
+                merged["tokeninfo"] = sum(c["tokeninfo"] for c in cells)
+                if all("decisions" in c for c in cells):
+                    merged["decisions"] = {k: sum(c["decisions"].get(k, 0) for c in cells)
+                                           for k in cells[0]["decisions"]}
                 results.append(merged)
     return results
 
@@ -569,6 +728,12 @@ def report(results, fixed, opts, notes):
     w("                   revalidate per hit, so its hits never reach upstream) - compare larder-immutable to it")
     w("nginx-static       nginx, the same bytes as files, sendfile on")
     w("nginx-static-copy  nginx, the same bytes as files, sendfile off (read + write, output_buffers 2 256k)")
+    if any(s in opts.servers for s in USER_SERVERS):
+        w("larder-users       4KiB only: larder-immutable's settings, 64 identities - wrk rotates 64 bearer tokens")
+        w("                   per request over ONE stored object (user00 filled it: owner; 63 others: grants")
+        w("                   confirmed by a 304 at warm-up, auth.grant_ttl 3600); tokens checked at tokeninfo")
+        w("larder-users-off   4KiB only, the baseline: the same wrk script and object, auth.enabled false (no")
+        w("                   validation, the old exact-credential rule); all 64 slots carry tok-bench-00, the filler")
     w("")
     w("%-6s %5s  %-18s %9s %9s %9s %9s %7s  %s" % ("size", "conns", "server", "req/s", "MB/s", "p50 ms", "p99 ms",
                                                   "n", "range"))
@@ -609,6 +774,8 @@ def report(results, fixed, opts, notes):
                                                 fmt(ratio(a, b, "p99_ms") if lat else None)))
         w("")
 
+    users_section(results, opts, w)
+
     if fixed:
         w("4KiB hits at a fixed offered load: h2load --h1, 64 connections, %.0f req/s in all (%.0f a connection "
           "a second)," % (opts.rate, opts.rate / 64))
@@ -622,7 +789,8 @@ def report(results, fixed, opts, notes):
                                                   "  NOISY" if c["noisy"] else ""))
         w("")
 
-    w("Targets (larder-immutable; margin = how far above (+) or below (-) the bar)")
+    w("Targets (larder-immutable vs nginx; larder-users vs larder-users-off; margin = how far above (+) or")
+    w("below (-) the bar)")
     verdicts = []
     for conns in opts.conns:
         a, b = find(results, "larder-immutable", "4KiB", conns), find(results, "nginx-proxy_cache", "4KiB", conns)
@@ -652,6 +820,16 @@ def report(results, fixed, opts, notes):
         p99 = f["larder-immutable"]["p99_ms"]
         verdicts.append(("4KiB hit p99 < 1 ms at 64 conns, %.0f req/s" % opts.rate, p99 < 1.0,
                          "p99 %.3f ms = %.1fx the bar (nginx p99: %s)" % (p99, p99, peers or "-")))
+    for conns in opts.conns:
+        a, b = find(results, "larder-users", "4KiB", conns), find(results, "larder-users-off", "4KiB", conns)
+        if a and b:
+            r, ratios = paired_ratio(a, b)
+            verdicts.append(("per-user check costs <= %.0f%%, 4KiB, %d conn%s" % (
+                USER_BUDGET * 100, conns, "s" if conns > 1 else ""), r >= 1 - USER_BUDGET,
+                "larder-users / users-off = %.2fx%s: the check costs %.1f%% (bar %.0f%%), margin %+.0f%% "
+                "(medians %.0f vs %.0f req/s = %.2fx)" % (
+                    r, " (median of %d paired runs)" % len(ratios) if len(ratios) > 1 else "", (1 - r) * 100,
+                    USER_BUDGET * 100, (r / (1 - USER_BUDGET) - 1) * 100, a["rps"], b["rps"], a["rps"] / b["rps"])))
     for name, ok, detail in verdicts:
         w("  %-4s %-47s %s" % ("PASS" if ok else "MISS", name, detail))
     a = find(results, "larder-always", "4KiB", 64)
@@ -663,6 +841,65 @@ def report(results, fixed, opts, notes):
         w(note)
     print("\n".join(out), flush=True)
     return all(ok for _, ok, _ in verdicts)
+
+
+def paired_ratio(a, b):
+    """The median over reps of a's req/s / b's in the same rep, and those ratios.
+
+    The runs of one rep are seconds apart, those of different reps up to minutes: a drift in the
+    machine's speed between reps moves both runs of a rep alike and cancels out of their ratio."""
+    ratios = [x / y for x, y in zip(a["runs"], b["runs"]) if y > 0]
+    return (median(ratios) if ratios else 0.0), ratios
+
+
+def users_section(results, opts, w):
+    """The 64-identity rows: ratios, upstream traffic during the runs, access decisions."""
+    rows = [(size, conns) for size in ("4KiB",) if size in opts.sizes for conns in opts.conns
+            if any(find(results, s, size, conns) for s in USER_SERVERS)]
+    if not rows:
+        return
+    fmt = lambda v: "%8.2f" % v if v is not None else "%8s" % "-"
+
+    def ratio(a, b, key):
+        return a[key] / b[key] if a is not None and b is not None and b[key] > 0 else None
+
+    w("64 identities, 4KiB: larder-users / a peer, ratios of the medians above (req/s: higher is better;")
+    w("p50/p99: lower is better).")
+    w("  / immutable: 64 validated identities vs one (Bearer owner, a static wrk request; larder-users'")
+    w("               wrk formats nothing per request but calls a Lua request() for each one)")
+    w("  / users-off: the same wrk script and object, auth.enabled false and one token: what the check costs")
+    w("%-6s %5s  %-36s %8s %8s %8s" % ("size", "conns", "", "thruput", "p50", "p99"))
+    def pairs():
+        """(size, conns, label, larder-users' result, the peer's) for every cell both ran."""
+        for size, conns in rows:
+            a = find(results, "larder-users", size, conns)
+            for peer in ("larder-immutable", "larder-users-off"):
+                b = find(results, peer, size, conns)
+                if a is not None and b is not None:
+                    yield size, conns, "larder-users / " + peer.replace("larder-", ""), a, b
+
+    for size, conns, label, a, b in pairs():
+        w("%-6s %5d  %-36s %s %s %s" % (size, conns, label, fmt(ratio(a, b, "rps")), fmt(ratio(a, b, "p50_ms")),
+                                        fmt(ratio(a, b, "p99_ms"))))
+    if opts.reps > 1:
+        w("Paired: larder-users / a peer in each rep (the target is judged on their median):")
+        for size, conns, label, a, b in pairs():
+            r, ratios = paired_ratio(a, b)
+            w("%-6s %5d  %-36s %8.2f  (%s)" % (size, conns, label, r, " ".join("%.2f" % x for x in ratios)))
+    w("Upstream requests during the measured runs (all reps; warm-up excluded): storage (must be 0) and")
+    w("tokeninfo (larder's token checks; tokens are cached, so 0 expected); larder's access decisions (stats):")
+    for size, conns in rows:
+        for server in USER_SERVERS + ("larder-immutable",):
+            c = find(results, server, size, conns)
+            if c is None:
+                continue
+            d = c.get("decisions")
+            decided = ("owner %d, grant %d, other %d, for %d requests" % (
+                d.get("owner", 0), d.get("grant", 0), sum(v for k, v in d.items() if k not in ("owner", "grant")),
+                c["n"])) if d else ("n/a (auth.enabled false: no stats)" if server == "larder-users-off" else "")
+            w("%-6s %5d  %-18s storage %d, tokeninfo %d%s" % (size, conns, server, c["upstream"], c["tokeninfo"],
+                                                             ("; " + decided) if decided else ""))
+    w("")
 
 
 def wrk_version():
@@ -719,8 +956,14 @@ def main():
         opts.server_cpus = set(parse_list(server_cpus, convert=int))
         opts.client_cpus = set(parse_list(client_cpus, convert=int))
     os.environ.setdefault("LARDER_BIN", os.path.join(HERE, "..", "build", "larder"))
+    if "4KiB" not in opts.sizes and any(s in USER_SERVERS for s in opts.servers):
+        log("%s: 4KiB cells only, and 4KiB is not among --sizes: left out" % ", ".join(USER_SERVERS))
+        opts.servers = [s for s in opts.servers if s not in USER_SERVERS]
     if any(s.startswith("larder") for s in opts.servers):
         harness.larder_bin()  # fails early with a clear message
+        if any(s in USER_SERVERS for s in opts.servers) and not harness.larder_has_setting("auth.grant_ttl"):
+            sys.exit("%s needs a larder that validates tokens (auth.* settings); %s has none" % (
+                " and ".join(s for s in USER_SERVERS if s in opts.servers), harness.larder_bin()))
     ensure_tools()
 
     notes = ["load average at start: %.2f %.2f %.2f (other work on this machine skews every number)"
@@ -729,17 +972,26 @@ def main():
     lua = os.path.join(workdir, "report.lua")
     with open(lua, "w") as f:
         f.write(WRK_LUA)
+    users_luas = {}
+    for label, tokens in (("larder-users", [t for t, _ in USERS]), ("larder-users-off", [USERS[0][0]] * len(USERS))):
+        users_luas[label] = os.path.join(workdir, label + ".lua")
+        with open(users_luas[label], "w") as f:
+            f.write(users_lua(tokens))
     ca = harness.TestCA(workdir)
     emulator = harness.Emulator(workdir)
     try:
         emulator.create_bucket(BUCKET)
+        users = [email for _, email in USERS] if any(s in USER_SERVERS for s in opts.servers) else []
+        if users:
+            emulator.control("POST", "tokens", dict(USERS))
         docroot = os.path.join(workdir, "docroot")
         os.makedirs(os.path.join(docroot, BUCKET))
         objects = {}
         for seed, size_label in enumerate(opts.sizes, start=11):
             name = object_name(size_label)
+            # The 4 KiB object: readable by the 64 users too (larder-users' grantees).
             emulator.control("POST", "objects", {"bucket": BUCKET, "name": name, "size": SIZES[size_label],
-                                                 "seed": seed})
+                                                 "seed": seed, "readers": users if size_label == "4KiB" else []})
             # The static peer's file: the emulator's bytes, written once.
             conn = http.client.HTTPConnection("127.0.0.1", emulator.port, timeout=120)
             conn.request("GET", "/%s/%s" % (BUCKET, name), headers={"Authorization": AUTH})
@@ -767,6 +1019,13 @@ def main():
                     server = LarderPeer(workdir, emulator, ca, label, "immutable", workers)
                 elif label == "larder-always":
                     server = LarderPeer(workdir, emulator, ca, label, "always", workers)
+                elif label == "larder-users":
+                    server = LarderPeer(workdir, emulator, ca, label, "immutable", workers,
+                                        auth={"enabled": True, "grant_ttl": 3600})
+                    server.lua = users_luas[label]
+                elif label == "larder-users-off":
+                    server = LarderPeer(workdir, emulator, ca, label, "immutable", workers, auth={"enabled": False})
+                    server.lua = users_luas[label]
                 elif label == "nginx-proxy_cache":
                     server = Nginx(workdir, "proxy_cache.conf", label, workers, UPSTREAM_PORT=str(emulator.port))
                 elif label == "nginx-static":
