@@ -34,11 +34,13 @@ bool access_known(access_t *a, auth_local_t *auth, const auth_identity_t *who, c
     if (who->kind == AUTH_IDENTIFIED && meta->owner != NULL && meta->owner[0] != '\0' &&
         strcmp(meta->owner, who->name) == 0)
         return decide(a, AUTH_DECISION_OWNER);
-    if (may_read_public(who) &&
-        ((record != NULL && record->is_public) || auth_grant_holds(auth, everyone, key->hash, meta->generation)))
+    if (may_read_public(who) && record != NULL && record->is_public)
         return decide(a, AUTH_DECISION_PUBLIC);
+    /* A grantee's hit finds its grant in this thread's cache; only callers without one go on to "everyone". */
     if (who->kind == AUTH_IDENTIFIED && auth_grant_holds(auth, who->name, key->hash, meta->generation))
         return decide(a, AUTH_DECISION_GRANT);
+    if (may_read_public(who) && auth_grant_holds(auth, everyone, key->hash, meta->generation))
+        return decide(a, AUTH_DECISION_PUBLIC);
     return false;
 }
 
