@@ -36,6 +36,7 @@
 #include "buffers.h"
 #include "cache.h"
 #include "conn.h"
+#include "spill.h"
 #include "gcs_error.h"
 #include "handler.h"
 #include "proxy.h"
@@ -543,7 +544,7 @@ int proxy_run(const conf_t *conf)
     sigaddset(&set, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
-    if (fit_descriptor_limit(conf) != 0)
+    if (fit_descriptor_limit(conf) != 0 || spill_setup(conf) != 0)
         return 1;
     if (curl_global_init(CURL_GLOBAL_ALL) != CURLE_OK) {
         log_msg(LOG_LEVEL_ERROR, "server", "curl_global_init failed");
