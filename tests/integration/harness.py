@@ -130,9 +130,20 @@ def wait_for_file(path, timeout, proc=None):
 
 
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(count):
+    """count distinct ports free right now: bound together, so the kernel cannot hand out one twice
+    (ports bound and released one after the other can repeat, and two listeners then clash)."""
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 class TestCA:
@@ -223,8 +234,7 @@ class Larder:
         it in another mount namespace; it must exec larder, so that proc is larder itself.
         plain_listener: more settings for the plain listener, e.g. {"h2c": True}."""
         self.workdir = workdir
-        self.port = free_port()
-        self.tls_port = free_port()
+        self.port, self.tls_port = free_ports(2)
         self.tls = tls
         cfg = {
             "listeners": [
