@@ -187,6 +187,21 @@ static bool parse_xml_preconditions(cache_request_t *out, const h2o_req_t *req, 
     return true;
 }
 
+/*
+ * Customer-supplied encryption keys: upstream decrypts with the key the
+ * request carries, and asks for it again on every read. Bytes it decrypted
+ * must never be served to a read that does not carry the key, so such reads
+ * are never cached (they pass through).
+ */
+static bool carries_encryption_key(const h2o_req_t *req)
+{
+    static const char *const names[] = {"x-goog-encryption-key", "x-amz-server-side-encryption-customer-key"};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (h2o_find_header_by_str(&req->headers, names[i], strlen(names[i]), -1) != -1)
+            return true;
+    return false;
+}
+
 static void init_request(cache_request_t *out)
 {
     memset(out, 0, sizeof(*out));
@@ -203,7 +218,7 @@ void cache_request_parse(cache_request_t *out, const target_t *t, const h2o_req_
     *invalid = NULL;
     bool get = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET"));
     out->head = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD"));
-    if (!get && !out->head)
+    if ((!get && !out->head) || carries_encryption_key(req))
         return;
     route_api_t api = t->route.api;
     if (api == ROUTE_XML)

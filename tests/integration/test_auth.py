@@ -568,6 +568,30 @@ class NamedTest(AuthCase):
         self.assertTrue(any(e["identity"] == READER_EMAIL and e["status"] == 304 for e in media), media)
         self.assertTrue(any(e["identity"] == OTHER_EMAIL and e["status"] == 403 for e in media), media)
 
+    def test_customer_key_reads_never_cached(self):
+        """Reads carrying a customer-supplied encryption key (x-goog-encryption-key, or the S3 form
+        x-amz-server-side-encryption-customer-key) pass through and fill nothing: a later read by the same
+        owner without the key, which GCS would refuse, is never served those bytes from the cache. On the old
+        code all 4 subtests fail: the keyed read was a MISS that filled the cache for keyless reads.
+        threat: bytes upstream decrypted with one request's key are served to a request without it."""
+        key = "A" * 43 + "="  # base64 of 32 bytes; the emulator does not check it, GCS would
+        csek = {"x-goog-encryption-algorithm": "AES256", "x-goog-encryption-key": key,
+                "x-goog-encryption-key-sha256": "B" * 43 + "="}
+        s3_csek = {"x-amz-server-side-encryption-customer-algorithm": "AES256",
+                   "x-amz-server-side-encryption-customer-key": key}
+        for label, headers in (("goog", csek), ("s3", s3_csek)):
+            obj = self.make_object("private", "csek-%s.bin" % label, seed=63)
+            for route in self.routes_of(obj, "json media", "xml GET"):
+                what = "%s key, %s" % (label, route.label)
+                with self.subTest(what):
+                    got = self.ask(route.path, dict(OWNER, **headers))
+                    self.assertEqual((got.status, got.x_cache), (200, "PASS"), what)
+                    self.settle()
+                    mark = self.mark()
+                    again = self.ask(route.path, OWNER)
+                    self.assertNotEqual(again.x_cache, "HIT", what)
+                    self.assertTrue(self.api_since(mark), "%s: the keyless read was answered from the cache" % what)
+
     def test_tokeninfo_asked_once_per_token(self):
         """Concurrent validations of one token are coalesced: six concurrent reads with a token larder has
         never seen, while tokeninfo's answer is held, make exactly one tokeninfo request (and every read
