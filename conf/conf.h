@@ -73,6 +73,7 @@ typedef struct conf {
     unsigned max_client_connections; /* per process */
     unsigned client_timeout_ms; /* watchdog: a client that accepts no bytes this long is closed */
     uint64_t max_request_body; /* bytes; larger bodies get 413 */
+    uint64_t min_upload_rate;  /* bytes a second: HTTP/1 requests get max_request_body at this rate to arrive */
     char *spill_dir;           /* where h2o spills request bodies too large for memory */
     unsigned shutdown_grace_ms; /* on SIGTERM, how long requests in flight may take to finish */
     uint64_t max_buffer_memory; /* bytes all fills and whole-body rewrites may hold together */

@@ -54,6 +54,8 @@ const setting_t conf_settings[] = {
      "close a client that accepts no bytes for this long"},
     {"max_request_body", SETTING_SIZE, FIELD(max_request_body), false, false, KiB, 0, "1GiB", "SIZE",
      "larger request bodies are refused with 413"},
+    {"min_upload_rate", SETTING_SIZE, FIELD(min_upload_rate), false, false, KiB, 0, "20MB", "SIZE",
+     "bytes a second the slowest upload of max_request_body must manage (HTTP/1 request timeout)"},
     {"spill_dir", SETTING_STRING, FIELD(spill_dir), false, false, 0, 0, "/tmp", "PATH",
      "directory for request bodies of 32 MiB and more while they arrive; must be writable"},
     {"shutdown_grace_ms", SETTING_UINT, FIELD(shutdown_grace_ms), false, false, 0, MS_MAX, "10000", "MS",

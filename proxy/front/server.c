@@ -172,8 +172,12 @@ static void setup_globalconf(listener_t *l, const conf_t *conf)
     gc->max_request_entity_size = conf->max_request_body;
     /* Cleartext HTTP/2, by Upgrade or by prior knowledge: h2o decides both on this one flag. */
     gc->http1.upgrade_to_http2 = l->ssl_ctx == NULL && l->conf->h2c;
-    /* h2o arms req_timeout once for the whole request, body included. */
-    gc->http1.req_timeout = conf->client_timeout_ms;
+    /*
+     * h2o arms req_timeout once for the whole request, body included (and
+     * for a keep-alive connection's wait for its next request): long enough
+     * for the largest body at min_upload_rate, beyond the client timeout.
+     */
+    gc->http1.req_timeout = conf->client_timeout_ms + conf->max_request_body * 1000 / conf->min_upload_rate;
     gc->http2.idle_timeout = conf->client_timeout_ms;
     gc->http2.graceful_shutdown_timeout = conf->shutdown_grace_ms;
     gc->server_name = h2o_iovec_init(H2O_STRLIT("")); /* the upstream's Server header passes through */

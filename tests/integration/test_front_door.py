@@ -651,6 +651,24 @@ class SpillTest(OwnLarderCase):
         self.assertIn("spill_dir %s: not a writable directory" % missing, str(caught.exception))
 
 
+class UploadTimeoutTest(OwnLarderCase):
+    """h2o 2.2.5 has one timer for a whole HTTP/1 request, body included. It was client_timeout_ms, so
+    any upload longer than that was cut (the default: 1 GiB needed more than 60 s at 20 MB/s). It is now
+    client_timeout_ms plus max_request_body at min_upload_rate. Scaled down here: a 1.5 s client timeout,
+    a 32 MiB body sent at 8 MB/s (4 s). On the old timer the upload was cut after 1.5 s."""
+
+    def test_slow_upload_within_min_upload_rate_succeeds(self):
+        larder = self.start_larder({"client_timeout_ms": 1500, "max_request_body": "48MiB",
+                                    "min_upload_rate": "4MiB"})
+        body = os.path.join(self.workdir, "slow-upload.body")
+        harness.write_random_file(body, 32 * 1024 * 1024, seed=9)
+        r = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--limit-rate", "8M", "-X", "PUT",
+                            "-H", "Authorization: Bearer owner", "--data-binary", "@" + body,
+                            "%s/%s/slow-upload.bin" % (larder.url, self.bucket)], capture_output=True, timeout=120)
+        self.assertEqual(r.stdout, b"200", r.stderr)
+        self.assertEqual(len(self.object_bytes("slow-upload.bin")), 32 * 1024 * 1024)
+
+
 class ConnectionLimitTest(harness.LarderTestCase):
     larder_config = {"max_client_connections": 4}
     LIMIT = 4
