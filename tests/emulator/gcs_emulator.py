@@ -923,7 +923,12 @@ def int_param(value, name):
 # --------------------------------------------------------------------------
 
 LOGGED_HEADERS = ("If-None-Match", "If-Match", "If-Modified-Since", "Range", "Accept-Encoding",
-                  "Content-Range", "Content-Type", "x-goog-if-generation-match", "User-Agent")
+                  "Content-Range", "Content-Type", "x-goog-if-generation-match", "User-Agent",
+                  "Content-Encoding", "Cache-Control", "Content-Disposition", "x-goog-acl",
+                  "x-goog-if-metageneration-match", "x-goog-storage-class", "x-goog-encryption-algorithm",
+                  "x-goog-encryption-key", "x-goog-encryption-key-sha256", "x-goog-encryption-kms-key-name")
+# Every header with one of these prefixes is logged too (custom metadata).
+LOGGED_HEADER_PREFIXES = ("x-goog-meta-",)
 
 
 class Counters:
@@ -953,6 +958,9 @@ class Counters:
             value = req.header(name)
             if value is not None:
                 entry["headers"][name] = value
+        for name, value in req.headers.items():
+            if name.lower().startswith(LOGGED_HEADER_PREFIXES):
+                entry["headers"][name.lower()] = value
         if fault:
             entry["fault"] = fault
         with self.lock:
