@@ -844,8 +844,7 @@ static void on_unfilled(fetch_subscriber_t *sub, fetch_t *fetch, exchange_t *x)
         r->error = "could not check the caller's access with upstream";
         access_undecidable(&r->access);
         r->state = READ_DONE;
-        gcs_error_send(r->req, error_format(r), GCS_ERROR_UNAVAILABLE,
-                       "The proxy could not check the caller's access with upstream; retry later.");
+        gcs_error_send(r->req, error_format(r), GCS_ERROR_ACCESS_UNDECIDED, NULL);
         return;
     }
     r->state = READ_FORWARDED;

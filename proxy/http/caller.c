@@ -74,6 +74,5 @@ void caller_refuse(caller_t *caller, error_format_t format)
         gcs_error_send(caller->req, format, GCS_ERROR_UNAUTHENTICATED,
                        format == ERROR_FORMAT_XML ? "Authentication required." : NULL);
     else
-        gcs_error_send(caller->req, format, GCS_ERROR_UNAVAILABLE,
-                       "The proxy could not check the caller's credentials; retry later.");
+        gcs_error_send(caller->req, format, GCS_ERROR_ACCESS_UNDECIDED, NULL);
 }

@@ -35,6 +35,8 @@ static const struct error_kind_info error_kinds[] = {
     [GCS_ERROR_INTERNAL] = {500, "Internal Server Error", "backendError", "InternalError", "Internal error in the proxy."},
     /* GCS's own words: JSON says "Invalid Credentials", XML "Authentication required." (one message serves both). */
     [GCS_ERROR_UNAUTHENTICATED] = {401, "Unauthorized", "authError", "AuthenticationRequired", "Invalid Credentials"},
+    [GCS_ERROR_ACCESS_UNDECIDED] = {503, "Service Unavailable", "backendError", "ServiceUnavailable",
+                                    "The proxy could not check the caller's access; retry later."},
     [GCS_ERROR_FORBIDDEN] = {403, "Forbidden", "forbidden", "AccessDenied", "Access denied."},
 };
 

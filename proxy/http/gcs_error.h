@@ -26,6 +26,7 @@ typedef enum {
     GCS_ERROR_UNAVAILABLE,
     GCS_ERROR_INTERNAL,
     GCS_ERROR_UNAUTHENTICATED, /* an invalid or expired token, as GCS answers it */
+    GCS_ERROR_ACCESS_UNDECIDED, /* the caller's right could not be checked (tokeninfo or upstream unreachable) */
     GCS_ERROR_FORBIDDEN
 } gcs_error_kind_t;
 

@@ -101,15 +101,12 @@ static void answer_error(forward_t *self)
     if (self->error == NULL)
         self->error = exchange_error(self->exchange);
     gcs_error_kind_t kind = exchange_timed_out(self->exchange) ? GCS_ERROR_GATEWAY_TIMEOUT : GCS_ERROR_BAD_GATEWAY;
-    const char *message = NULL;
-    if (self->options.checks_access) {
-        kind = GCS_ERROR_UNAVAILABLE;
-        message = "The proxy could not check the caller's access with upstream; retry later.";
-    }
+    if (self->options.checks_access)
+        kind = GCS_ERROR_ACCESS_UNDECIDED;
     report_end(self, false);
     exchange_free(self->exchange);
     self->exchange = NULL;
-    gcs_error_send(self->req, self->target->route.error_format, kind, message);
+    gcs_error_send(self->req, self->target->route.error_format, kind, NULL);
     self->bytes_sent = self->req->res.content_length;
 }
 
