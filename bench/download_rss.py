@@ -14,10 +14,8 @@ Needs a built larder: LARDER_BIN (default build/larder).
 import argparse
 import hashlib
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
@@ -55,9 +53,11 @@ def main():
     opts = parser.parse_args()
     os.environ.setdefault("LARDER_BIN", os.path.join(HERE, "..", "build", "larder"))
 
-    workdir = tempfile.mkdtemp(prefix="larder-bench-")
-    ca = harness.TestCA(workdir)
-    emulator = harness.Emulator(workdir)
+    with harness.scratch_upstream("larder-bench-") as (workdir, ca, emulator):
+        return run(workdir, ca, emulator, opts)
+
+
+def run(workdir, ca, emulator, opts):
     larder = None
     try:
         emulator.create_bucket("bench")
@@ -100,8 +100,6 @@ def main():
     finally:
         if larder is not None:
             larder.stop()
-        emulator.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -25,9 +25,7 @@ Needs a built larder: LARDER_BIN (default build/larder).
 import argparse
 import http.client
 import os
-import shutil
 import sys
-import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -108,9 +106,12 @@ def main():
     parser.add_argument("--latency-ms", type=int, default=0)
     opts = parser.parse_args()
     os.environ.setdefault("LARDER_BIN", os.path.join(HERE, "..", "build", "larder"))
-    workdir = tempfile.mkdtemp(prefix="larder-bench-")
-    ca = harness.TestCA(workdir)
-    emulator = harness.Emulator(workdir)
+    with harness.scratch_upstream("larder-bench-") as (workdir, ca, emulator):
+        run(workdir, ca, emulator, opts)
+    return 0
+
+
+def run(workdir, ca, emulator, opts):
     larder = None
     try:
         emulator.create_bucket(BUCKET)
@@ -124,12 +125,9 @@ def main():
                   "auth": {"tokeninfo_url": emulator.base_url + "/tokeninfo", "grant_ttl": 3600}}
         larder = harness.Larder(workdir, emulator.base_url, ca, config=config)
         measure(larder, emulator, names, opts)
-        return 0
     finally:
         if larder is not None:
             larder.stop()
-        emulator.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

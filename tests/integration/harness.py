@@ -146,6 +146,22 @@ def free_ports(count):
             s.close()
 
 
+@contextlib.contextmanager
+def scratch_upstream(prefix):
+    """For scripts (bench/): a work directory with a test CA and a running emulator, all removed when the
+    block ends. Yields (workdir, ca, emulator); larders started in it must be stopped inside it."""
+    workdir = tempfile.mkdtemp(prefix=prefix)
+    try:
+        ca = TestCA(workdir)
+        emulator = Emulator(workdir)
+        try:
+            yield workdir, ca, emulator
+        finally:
+            emulator.stop()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 class TestCA:
     """A CA and a server certificate for 127.0.0.1 and localhost, made with openssl."""
 
