@@ -396,10 +396,14 @@ static int drop_chunk(apply_ctx_t *a, const op_t *op)
 /*
  * What a metadata update keeps from the record it replaces: the fields that
  * describe what the store holds rather than what the caller says. The size
- * too, since the chunks present were cut to it.
+ * too, since the chunks present were cut to it; and whether the object is
+ * transient, which only the fill that made it decides: an update must not
+ * turn scratch data into a cached object that outlives the run, nor the
+ * reverse.
  */
 static void keep_store_fields(meta_fixed_t *f, const meta_fixed_t *old)
 {
+    f->transient = old->transient;
     f->size = old->size;
     f->num_chunks = old->num_chunks;
     f->chunks_present = old->chunks_present;

@@ -8,9 +8,10 @@
  * list, every record, and the page header of every overflow value, and
  * reports through a pipe; silence means it died, and the store is damaged.
  * Only then does this process open the store, and scan it again without
- * touching chunk pages to rebuild the index. Chunk payloads are not read at
- * open (that would read the whole cache): their checksums catch damage on
- * the read that meets it.
+ * touching chunk pages to rebuild the index and to list the transient
+ * objects, which the writer removes before the store is used. Chunk payloads
+ * are not read at open (that would read the whole cache): their checksums
+ * catch damage on the read that meets it.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -36,9 +37,11 @@ typedef struct scan {
     bool deep;
     uintptr_t map_base; /* where overflow page headers place the map; 0 until the first */
     size_t last_pgno;
-    bool build_index; /* collect an index entry per record */
+    bool build_index; /* collect an index entry per record, and the keys of transient objects */
     index_entry_t **entries;
     size_t n, cap;
+    store_key_t *transient;
+    size_t ntransient, transient_cap;
     char *why;
     size_t why_len;
 } scan_t;
@@ -116,6 +119,22 @@ static int add_entry(scan_t *sc, const MDB_val *mk, const MDB_val *mv, const met
     return STORE_OK;
 }
 
+/* Lists a transient object, for the writer to remove before the store is used (writer.c). */
+static int add_transient(scan_t *sc, const MDB_val *mk)
+{
+    if (sc->ntransient == sc->transient_cap) {
+        size_t cap = sc->transient_cap ? sc->transient_cap * 2 : 16;
+        store_key_t *grown = realloc(sc->transient, cap * sizeof(*grown));
+
+        if (grown == NULL)
+            return lmdb_failed(sc, ENOMEM, "listing transient objects");
+        sc->transient = grown;
+        sc->transient_cap = cap;
+    }
+    memcpy(sc->transient[sc->ntransient++].hash, mk->mv_data, STORE_KEY_SIZE);
+    return STORE_OK;
+}
+
 /* The deep look at one chunk: its overflow page header and the length in its own header. */
 static bool chunk_deep_ok(scan_t *sc, const MDB_val *cv, size_t expected_len)
 {
@@ -177,7 +196,15 @@ static int scan_object(scan_t *sc, MDB_cursor *cc, const MDB_val *mk, const MDB_
     if (count != f.chunks_present || bytes != f.chunk_bytes)
         return damaged(sc, "accounting mismatch: a record counts %u chunks (%llu bytes), the store has %u (%llu bytes)",
                        f.chunks_present, (unsigned long long)f.chunk_bytes, count, (unsigned long long)bytes);
-    return sc->build_index ? add_entry(sc, mk, mv, &f) : STORE_OK;
+    if (!sc->build_index)
+        return STORE_OK;
+    /* Indexed all the same: removing it is then an ordinary delete, which keeps the accounting. */
+    if (f.transient) {
+        int rc = add_transient(sc, mk);
+        if (rc != STORE_OK)
+            return rc;
+    }
+    return add_entry(sc, mk, mv, &f);
 }
 
 static int scan_records(scan_t *sc)
@@ -234,9 +261,12 @@ int check_scan(store_t *s, bool deep, bool build_index, char *why, size_t why_le
     mdb_txn_abort(sc.txn);
     if (rc == STORE_OK && build_index) {
         index_load(&s->index, sc.entries, sc.n);
+        s->transient = sc.transient;
+        s->ntransient = sc.ntransient;
     } else {
         for (i = 0; i < sc.n; i++)
             free(sc.entries[i]);
+        free(sc.transient);
     }
     free(sc.entries);
     return rc;

@@ -4,18 +4,26 @@
  * Binary rather than JSON because store_meta_get is on the hit path: decoding
  * is a checksum and one copy per string. Layout (integers little-endian):
  *
- *   0   magic "LDM1"
+ *   0   magic "LDM2"
  *   4   crc32c of the object's key, then of everything from offset 8 on
  *   8   generation, metageneration, size, fill_time, last_access, access_seq
  *       (8 bytes each), num_chunks, chunks_present (4 each), chunk_bytes (8);
  *       size is STORE_SIZE_UNKNOWN and num_chunks 0 while a fill of unknown
  *       length runs
- *   72  the strings of store_meta_t in meta_strings order, each a 4-byte
+ *   72  flags (4): META_FLAG_TRANSIENT; any other bit set is damage
+ *   76  the strings of store_meta_t in meta_strings order, each a 4-byte
  *       length plus one (0 for NULL) followed by that many bytes, no NUL
  *
+ * Records written before transient objects existed have the magic "LDM1"
+ * and no flags word: their strings start at 72. They are still read, as not
+ * transient, so a store survives the upgrade whole; the writer rewrites their
+ * fixed part in place (they stay LDM1) and any new record is LDM2. An LDM1
+ * record never needs the flag: only store_fill_begin sets it, and that writes
+ * a new record.
+ *
  * The fixed part comes first so the writer can update counts and recency by
- * rewriting 64 bytes and the checksum, without decoding the strings. The key
- * is in the checksum so that a record under the wrong key fails it.
+ * rewriting it and the checksum, without decoding the strings. The key is in
+ * the checksum so that a record under the wrong key fails it.
  */
 #include <stddef.h>
 #include <stdlib.h>
@@ -24,10 +32,14 @@
 #include "crc32c.h"
 #include "store_internal.h"
 
-#define META_MAGIC 0x314d444cu /* "LDM1" */
-#define META_FIXED_END 72
+#define META_MAGIC 0x324d444cu    /* "LDM2" */
+#define META_MAGIC_V1 0x314d444cu /* "LDM1": no flags word */
+#define META_FLAGS 72             /* LDM2 only */
+#define META_FIXED_END 76
+#define META_FIXED_END_V1 72
+#define META_FLAG_TRANSIENT 0x1u
 
-/* Every string field of store_meta_t, in record order. Appending is a format change: bump the magic. */
+/* Every string field of store_meta_t, in record order. Appending is a format change: a new magic, as LDM2 was. */
 static const size_t meta_strings[] = {
     offsetof(store_meta_t, bucket),
     offsetof(store_meta_t, name),
@@ -72,7 +84,25 @@ static uint32_t record_crc(const unsigned char *rec, size_t len, const store_key
     return crc32c(crc32c(0, key->hash, STORE_KEY_SIZE), rec + 8, len - 8);
 }
 
-/* Writes the fixed part; the callers then recompute the checksum. */
+/* Where a record's strings start, which its magic decides; 0 when the magic is none of ours. */
+static size_t strings_start(const unsigned char *rec, size_t len)
+{
+    if (len < 4)
+        return 0;
+    switch (get_le32(rec)) {
+    case META_MAGIC:
+        return META_FIXED_END;
+    case META_MAGIC_V1:
+        return META_FIXED_END_V1;
+    default:
+        return 0;
+    }
+}
+
+/*
+ * Writes the fixed part; the callers then recompute the checksum. An LDM1
+ * record has no flags word, and needs none: it is never transient (see above).
+ */
 static void put_fixed(unsigned char *rec, const meta_fixed_t *f)
 {
     put_le64(rec + 8, (uint64_t)f->generation);
@@ -84,6 +114,8 @@ static void put_fixed(unsigned char *rec, const meta_fixed_t *f)
     put_le32(rec + 56, f->num_chunks);
     put_le32(rec + 60, f->chunks_present);
     put_le64(rec + 64, f->chunk_bytes);
+    if (get_le32(rec) == META_MAGIC)
+        put_le32(rec + META_FLAGS, f->transient ? META_FLAG_TRANSIENT : 0);
 }
 
 /* Encodes into rec, which holds exactly meta_encoded_size(m) == len bytes. */
@@ -105,27 +137,34 @@ void meta_encode(void *rec, size_t len, const store_key_t *key, const store_meta
     put_le32(p + 4, record_crc(p, len, key));
 }
 
-/* Checks magic, checksum and string layout, and reads the fixed part; false if the record is damaged. */
-bool meta_read_fixed(const void *rec, size_t len, const store_key_t *key, meta_fixed_t *f)
+/* Whether the strings, starting at off, fill the rest of the record exactly. */
+static bool strings_fit(const unsigned char *p, size_t len, size_t off)
 {
-    const unsigned char *p = rec;
-    size_t off = META_FIXED_END, i;
-
-    if (len < META_FIXED_END || get_le32(p) != META_MAGIC || get_le32(p + 4) != record_crc(p, len, key))
-        return false;
-    for (i = 0; i < META_NSTRINGS; i++) {
-        uint32_t n;
-
+    for (size_t i = 0; i < META_NSTRINGS; i++) {
         if (len - off < 4)
             return false;
-        n = get_le32(p + off);
+        uint32_t n = get_le32(p + off);
         off += 4;
         if (n > 0 && n - 1 > len - off)
             return false;
         off += n > 0 ? n - 1 : 0;
     }
-    if (off != len)
+    return off == len;
+}
+
+/* Checks magic, checksum and string layout, and reads the fixed part; false if the record is damaged. */
+bool meta_read_fixed(const void *rec, size_t len, const store_key_t *key, meta_fixed_t *f)
+{
+    const unsigned char *p = rec;
+    size_t off = strings_start(p, len);
+
+    if (off == 0 || len < off || get_le32(p + 4) != record_crc(p, len, key) || !strings_fit(p, len, off))
         return false;
+    /* LDM1 predates the flags: not transient. A flag this code does not know is damage, like a bad count. */
+    uint32_t flags = off == META_FIXED_END ? get_le32(p + META_FLAGS) : 0;
+    if ((flags & ~META_FLAG_TRANSIENT) != 0)
+        return false;
+    f->transient = (flags & META_FLAG_TRANSIENT) != 0;
     f->generation = (int64_t)get_le64(p + 8);
     f->metageneration = (int64_t)get_le64(p + 16);
     f->size = get_le64(p + 24);
@@ -152,11 +191,12 @@ int meta_decode(const void *rec, size_t len, const store_key_t *key, store_meta_
 {
     const unsigned char *p = rec;
     meta_fixed_t f;
-    size_t off = META_FIXED_END, i;
+    size_t off, i;
 
     memset(m, 0, sizeof(*m));
     if (!meta_read_fixed(rec, len, key, &f))
         return STORE_CORRUPT;
+    off = strings_start(p, len);
     for (i = 0; i < META_NSTRINGS; i++) {
         uint32_t n = get_le32(p + off);
 
@@ -179,6 +219,7 @@ int meta_decode(const void *rec, size_t len, const store_key_t *key, store_meta_
     m->last_access = f.last_access;
     m->num_chunks = f.num_chunks;
     m->chunks_present = f.chunks_present;
+    m->transient = f.transient;
     return STORE_OK;
 }
 

@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "crc32c.h"
 #include "store_internal.h"
 
 #define DEFAULT_HIGH_WATER 0.95
@@ -269,6 +270,7 @@ static void store_free(store_t *s)
     dir_release(s);
     index_destroy(&s->index);
     hide_destroy(&s->hide);
+    free(s->transient); /* listed at open, and not removed: the writer did not start up */
     free(s->path);
     free(s);
 }
@@ -306,7 +308,7 @@ int store_open(store_t **store, const store_config_t *config)
     else if ((rc == STORE_ERROR || rc == STORE_NO_SPACE) && why[0] != '\0')
         store_log_msg(s, STORE_LOG_ERROR, "store %s: cannot open: %s", s->path, why);
     if (rc == STORE_OK && (rc = writer_start(s)) != STORE_OK)
-        store_log_msg(s, STORE_LOG_ERROR, "store %s: cannot start the writer thread", s->path);
+        store_log_msg(s, STORE_LOG_ERROR, "store %s: the writer thread did not start up", s->path);
     if (rc != STORE_OK) {
         store_free(s);
         return rc == STORE_NO_SPACE ? STORE_NO_SPACE : STORE_ERROR;
@@ -337,6 +339,11 @@ static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
 static void sha256_fetch(void)
 {
     sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+}
+
+uint32_t store_crc32c(uint32_t crc, const void *data, size_t len)
+{
+    return crc32c(crc, data, len);
 }
 
 bool store_sha256(const void *data, size_t len, uint8_t digest[32])

@@ -86,6 +86,8 @@ typedef struct store_key {
 void store_key_make(store_key_t *key, const char *bucket, size_t bucket_len, const char *name, size_t name_len);
 /* SHA-256 of data; false only when OpenSSL has no SHA-256. Shared so the proxy hashes identities the same way. */
 bool store_sha256(const void *data, size_t len, uint8_t digest[32]);
+/* CRC-32C, extended over len bytes (0 to start): what GCS reports as crc32c. Shared to check uploads with it. */
+uint32_t store_crc32c(uint32_t crc, const void *data, size_t len);
 
 /* Everything needed to answer a media or metadata request without upstream. */
 typedef struct store_meta {
@@ -110,13 +112,26 @@ typedef struct store_meta {
     int64_t last_access;      /* unix seconds, as last persisted */
     uint32_t num_chunks;      /* ceil(size / STORE_CHUNK_SIZE); 0 while the size is unknown */
     uint32_t chunks_present;  /* how many of them are committed (while the size is unknown: full chunks) */
+    /*
+     * A scratch object, kept under a key no reader computes (larder keeps a
+     * resumable upload's received chunks this way before the upload
+     * completes). It behaves like any other object (evicted by LRU, removed
+     * by store_invalidate, readable by key), except that store_open removes
+     * every transient object, with all its chunks, before the store is used:
+     * a crash or restart never leaves one behind. Set by store_fill_begin;
+     * store_meta_update keeps the stored value, whatever the caller says.
+     */
+    bool transient;
 } store_meta_t;
 
 /*
  * Opens (or creates) the store. A store that does not open or verify cleanly
  * is moved aside (renamed with a timestamp) and rebuilt empty, with one log
  * line; only an unusable directory makes this fail: STORE_NO_SPACE when the
- * disk has no room for the store's files, STORE_ERROR otherwise.
+ * disk has no room for the store's files, STORE_ERROR otherwise. Transient
+ * objects left by the last run are removed in one commit before this
+ * returns (one INFO line says how many, and their bytes); if that commit
+ * fails, so does the open (STORE_NO_SPACE for lack of room).
  */
 int store_open(store_t **store, const store_config_t *config);
 /* Commits everything queued, stops the writer, closes LMDB. */
@@ -146,6 +161,8 @@ ssize_t store_chunk_read(store_t *store, const store_key_t *key, int64_t generat
  * the metadata is copied. meta->size may be STORE_SIZE_UNKNOWN: then every
  * chunk put must be exactly STORE_CHUNK_SIZE bytes until store_fill_set_size
  * says how long the object is, and readers see size STORE_SIZE_UNKNOWN.
+ * meta->transient makes the version a transient object (see store_meta_t),
+ * even when it refills the generation already cached.
  */
 int store_fill_begin(store_t *store, const store_key_t *key, const store_meta_t *meta);
 /*
@@ -166,8 +183,8 @@ int store_fill_set_size(store_t *store, const store_key_t *key, int64_t generati
 /*
  * Replaces the metadata of the cached version (e.g. after a metadata-only
  * change, or a revalidation that restarts fill_time): every field the caller
- * sets, fill_time included. Size, chunk counts and last_access stay the
- * store's. Ignored if another generation is cached by then. Queued.
+ * sets, fill_time included. Size, chunk counts, transient and last_access
+ * stay the store's. Ignored if another generation is cached by then. Queued.
  */
 int store_meta_update(store_t *store, const store_key_t *key, const store_meta_t *meta);
 /*

@@ -18,6 +18,11 @@
  * commit succeeds. A record of unknown size (STORE_SIZE_UNKNOWN, num_chunks
  * 0) may have any number of chunks, every one of them full-size.
  *
+ * Transient objects (store_meta_t.transient) do not outlive a run: the scan
+ * at open lists them (check.c), and the writer's first commit removes them
+ * (writer.c), records and chunks, before store_open returns. Until then the
+ * index counts them like any object, so removing them is an ordinary delete.
+ *
  * Threads: callers read through short read transactions (read.c) and queue
  * writes (write.c); one writer thread (writer.c) applies them in batched
  * write transactions (apply.c) and evicts (evict.c). No other thread ever
@@ -255,6 +260,7 @@ typedef struct meta_fixed {
     uint32_t num_chunks;
     uint32_t chunks_present;
     uint64_t chunk_bytes; /* footprint of the chunks present */
+    bool transient;       /* store_meta_t.transient; always false in an LDM1 record */
 } meta_fixed_t;
 
 size_t meta_encoded_size(const store_meta_t *m);
@@ -296,6 +302,9 @@ struct store {
     MDB_dbi dbi_info, dbi_meta, dbi_chunks;
     size_t psize;
     bool fresh; /* a new environment: the writer creates the layout first */
+    /* Transient objects the scan at open found, for the writer's first commit to remove; then freed. */
+    store_key_t *transient;
+    size_t ntransient;
     store_index_t index;
     hide_table_t hide; /* invalidations and corrupt chunks, hidden from readers until committed */
     writer_t writer;

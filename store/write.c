@@ -33,6 +33,7 @@ static op_t *meta_op(op_kind_t kind, const store_key_t *key, const store_meta_t 
     f.metageneration = meta->metageneration;
     f.size = meta->size;
     f.fill_time = meta->fill_time; /* the caller's clock and unit: the store never reads it */
+    f.transient = meta->transient; /* kept only by a fill_begin: a metadata update keeps the record's (apply.c) */
     f.num_chunks = chunk_count(meta->size);
     if ((op = op_new(kind, key, len)) == NULL)
         return NULL;

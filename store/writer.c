@@ -359,7 +359,56 @@ static void flush(store_t *s, uint64_t *flushed_commits)
         *flushed_commits = commits;
 }
 
-/* The writer's first act: a fresh store's layout. Reports the outcome to writer_start. */
+/* One commit: every transient object the scan at open listed, with all its chunks. */
+static int delete_transient(apply_ctx_t *a, void *unused)
+{
+    store_t *s = a->store;
+
+    (void)unused;
+    for (size_t i = 0; i < s->ntransient; i++) {
+        int rc = apply_delete_object(a, &s->transient[i]);
+        if (rc != MDB_SUCCESS)
+            return rc;
+    }
+    return MDB_SUCCESS;
+}
+
+/*
+ * Removes the transient objects the last run left behind (it crashed, or
+ * stopped before their uploads completed), before any caller can see them:
+ * nothing may find another run's scratch data under its key. The index
+ * counted them, and only this thread changes it, so what it counts less
+ * afterwards is what they held.
+ */
+static int remove_transient(store_t *s, apply_ctx_t *a)
+{
+    uint64_t used, objects, used_after, objects_after;
+    int rc;
+
+    if (s->ntransient == 0)
+        return MDB_SUCCESS;
+    index_usage(&s->index, &used, &objects, NULL);
+    rc = apply_txn(a, delete_transient, NULL);
+    if (rc == MDB_SUCCESS) {
+        index_usage(&s->index, &used_after, &objects_after, NULL);
+        store_log_msg(s, STORE_LOG_INFO, "store %s: removed %llu transient object%s (%llu bytes) left by the last run",
+                      s->path, (unsigned long long)(objects - objects_after), objects - objects_after == 1 ? "" : "s",
+                      (unsigned long long)(used - used_after));
+    } else {
+        store_log_msg(s, STORE_LOG_ERROR, "store %s: removing %zu transient objects left by the last run failed: %s",
+                      s->path, s->ntransient, mdb_strerror(rc));
+    }
+    free(s->transient);
+    s->transient = NULL;
+    s->ntransient = 0;
+    return rc;
+}
+
+/*
+ * The writer's first acts: a fresh store's layout, and the removal of
+ * transient objects. Reports the outcome to writer_start: store_open fails
+ * rather than hand out a store that still holds them.
+ */
 static bool start_up(store_t *s, apply_ctx_t *a)
 {
     writer_t *w = &s->writer;
@@ -367,6 +416,8 @@ static bool start_up(store_t *s, apply_ctx_t *a)
 
     if (s->fresh && (rc = apply_txn(a, apply_create_layout, NULL)) != MDB_SUCCESS)
         store_log_msg(s, STORE_LOG_ERROR, "store %s: creating the databases failed: %s", s->path, mdb_strerror(rc));
+    if (rc == MDB_SUCCESS)
+        rc = remove_transient(s, a);
     pthread_mutex_lock(&w->lock);
     s->fresh = false;
     w->started = true;
@@ -461,7 +512,11 @@ static void destroy_sync(writer_t *w)
     pthread_mutex_destroy(&w->lock);
 }
 
-/* Starts the writer and waits for its start-up (a fresh store's layout) to finish. */
+/*
+ * Starts the writer and waits for its start-up (a fresh store's layout, the
+ * removal of transient objects) to finish. A start-up that found no room
+ * says STORE_NO_SPACE, as store_open promises for a full disk.
+ */
 int writer_start(store_t *s)
 {
     writer_t *w = &s->writer;
@@ -482,7 +537,7 @@ int writer_start(store_t *s)
     if (rc != MDB_SUCCESS) {
         pthread_join(w->thread, NULL);
         destroy_sync(w);
-        return STORE_ERROR;
+        return is_space_error(rc) ? STORE_NO_SPACE : STORE_ERROR;
     }
     return STORE_OK;
 }
