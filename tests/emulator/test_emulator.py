@@ -595,6 +595,283 @@ class XmlObjectTest(EmulatorTest):
         self.assertIsNone(got.header("content-encoding"))
 
 
+MIB = 1024 * 1024
+
+
+def xml_text(body, tag):
+    """The text of the first <tag> element of an XML answer (None when absent)."""
+    text = body.decode() if isinstance(body, bytes) else body
+    if "<%s>" % tag not in text:
+        return None
+    return text.split("<%s>" % tag, 1)[1].split("</%s>" % tag, 1)[0]
+
+
+def xml_code(reply):
+    return reply.status, xml_text(reply.body, "Code")
+
+
+class XmlMultipartTest(EmulatorTest):
+    """XML API multipart uploads (?uploads / ?partNumber&uploadId / ?uploadId)."""
+
+    def initiate(self, key, headers=None, prefix="/bkt/", token="owner"):
+        reply = call("POST", prefix + quote(key) + "?uploads", b"", headers, token=token)
+        if reply.status == 200:
+            self.assertEqual(xml_text(reply.body, "Key"), key)
+            return xml_text(reply.body, "UploadId")
+        return reply
+
+    def part(self, key, upload_id, number, data, headers=None, prefix="/bkt/", token="owner"):
+        return call("PUT", "%s%s?partNumber=%s&uploadId=%s" % (prefix, quote(key), number, upload_id),
+                    data, headers, token=token)
+
+    def complete(self, key, upload_id, parts, headers=None, prefix="/bkt/"):
+        body = "<CompleteMultipartUpload>%s</CompleteMultipartUpload>" % "".join(
+            "<Part><PartNumber>%d</PartNumber><ETag>%s</ETag></Part>" % (n, etag) for n, etag in parts)
+        return call("POST", "%s%s?uploadId=%s" % (prefix, quote(key), upload_id), body.encode(),
+                    dict({"Content-Type": "application/xml"}, **(headers or {})))
+
+    def upload_parts(self, key, upload_id, chunks, prefix="/bkt/"):
+        """Upload chunks as parts 1..n; returns [(number, etag)]."""
+        listed = []
+        for number, chunk in enumerate(chunks, 1):
+            reply = self.part(key, upload_id, number, chunk, prefix=prefix)
+            self.assertEqual(reply.status, 200, reply.body)
+            listed.append((number, reply.header("etag")))
+        return listed
+
+    def test_three_parts_complete_and_read_back(self):
+        chunks = [os.urandom(5 * MIB), os.urandom(5 * MIB), os.urandom(1000)]
+        data = b"".join(chunks)
+        control("counters", method="DELETE")
+        upload_id = self.initiate("dir/big file.bin", {"Content-Type": "video/mp4", "x-goog-meta-color": "red",
+                                                       "x-amz-meta-shape": "round", "Cache-Control": "no-transform",
+                                                       "Content-Language": "fr", "x-goog-acl": "public-read"})
+        self.assertTrue(upload_id)
+        listed = []
+        for number, chunk in enumerate(chunks, 1):
+            reply = self.part("dir/big file.bin", upload_id, number, chunk)
+            self.assertEqual(reply.status, 200, reply.body)
+            self.assertEqual(reply.header("etag"), '"%s"' % hashlib.md5(chunk).hexdigest())
+            self.assertEqual(reply.header("x-goog-hash"), "crc32c=%s,md5=%s" % (
+                gcs_emulator.crc32c_b64(gcs_emulator.crc32c(chunk)),
+                base64.b64encode(hashlib.md5(chunk).digest()).decode()))
+            listed.append((number, reply.header("etag")))
+        parts = call("GET", "/bkt/dir/big%20file.bin?uploadId=" + upload_id)
+        self.assertEqual(parts.status, 200, parts.body)
+        text = parts.body.decode()
+        self.assertIn("<ListPartsResult", text)
+        self.assertEqual(xml_text(text, "UploadId"), upload_id)
+        self.assertEqual(text.count("<Part>"), 3)
+        for (number, etag), chunk in zip(listed, chunks):
+            self.assertIn("<PartNumber>%d</PartNumber>" % number, text)
+            self.assertIn("<ETag>%s</ETag><Size>%d</Size>" % (etag, len(chunk)), text)
+        self.assertIn("<LastModified>", text)
+        self.assertEqual(call("GET", "/bkt/dir/big%20file.bin").status, 404)  # nothing visible yet
+
+        done = self.complete("dir/big file.bin", upload_id, listed)
+        self.assertEqual(done.status, 200, done.body)
+        crc = gcs_emulator.crc32c_b64(gcs_emulator.crc32c(data))
+        etag = xml_text(done.body, "ETag")
+        self.assertEqual(xml_text(done.body, "Location"), "http://127.0.0.1:%d/bkt/dir/big%%20file.bin" % PORT)
+        self.assertEqual((xml_text(done.body, "Bucket"), xml_text(done.body, "Key")), ("bkt", "dir/big file.bin"))
+        self.assertEqual(done.header("etag"), etag)
+        self.assertEqual(done.header("x-goog-hash"), "crc32c=" + crc)  # no MD5 for multipart objects
+        self.assertEqual(done.header("x-goog-stored-content-length"), str(len(data)))
+        self.assertEqual(done.header("x-goog-stored-content-encoding"), "identity")
+        self.assertEqual(done.header("x-goog-metageneration"), "1")
+        generation = done.header("x-goog-generation")
+        # GCS: "the object's ETag is not based on an MD5 hash" (neither the data's nor S3's md5-of-md5s-N).
+        self.assertNotIn(hashlib.md5(data).hexdigest(), etag)
+        self.assertNotIn("-3", etag)
+
+        got = call("GET", "/bkt/dir/big%20file.bin")
+        self.assertEqual(got.status, 200)
+        self.assertEqual(got.body, data)
+        self.assertEqual((got.header("etag"), got.header("x-goog-hash")), (etag, "crc32c=" + crc))
+        self.assertEqual(got.header("x-goog-generation"), generation)
+        self.assertEqual(got.header("content-type"), "video/mp4")
+        self.assertEqual((got.header("x-goog-meta-color"), got.header("x-goog-meta-shape")), ("red", "round"))
+        self.assertEqual((got.header("cache-control"), got.header("content-language")), ("no-transform", "fr"))
+        self.assertEqual(call("GET", "/bkt/dir/big%20file.bin", token=None).body, data)  # x-goog-acl: public-read
+        head = call("HEAD", "/bkt/dir/big%20file.bin")
+        self.assertEqual((head.header("etag"), head.header("content-length")), (etag, str(len(data))))
+        across = call("GET", "/bkt/dir/big%20file.bin", headers={"Range": "bytes=%d-%d" % (5 * MIB - 3, 10 * MIB + 2)})
+        self.assertEqual((across.status, across.body), (206, data[5 * MIB - 3:10 * MIB + 3]))
+        self.assertEqual(call("GET", "/bkt/dir/big%20file.bin", headers={"If-None-Match": etag}).status, 304)
+
+        meta = call("GET", obj_path("bkt", "dir/big file.bin")).json()
+        self.assertNotIn("md5Hash", meta)
+        self.assertNotIn("componentCount", meta)
+        self.assertEqual((meta["crc32c"], meta["size"], meta["generation"]), (crc, str(len(data)), generation))
+        self.assertEqual(etag, '"%s"' % meta["etag"])  # the opaque tag of every MD5-less object
+        self.assertEqual(meta["metadata"], {"color": "red", "shape": "round"})
+        media = call("GET", obj_path("bkt", "dir/big file.bin", "?alt=media"))
+        self.assertEqual(media.body, data)
+        self.assertEqual((media.header("etag"), media.header("x-goog-hash")), (meta["etag"], "crc32c=" + crc))
+
+        # The upload is gone once completed.
+        gone = call("GET", "/bkt/dir/big%20file.bin?uploadId=" + upload_id)
+        self.assertEqual(xml_code(gone), (404, "NoSuchUpload"))
+        self.assertEqual(xml_code(self.complete("dir/big file.bin", upload_id, listed)), (404, "NoSuchUpload"))
+        kinds = [e["kind"] for e in control("counters", method="GET")["log"]]
+        self.assertEqual(kinds[:6], ["xml_multipart_initiate"] + ["xml_multipart_part"] * 3
+                         + ["xml_multipart_list_parts", "xml_get"])
+        self.assertEqual(kinds[6], "xml_multipart_complete")
+        self.assertIn("xml_multipart_list_parts", kinds[7:])
+
+    def test_completion_errors(self):
+        small, big = b"s" * 10, os.urandom(5 * MIB)
+        upload_id = self.initiate("e")
+        (n1, e1), (n2, e2) = self.upload_parts("e", upload_id, [big, small])
+        self.assertEqual(xml_code(self.complete("e", upload_id, [(2, e2), (1, e1)])), (400, "InvalidPartOrder"))
+        self.assertEqual(xml_code(self.complete("e", upload_id, [(1, e1), (1, e1)])), (400, "InvalidPartOrder"))
+        wrong = self.complete("e", upload_id, [(1, e1), (2, '"%s"' % hashlib.md5(b"x").hexdigest())])
+        self.assertEqual(xml_code(wrong), (400, "InvalidPart"))
+        self.assertEqual(xml_text(wrong.body, "Message"), "The requested upload part was not found.")
+        self.assertEqual(wrong.header("content-type"), "application/xml; charset=UTF-8")
+        self.assertEqual(xml_code(self.complete("e", upload_id, [(1, e1), (3, e2)])), (400, "InvalidPart"))
+        for body in (b"", b"<CompleteMultipartUpload></CompleteMultipartUpload>", b"<nope"):
+            reply = call("POST", "/bkt/e?uploadId=" + upload_id, body)
+            self.assertEqual(xml_code(reply), (400, "MalformedCompleteMultipartUploadRequest"), body)
+        for number in ("0", "10001", "x", ""):
+            self.assertEqual(self.part("e", upload_id, number, b"p").status, 400, number)
+        # Every part but the last must have 5 MiB; the last may be short.
+        self.assertEqual(self.part("e", upload_id, 3, big).status, 200)
+        self.assertEqual(xml_code(self.complete("e", upload_id, [(2, e2), (3, '"%s"' % hashlib.md5(big).hexdigest())])),
+                         (400, "EntityTooSmall"))
+        self.assertEqual(call("GET", "/bkt/e").status, 404)
+        # Failed completions leave the upload as it was; ETags match with or without quotes.
+        done = self.complete("e", upload_id, [(1, e1.strip('"')), (2, e2)])
+        self.assertEqual(done.status, 200, done.body)
+        self.assertEqual(call("GET", "/bkt/e").body, big + small)
+        # A single short part, and namespaced XML with extra elements (what S3 SDKs send), are fine.
+        upload_id = self.initiate("one")
+        etag = self.part("one", upload_id, 7, small).header("etag")
+        body = ('<CompleteMultipartUpload xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Part>'
+                '<ETag>&quot;%s&quot;</ETag><ChecksumCRC32>AAAAAA==</ChecksumCRC32><PartNumber>7</PartNumber>'
+                "</Part></CompleteMultipartUpload>" % etag.strip('"'))
+        self.assertEqual(call("POST", "/bkt/one?uploadId=" + upload_id, body.encode()).status, 200)
+        self.assertEqual(call("GET", "/bkt/one").body, small)
+
+    def test_part_reupload_replaces(self):
+        first, second = os.urandom(100), os.urandom(200)
+        upload_id = self.initiate("r")
+        old = self.part("r", upload_id, 1, first).header("etag")
+        new = self.part("r", upload_id, 1, second).header("etag")
+        self.assertNotEqual(old, new)
+        text = call("GET", "/bkt/r?uploadId=" + upload_id).body.decode()
+        self.assertEqual(text.count("<Part>"), 1)
+        self.assertIn("<ETag>%s</ETag><Size>200</Size>" % new, text)
+        self.assertEqual(xml_code(self.complete("r", upload_id, [(1, old)])), (400, "InvalidPart"))
+        self.assertEqual(self.complete("r", upload_id, [(1, new)]).status, 200)
+        self.assertEqual(call("GET", "/bkt/r").body, second)
+
+    def test_abort(self):
+        upload_id = self.initiate("a")
+        self.upload_parts("a", upload_id, [b"data"])
+        control("counters", method="DELETE")
+        aborted = call("DELETE", "/bkt/a?uploadId=" + upload_id)
+        self.assertEqual((aborted.status, aborted.body), (204, b""))
+        late = self.part("a", upload_id, 2, b"more")
+        self.assertEqual(xml_code(late), (404, "NoSuchUpload"))
+        self.assertEqual(late.body, b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>NoSuchUpload</Code>"
+                                   b"<Message>The requested upload was not found.</Message></Error>")
+        self.assertEqual(xml_code(call("GET", "/bkt/a?uploadId=" + upload_id)), (404, "NoSuchUpload"))
+        self.assertEqual(xml_code(self.complete("a", upload_id, [(1, '"x"')])), (404, "NoSuchUpload"))
+        self.assertEqual(xml_code(call("DELETE", "/bkt/a?uploadId=" + upload_id)), (404, "NoSuchUpload"))
+        self.assertEqual(call("GET", "/bkt/a").status, 404)
+        kinds = [e["kind"] for e in control("counters", method="GET")["log"]]
+        self.assertEqual(kinds, ["xml_multipart_abort", "xml_multipart_part", "xml_multipart_list_parts",
+                                 "xml_multipart_complete", "xml_multipart_abort", "xml_get"])
+
+    def test_preconditions_at_completion(self):
+        old = call("PUT", "/bkt/p", b"old")
+        upload_id = self.initiate("p")
+        listed = self.upload_parts("p", upload_id, [b"new"])
+        for headers in ({"x-goog-if-generation-match": "0"}, {"If-None-Match": "*"},
+                        {"x-goog-if-generation-match": str(int(old.header("x-goog-generation")) + 1)},
+                        {"If-Match": '"%s"' % hashlib.md5(b"other").hexdigest()}):
+            failed = self.complete("p", upload_id, listed, headers)
+            self.assertEqual(xml_code(failed), (412, "PreconditionFailed"), headers)
+            got = call("GET", "/bkt/p")
+            self.assertEqual((got.body, got.header("x-goog-generation")), (b"old", old.header("x-goog-generation")))
+        done = self.complete("p", upload_id, listed, {"x-goog-if-generation-match": old.header("x-goog-generation"),
+                                                      "If-Match": old.header("etag")})
+        self.assertEqual(done.status, 200, done.body)
+        self.assertEqual(call("GET", "/bkt/p").body, b"new")
+        fresh = self.initiate("fresh")
+        listed = self.upload_parts("fresh", fresh, [b"f"])
+        self.assertEqual(self.complete("fresh", fresh, listed, {"x-goog-if-generation-match": "0"}).status, 200)
+
+    def test_virtual_hosted_style(self):
+        vhost = {"Host": "bkt.storage.googleapis.com"}
+        reply = call("POST", "/v/h.txt?uploads", b"", dict(vhost, **{"Content-Type": "text/plain"}))
+        self.assertEqual(reply.status, 200, reply.body)
+        self.assertEqual(xml_text(reply.body, "Bucket"), "bkt")
+        upload_id = xml_text(reply.body, "UploadId")
+        etag = call("PUT", "/v/h.txt?partNumber=1&uploadId=" + upload_id, b"hello", vhost).header("etag")
+        listed = call("GET", "/v/h.txt?uploadId=" + upload_id, headers=vhost).body.decode()
+        self.assertIn("<PartNumber>1</PartNumber>", listed)
+        body = ("<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>%s</ETag></Part>"
+                "</CompleteMultipartUpload>")
+        done = call("POST", "/v/h.txt?uploadId=" + upload_id, (body % etag).encode(), vhost)
+        self.assertEqual(done.status, 200, done.body)
+        self.assertEqual(xml_text(done.body, "Location"), "http://bkt.storage.googleapis.com/v/h.txt")
+        got = call("GET", "/bkt/v/h.txt")
+        self.assertEqual((got.body, got.header("content-type"), got.header("etag")),
+                         (b"hello", "text/plain", xml_text(done.body, "ETag")))
+        other = call("POST", "/v/x?uploads", b"", vhost)
+        self.assertEqual(call("DELETE", "/v/x?uploadId=" + xml_text(other.body, "UploadId"), headers=vhost).status, 204)
+
+    def test_upload_scope_permissions_and_listing(self):
+        control("buckets", {"name": "bkt2"})
+        upload_id = self.initiate("k")
+        # An upload id means nothing for another object or bucket.
+        self.assertEqual(xml_code(self.part("k2", upload_id, 1, b"x")), (404, "NoSuchUpload"))
+        self.assertEqual(xml_code(self.part("k", upload_id, 1, b"x", prefix="/bkt2/")), (404, "NoSuchUpload"))
+        self.assertEqual(xml_code(self.part("k", "nope", 1, b"x")), (404, "NoSuchUpload"))
+        self.assertEqual(xml_code(self.initiate("k", prefix="/missing/")), (404, "NoSuchBucket"))
+        # Write permission is needed for every step.
+        self.assertEqual(xml_code(self.initiate("k", token="reader")), (403, "AccessDenied"))
+        self.assertEqual(xml_code(self.initiate("k", token=None)), (403, "AccessDenied"))
+        self.assertEqual(xml_code(self.part("k", upload_id, 1, b"x", token="other")), (403, "AccessDenied"))
+        self.assertEqual(call("DELETE", "/bkt/k?uploadId=" + upload_id, token="reader").status, 403)
+        # Pending uploads are listed by GET /BUCKET?uploads, not as objects.
+        second = self.initiate("j", {"x-goog-storage-class": "NEARLINE"})
+        listing = call("GET", "/bkt?uploads")
+        self.assertEqual(listing.status, 200, listing.body)
+        text = listing.body.decode()
+        self.assertIn("<ListMultipartUploadsResult", text)
+        self.assertLess(text.index("<UploadId>%s</UploadId>" % second),
+                        text.index("<UploadId>%s</UploadId>" % upload_id))
+        self.assertIn("<StorageClass>NEARLINE</StorageClass>", text)
+        self.assertNotIn("<Key>j</Key>", call("GET", "/bkt?prefix=").body.decode())
+        self.assertNotIn(upload_id, call("GET", "/bkt?uploads&prefix=j").body.decode())
+        self.assertEqual(control("counters", method="GET")["log"][-1]["kind"], "xml_multipart_list_uploads")
+
+    def test_part_integrity_and_aws_chunked(self):
+        upload_id = self.initiate("c")
+        data = b"0123456789" * 100
+        framed = b"%x;chunk-signature=abc\r\n%s\r\n0;chunk-signature=def\r\nx-amz-checksum-crc32:AAAAAA==\r\n\r\n" % (
+            len(data), data)
+        reply = self.part("c", upload_id, 1, framed, {"Content-Encoding": "aws-chunked",
+                                                      "x-amz-decoded-content-length": str(len(data)),
+                                                      "x-amz-content-sha256": "STREAMING-AWS4-HMAC-SHA256-PAYLOAD",
+                                                      "x-amz-checksum-crc32": "AAAAAA==",
+                                                      "x-amz-sdk-checksum-algorithm": "CRC32"})
+        self.assertEqual(reply.status, 200, reply.body)
+        self.assertEqual(reply.header("etag"), '"%s"' % hashlib.md5(data).hexdigest())
+        bad_md5 = self.part("c", upload_id, 2, b"abc", {"Content-MD5": base64.b64encode(b"0" * 16).decode()})
+        self.assertEqual(xml_code(bad_md5), (400, "BadDigest"))
+        bad_crc = self.part("c", upload_id, 2, b"abc", {"x-goog-hash": "crc32c=AAAAAA=="})
+        self.assertEqual(xml_code(bad_crc), (400, "BadDigest"))
+        hashes = "crc32c=%s,md5=%s" % (gcs_emulator.crc32c_b64(gcs_emulator.crc32c(b"abc")),
+                                       base64.b64encode(hashlib.md5(b"abc").digest()).decode())
+        good = self.part("c", upload_id, 2, b"abc", {"x-goog-hash": hashes})
+        self.assertEqual(good.status, 200, good.body)
+        self.assertEqual(call("GET", "/bkt/c?uploadId=" + upload_id).body.decode().count("<Part>"), 2)
+
+
 class AuthTest(EmulatorTest):
     def test_error_shapes(self):
         missing = call("GET", obj_path("bkt", "nope"))
@@ -798,6 +1075,30 @@ class FaultAndCounterTest(EmulatorTest):
         started = time.monotonic()
         call("GET", obj_path("bkt", "f"))
         self.assertGreaterEqual(time.monotonic() - started, 0.3)
+        control("faults", method="DELETE")
+
+    def test_fail_only_the_final_resumable_put(self):
+        """match "upload_id=" + method PUT + fail_nth n=K fails exactly the K-th PUT of a
+        resumable session (here its final chunk), not the POST that started it."""
+        chunk = 256 * 1024
+        data = os.urandom(2 * chunk + 10)
+        start = call("POST", "/upload/storage/v1/b/bkt/o?uploadType=resumable&name=rf", {})
+        location = urlsplit(start.header("location"))
+        session = location.path + "?" + location.query
+        control("faults", {"match": "upload_id=", "method": "PUT", "fail_nth": {"n": 3, "status": 503}})
+        ranges = ["bytes 0-%d/*" % (chunk - 1), "bytes %d-%d/*" % (chunk, 2 * chunk - 1),
+                  "bytes %d-%d/%d" % (2 * chunk, len(data) - 1, len(data))]
+        bodies = [data[:chunk], data[chunk:2 * chunk], data[2 * chunk:]]
+        replies = [call("PUT", session, body, {"Content-Range": r}, token=None) for r, body in zip(ranges, bodies)]
+        self.assertEqual([r.status for r in replies], [308, 308, 503])
+        self.assertEqual(json_error(replies[2])[:2], (503, "backendError"))
+        self.assertEqual(call("GET", obj_path("bkt", "rf")).status, 404)  # the failed final chunk did not land
+        log = control("counters", method="GET")["log"]
+        self.assertEqual([(e["kind"], e["status"], e.get("fault")) for e in log[-4:-1]],
+                         [("upload_chunk", 308, None), ("upload_chunk", 308, None), ("upload_chunk", 503, "fail_nth")])
+        retry = call("PUT", session, bodies[2], {"Content-Range": ranges[2]}, token=None)
+        self.assertEqual(retry.status, 200, retry.body)
+        self.assertEqual(call("GET", obj_path("bkt", "rf", "?alt=media")).body, data)
         control("faults", method="DELETE")
 
     def test_counters_since(self):
