@@ -75,6 +75,7 @@ typedef struct conf {
     uint64_t max_request_body; /* bytes; larger bodies get 413 */
     uint64_t min_upload_rate;  /* bytes a second: HTTP/1 requests get max_request_body at this rate to arrive */
     char *spill_dir;           /* where h2o spills request bodies too large for memory */
+    unsigned upload_session_ttl; /* seconds an idle multi-request upload's pending chunks are kept */
     unsigned shutdown_grace_ms; /* on SIGTERM, how long requests in flight may take to finish */
     uint64_t max_buffer_memory; /* bytes all fills and whole-body rewrites may hold together */
 
@@ -87,6 +88,7 @@ typedef struct conf {
         char *path;
         uint64_t budget;       /* bytes */
         unsigned high_water_percent; /* evict above this share of the budget */
+        unsigned commit_interval_ms; /* the store's writer commits at least this often */
         unsigned low_water_percent;  /* ... down to this share */
     } store;
 

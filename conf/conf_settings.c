@@ -58,6 +58,9 @@ const setting_t conf_settings[] = {
      "bytes a second the slowest upload of max_request_body must manage (HTTP/1 request timeout)"},
     {"spill_dir", SETTING_STRING, FIELD(spill_dir), false, false, 0, 0, "/tmp", "PATH",
      "directory for request bodies of 32 MiB and more while they arrive; must be writable"},
+    /* GCS keeps a resumable session a week: a session larder forgets sooner is only not cached. */
+    {"upload_session_ttl", SETTING_SECONDS, FIELD(upload_session_ttl), false, false, 1, 7 * DAY, "7d", "DURATION",
+     "how long a resumable or XML multipart upload may sit idle before larder drops the chunks it keeps for it"},
     {"shutdown_grace_ms", SETTING_UINT, FIELD(shutdown_grace_ms), false, false, 0, MS_MAX, "10000", "MS",
      "on SIGTERM, how long requests in flight may take before they are cut"},
     {"max_buffer_memory", SETTING_SIZE, FIELD(max_buffer_memory), false, false, 16 * MiB, 0, "512MiB", "SIZE",
@@ -74,6 +77,8 @@ const setting_t conf_settings[] = {
      "start evicting when the cache fills this share of store.budget"},
     {"store.low_water_percent", SETTING_UINT, FIELD(store.low_water_percent), false, false, 1, 100, "85", "N",
      "evict down to this share of store.budget; below store.high_water_percent"},
+    {"store.commit_interval_ms", SETTING_UINT, FIELD(store.commit_interval_ms), false, false, 1, 60000, "20", "MS",
+     "longest a written chunk waits for its commit: longer batches more writes per commit"},
     {"cache.enabled", SETTING_BOOL, FIELD(cache.enabled), false, false, 0, 0, "true", "BOOL",
      "false: pass everything through, store nothing"},
     {"cache.max_object_size", SETTING_SIZE, FIELD(cache.max_object_size), false, false, 1, 0, "1GiB", "SIZE",

@@ -10,6 +10,8 @@
 #include "read.h"
 #include "route.h"
 #include "state.h"
+#include "upload_complete.h"
+#include "upload_session.h"
 #include "writes.h"
 
 #include <stdio.h>
@@ -39,18 +41,22 @@ int cache_open(cache_t **out, const conf_t *conf, buffers_t *buffers)
         pthread_mutex_init(&cache->stripes[i].lock, NULL);
         h2o_linklist_init_anchor(&cache->stripes[i].fetches);
     }
-    if ((cache->home_fetches = calloc(conf->worker_threads, sizeof(*cache->home_fetches))) == NULL) {
+    if ((cache->home_fetches = calloc(conf->worker_threads, sizeof(*cache->home_fetches))) == NULL ||
+        (cache->home_completions = calloc(conf->worker_threads, sizeof(*cache->home_completions))) == NULL ||
+        (cache->sessions = upload_sessions_new()) == NULL) {
         cache_close(cache);
         return -1;
     }
-    for (unsigned i = 0; i < conf->worker_threads; i++)
+    for (unsigned i = 0; i < conf->worker_threads; i++) {
         h2o_linklist_init_anchor(&cache->home_fetches[i]);
+        h2o_linklist_init_anchor(&cache->home_completions[i]);
+    }
     store_config_t config = {
         .path = conf->store.path,
         .budget = conf->store.budget,
         .high_water = conf->store.high_water_percent / 100.0,
         .low_water = conf->store.low_water_percent / 100.0,
-        .commit_interval_ms = 20,
+        .commit_interval_ms = conf->store.commit_interval_ms,
         /* Chunks queued to the writer are copies of what fills hold: part of the same memory bound. */
         .max_queue_bytes = (size_t)(conf->max_buffer_memory / 4),
         .log = store_log,
@@ -85,11 +91,13 @@ void cache_close(cache_t *cache)
     if (cache == NULL)
         return;
     cache_close_store(cache);
+    upload_sessions_free(cache->sessions); /* their pending chunks are transient: gone at the next start-up */
     fetch_registry_clear(cache);
     cache_state_dispose(cache);
     for (size_t i = 0; i < CACHE_STRIPES; i++)
         pthread_mutex_destroy(&cache->stripes[i].lock);
     free(cache->home_fetches);
+    free(cache->home_completions);
     pthread_mutex_destroy(&cache->recent_lock);
     free(cache);
 }
@@ -98,7 +106,7 @@ void cache_close(cache_t *cache)
 
 size_t cache_worker_fills(cache_t *cache, worker_t *worker)
 {
-    size_t n = 0;
+    size_t n = upload_complete_running(cache, worker);
     for (h2o_linklist_t *l = cache->home_fetches[worker->id].next; l != &cache->home_fetches[worker->id]; l = l->next)
         n++;
     return n;
@@ -106,6 +114,7 @@ size_t cache_worker_fills(cache_t *cache, worker_t *worker)
 
 void cache_worker_stop(cache_t *cache, worker_t *worker)
 {
+    upload_complete_stop(cache, worker);
     h2o_linklist_t *list = &cache->home_fetches[worker->id];
     while (!h2o_linklist_is_empty(list)) {
         h2o_linklist_t *first = list->next;
@@ -120,12 +129,15 @@ h2o_iovec_t cache_stats_json(cache_t *cache, h2o_mem_pool_t *pool)
     store_stats_t st = {0};
     if (cache != NULL)
         store_stats_get(cache->store, &st);
-    char *body = h2o_mem_alloc_pool(pool, 768);
-    int n = snprintf(body, 768,
+    uint64_t sessions = 0, pending_bytes = 0;
+    if (cache != NULL)
+        upload_sessions_stats(cache, &sessions, &pending_bytes);
+    char *body = h2o_mem_alloc_pool(pool, 896);
+    int n = snprintf(body, 896,
                      "{\"cache_enabled\":%s,\"budget\":%llu,\"used_bytes\":%llu,\"objects\":%llu,\"chunks\":%llu,"
                      "\"evicted_objects\":%llu,\"evicted_bytes\":%llu,\"commits\":%llu,\"corrupt_chunks\":%llu,"
                      "\"busy_rejections\":%llu,\"lost_chunks\":%llu,\"out_of_space\":%s,\"fills_started\":%llu,"
-                     "\"fills_abandoned\":%llu,\"fills_detached\":%u}",
+                     "\"fills_abandoned\":%llu,\"fills_detached\":%u,\"upload_sessions\":%llu,\"upload_pending_bytes\":%llu}",
                      cache != NULL ? "true" : "false", (unsigned long long)st.budget,
                      (unsigned long long)st.used_bytes, (unsigned long long)st.objects, (unsigned long long)st.chunks,
                      (unsigned long long)st.evicted_objects, (unsigned long long)st.evicted_bytes,
@@ -134,7 +146,8 @@ h2o_iovec_t cache_stats_json(cache_t *cache, h2o_mem_pool_t *pool)
                      st.out_of_space ? "true" : "false",
                      cache != NULL ? (unsigned long long)atomic_load(&cache->fills_started) : 0ULL,
                      cache != NULL ? (unsigned long long)atomic_load(&cache->fills_abandoned) : 0ULL,
-                     cache != NULL ? atomic_load(&cache->detached) : 0u);
+                     cache != NULL ? atomic_load(&cache->detached) : 0u, (unsigned long long)sessions,
+                     (unsigned long long)pending_bytes);
     return h2o_iovec_init(body, n > 0 ? (size_t)n : 0);
 }
 /* --- the entry point --- */

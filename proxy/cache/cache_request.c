@@ -193,7 +193,7 @@ static bool parse_xml_preconditions(cache_request_t *out, const h2o_req_t *req, 
  * must never be served to a read that does not carry the key, so such reads
  * are never cached (they pass through).
  */
-static bool carries_encryption_key(const h2o_req_t *req)
+bool cache_request_carries_encryption_key(const h2o_req_t *req)
 {
     static const char *const names[] = {"x-goog-encryption-key", "x-amz-server-side-encryption-customer-key"};
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
@@ -218,7 +218,7 @@ void cache_request_parse(cache_request_t *out, const target_t *t, const h2o_req_
     *invalid = NULL;
     bool get = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET"));
     out->head = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD"));
-    if ((!get && !out->head) || carries_encryption_key(req))
+    if ((!get && !out->head) || cache_request_carries_encryption_key(req))
         return;
     route_api_t api = t->route.api;
     if (api == ROUTE_XML)

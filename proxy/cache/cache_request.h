@@ -63,4 +63,7 @@ int64_t cache_parse_http_date(const char *s, size_t len);
 /* Resolves a range against an object size, both ends inclusive. False if unsatisfiable. */
 bool cache_range_resolve(const cache_range_t *range, uint64_t size, uint64_t *first, uint64_t *last);
 
+/* A customer-supplied encryption key (CSEK): such objects pass through, and are never cached. */
+bool cache_request_carries_encryption_key(const h2o_req_t *req);
+
 #endif

@@ -273,7 +273,7 @@ bool entry_update_from_304(cache_t *cache, const store_key_t *key, cache_flavour
 
 /* --- metadata GETs --- */
 
-static char *http_date_of_rfc3339(const char *s, char *buf, size_t cap)
+char *entry_http_date_of_rfc3339(const char *s, char *buf, size_t cap)
 {
     struct tm tm = {0};
     if (s == NULL || strptime(s, "%Y-%m-%dT%H:%M:%S", &tm) == NULL)
@@ -284,7 +284,7 @@ static char *http_date_of_rfc3339(const char *s, char *buf, size_t cap)
     return buf;
 }
 
-static int64_t json_int64(json_t *object, const char *key)
+int64_t entry_json_int64(json_t *object, const char *key)
 {
     const char *s = json_string_value(json_object_get(object, key));
     int64_t n;
@@ -292,7 +292,7 @@ static int64_t json_int64(json_t *object, const char *key)
 }
 
 /* Whether a resource's ACL (a full projection) lets allUsers read it. */
-static bool acl_grants_all_users(json_t *resource)
+bool entry_acl_grants_all_users(json_t *resource)
 {
     size_t i;
     json_t *entry;
@@ -314,9 +314,9 @@ bool entry_record_resource(cache_t *cache, const store_key_t *key, const char *b
     char date[64];
     meta.bucket = (char *)bucket;
     meta.name = (char *)name;
-    meta.generation = json_int64(resource, "generation");
-    meta.metageneration = json_int64(resource, "metageneration");
-    meta.size = (uint64_t)json_int64(resource, "size");
+    meta.generation = entry_json_int64(resource, "generation");
+    meta.metageneration = entry_json_int64(resource, "metageneration");
+    meta.size = (uint64_t)entry_json_int64(resource, "size");
     meta.content_type = (char *)json_string_value(json_object_get(resource, "contentType"));
     meta.content_encoding = (char *)json_string_value(json_object_get(resource, "contentEncoding"));
     meta.cache_control = (char *)json_string_value(json_object_get(resource, "cacheControl"));
@@ -324,10 +324,10 @@ bool entry_record_resource(cache_t *cache, const store_key_t *key, const char *b
     meta.content_language = (char *)json_string_value(json_object_get(resource, "contentLanguage"));
     meta.crc32c = (char *)json_string_value(json_object_get(resource, "crc32c"));
     meta.md5 = (char *)json_string_value(json_object_get(resource, "md5Hash"));
-    meta.last_modified = http_date_of_rfc3339(json_string_value(json_object_get(resource, "updated")), date,
+    meta.last_modified = entry_http_date_of_rfc3339(json_string_value(json_object_get(resource, "updated")), date,
                                               sizeof(date));
     meta.fill_time = worker_unix_ms();
-    if (meta.generation < 0 || json_int64(resource, "size") < 0 || meta.size > cache->conf->cache.max_object_size)
+    if (meta.generation < 0 || entry_json_int64(resource, "size") < 0 || meta.size > cache->conf->cache.max_object_size)
         return false;
     char *existing, *owner;
     existing_entry(cache, key, meta.generation, &existing, &owner);
@@ -335,7 +335,7 @@ bool entry_record_resource(cache_t *cache, const store_key_t *key, const char *b
     json_t *headers = cache_capture_headers(response_headers);
     char *record =
         headers != NULL ? cache_record_merge(existing, CACHE_FLAVOUR_JSON, false, NULL, NULL, resource, headers) : NULL;
-    record = publicised(record, caller->anonymous || acl_grants_all_users(resource));
+    record = publicised(record, caller->anonymous || entry_acl_grants_all_users(resource));
     json_decref(headers);
     if (record != NULL) {
         meta.resource_json = record;

@@ -51,4 +51,13 @@ bool entry_record_resource(cache_t *cache, const store_key_t *key, const char *b
 /* Upstream let an anonymous caller read this generation: it is public from now on (meta updated in place). */
 void entry_mark_public(cache_t *cache, const store_key_t *key, store_meta_t *meta);
 
+/* --- shared with upload_entry.c --- */
+
+/* An RFC 3339 time (a resource's "updated") as an HTTP date in buf; NULL when it is not one. */
+char *entry_http_date_of_rfc3339(const char *s, char *buf, size_t cap);
+/* A resource's int64 field (a JSON string, as GCS writes them); -1 when absent or not a number. */
+int64_t entry_json_int64(json_t *object, const char *key);
+/* Whether a resource's ACL (a full projection) lets allUsers read it. */
+bool entry_acl_grants_all_users(json_t *resource);
+
 #endif

@@ -73,6 +73,9 @@ struct fetch {
     size_t body_used;
     worker_wakeup_t home_wakeup;
     bool detached;
+    /* A local fill (fetch_start_local): no exchange; its whole body is in slots, put to the store from here. */
+    bool local;
+    size_t next_put; /* the next slot to queue */
 };
 
 static bool terminal(fetch_state_t state)
@@ -611,9 +614,15 @@ static void consider_detaching(fetch_t *f)
     fetch_abandon(f);
 }
 
+static void local_pump(fetch_t *f);
+
 static void on_home_wakeup(worker_wakeup_t *wakeup)
 {
     fetch_t *f = H2O_STRUCT_FROM_MEMBER(fetch_t, home_wakeup, wakeup);
+    if (f->local) {
+        local_pump(f);
+        return;
+    }
     if (f->exchange == NULL)
         return;
     fetch_retain(f);
@@ -629,8 +638,14 @@ static void on_retry(h2o_timeout_entry_t *entry)
     on_home_wakeup(&H2O_STRUCT_FROM_MEMBER(fetch_t, retry, entry)->home_wakeup);
 }
 
+static void local_stop(fetch_t *f);
+
 void fetch_abandon(fetch_t *f)
 {
+    if (f->local) {
+        local_stop(f);
+        return;
+    }
     if (f->exchange == NULL)
         return;
     if (f->state == FETCH_AWAITING_HEAD) {
@@ -814,6 +829,125 @@ fetch_t *fetch_start_or_join(cache_t *cache, worker_t *worker, const fetch_param
     fetch_release(twin);
     *joined = true;
     return twin;
+}
+
+/* --- local fills: bytes larder already has --- */
+
+/* Queues the slots not queued yet, a few at a time (on_chunk_done wakes us for more); then the home loop is done. */
+static void local_pump(fetch_t *f)
+{
+    if (h2o_linklist_is_linked(&f->home_link) == 0)
+        return;
+    while (f->next_put < f->nslots) {
+        pthread_mutex_lock(&f->lock);
+        f->starved = f->queued >= MAX_QUEUED_CHUNKS;
+        bool backlog = f->starved;
+        pthread_mutex_unlock(&f->lock);
+        if (backlog)
+            return;
+        complete_slot(f, f->next_put++);
+    }
+    leave_home(f);
+}
+
+/* Shutdown: what is not queued yet is not stored. */
+static void local_stop(fetch_t *f)
+{
+    pthread_mutex_lock(&f->lock);
+    for (size_t i = f->next_put; i < f->nslots; i++)
+        f->slots[i].state = SLOT_LOST;
+    release_passed(f);
+    pthread_mutex_unlock(&f->lock);
+    f->next_put = f->nslots;
+    if (h2o_linklist_is_linked(&f->home_link))
+        leave_home(f);
+}
+
+/* Base64 of the big-endian CRC, as x-goog-hash and the JSON resource write it. */
+static bool crc32c_matches(uint32_t crc, const char *expected)
+{
+    static const char digits[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    unsigned char be[4] = {(unsigned char)(crc >> 24), (unsigned char)(crc >> 16), (unsigned char)(crc >> 8),
+                           (unsigned char)crc};
+    char text[9] = {digits[be[0] >> 2], digits[((be[0] & 3) << 4) | (be[1] >> 4)],
+                    digits[((be[1] & 15) << 2) | (be[2] >> 6)], digits[be[2] & 63], digits[be[3] >> 2],
+                    digits[(be[3] & 3) << 4], '=', '=', '\0'};
+    return expected != NULL && strcmp(text, expected) == 0;
+}
+
+/* Reads the whole object into slots and checks it against the CRC upstream reported; NULL when it is fine. */
+static const char *local_assemble(fetch_t *f, fetch_local_read_fn read, void *ctx)
+{
+    uint64_t size = f->meta.size;
+    /*
+     * An empty object has no chunk, yet the fill must stay registered until
+     * its record commits, or a read right after the upload misses. So it
+     * gets one empty slot: the store drops that chunk (it fits no record),
+     * and reports so only after the commit that holds the record.
+     */
+    size_t nslots = size == 0 ? 1 : (size_t)((size - 1) / STORE_CHUNK_SIZE + 1);
+    if ((f->slots = calloc(nslots, sizeof(*f->slots))) == NULL)
+        return "out of memory";
+    f->nslots = f->slots_cap = nslots;
+    uint32_t crc = 0;
+    for (size_t i = 0; i < nslots; i++) {
+        uint64_t at = (uint64_t)i * STORE_CHUNK_SIZE;
+        size_t len = size - at < STORE_CHUNK_SIZE ? (size_t)(size - at) : STORE_CHUNK_SIZE;
+        if (!buffers_reserve(f->cache->buffers, STORE_CHUNK_SIZE))
+            return "larger than the buffer memory free now";
+        if ((f->slots[i].data = malloc(STORE_CHUNK_SIZE)) == NULL) {
+            buffers_release(f->cache->buffers, STORE_CHUNK_SIZE);
+            return "out of memory";
+        }
+        if (!read(ctx, at, f->slots[i].data, len))
+            return "its bytes are not all at hand";
+        f->slots[i].len = len;
+        crc = store_crc32c(crc, f->slots[i].data, len);
+    }
+    return crc32c_matches(crc, f->meta.crc32c) ? NULL : "the bytes differ from upstream's crc32c";
+}
+
+bool fetch_start_local(cache_t *cache, worker_t *worker, const store_key_t *key, store_meta_t *meta,
+                       fetch_local_read_fn read, void *ctx)
+{
+    fetch_t *f = calloc(1, sizeof(*f));
+    if (f == NULL || pthread_mutex_init(&f->lock, NULL) != 0) {
+        free(f);
+        return false;
+    }
+    f->cache = cache;
+    f->home = worker;
+    f->key = *key;
+    f->local = true;
+    f->meta = *meta;
+    f->have_meta = true;
+    memset(meta, 0, sizeof(*meta)); /* the fetch owns it now, whatever happens */
+    snprintf(f->caller, sizeof(f->caller), "%s", f->meta.owner != NULL ? f->meta.owner : "");
+    f->bucket = strdup(f->meta.bucket);
+    f->name = strdup(f->meta.name);
+    f->pinned_generation = f->meta.generation;
+    f->want_last = UINT64_MAX;
+    f->epoch = cache_epoch(cache, key);
+    atomic_init(&f->refs, 1); /* the home loop's, while slots remain to be queued */
+    h2o_linklist_init_anchor(&f->subscribers);
+    f->home_wakeup.cb = on_home_wakeup;
+    f->retry.cb = on_retry;
+    const char *why = f->bucket == NULL || f->name == NULL ? "out of memory" : local_assemble(f, read, ctx);
+    if (why != NULL) {
+        log_msg(LOG_LEVEL_INFO, "fetch", "%s/%s: the upload is not cached: %s", f->meta.bucket, f->meta.name, why);
+        fetch_release(f);
+        return false;
+    }
+    f->storing = cache_may_store(cache) && store_fill_begin(cache->store, key, &f->meta) == STORE_OK;
+    if (f->storing)
+        cache_record_note(cache, key, f->meta.generation, f->meta.resource_json);
+    f->received = f->meta.size;
+    f->state = FETCH_COMPLETE;
+    f->home_alive = true;
+    h2o_linklist_insert(&cache->home_fetches[worker->id], &f->home_link);
+    fetch_registry_add(cache, f);
+    local_pump(f);
+    return true;
 }
 
 /* --- the registry of fills in progress --- */

@@ -125,6 +125,21 @@ fetch_read_t fetch_read(fetch_t *fetch, fetch_subscriber_t *sub, uint64_t offset
 /* Whether fetch will deliver chunk index of generation (or has no generation yet and might). Registry use. */
 bool fetch_covers(fetch_t *fetch, int64_t generation, uint32_t index);
 
+/* Copies len bytes of the object at offset into dst; false when they cannot be had. */
+typedef bool (*fetch_local_read_fn)(void *ctx, uint64_t offset, char *dst, size_t len);
+
+/*
+ * A fill from bytes larder already has: an upload upstream confirmed, or a
+ * copy of cached objects. The whole object is read through read before this
+ * returns and checked against meta->crc32c; then it is registered like any
+ * fill, so readers follow it rather than fetch while its chunks commit, and
+ * it is COMPLETE from the start. Takes meta over (cleared, whatever the
+ * outcome); meta->size must be known. False when nothing was started: memory
+ * is short, the bytes are not all there, or they are not what upstream has.
+ */
+bool fetch_start_local(cache_t *cache, worker_t *worker, const store_key_t *key, store_meta_t *meta,
+                       fetch_local_read_fn read, void *ctx);
+
 /* --- the registry of fills in progress, by key --- */
 
 void fetch_registry_add(cache_t *cache, fetch_t *fetch);

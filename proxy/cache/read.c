@@ -220,7 +220,7 @@ static const char *on_forwarded_end(void *ctx, h2o_req_t *req, int status, bool 
     return access_from_status(&r->access, r->worker->auth, &r->caller.identity, status);
 }
 
-static const forward_hooks_t read_hooks = {.on_json = on_metadata_json, .on_end = on_forwarded_end};
+static const forward_hooks_t read_hooks = {.on_whole = on_metadata_json, .on_end = on_forwarded_end};
 
 static void forward_recording(cache_read_t *r, const char *state)
 {
@@ -734,7 +734,7 @@ static void plan_entry(cache_read_t *r, fetch_t *filling)
         miss(r);
         return;
     }
-    if (filling != NULL) {
+    if (filling != NULL && r->creq.kind == CACHE_READ_MEDIA) {
         fetch_retain(filling);
         r->entry_fill = filling;
     }
@@ -755,8 +755,10 @@ static void plan(cache_read_t *r)
         forward_as(r, "PASS");
         return;
     }
-    fetch_t *newest = r->creq.kind == CACHE_READ_MEDIA ? fetch_registry_newest(r->cache, &r->key) : NULL;
-    if (newest != NULL && !r->no_follow && fetch_state(newest) == FETCH_AWAITING_HEAD) {
+    /* A metadata read takes a fill's entry too (an upload's is registered before it commits), never waits on one. */
+    fetch_t *newest = fetch_registry_newest(r->cache, &r->key);
+    if (newest != NULL && !r->no_follow && r->creq.kind == CACHE_READ_MEDIA &&
+        fetch_state(newest) == FETCH_AWAITING_HEAD) {
         follow(r, newest);
         fetch_release(newest);
         return;

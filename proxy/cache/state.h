@@ -8,7 +8,12 @@
  *   read.c       one cacheable read, from the lookup to its last byte
  *   access.c     on what the caller may read an entry: owner, grant, public,
  *                or upstream's answer to the caller's own request
- *   writes.c     writes through larder: in flight, then invalidation
+ *   writes.c     writes through larder: in flight, then invalidation, or an
+ *                entry made of what was written
+ *   upload.c     a confirmed write's object becoming an entry
+ *   upload_entry.c  the new entry's metadata and views, from the answer
+ *   upload_session.c  resumable and XML multipart uploads across requests
+ *   upload_complete.c  the whole resource of an entry a partial answer made
  *   fetch.c      a fill, owned by the cache rather than by the client that
  *                started it, and the registry of fills in progress
  *   invalidate.c dropping a cached object, and the fills of it
@@ -44,6 +49,7 @@
 
 typedef struct fetch fetch_t;
 typedef struct recent_record recent_record_t;
+typedef struct upload_sessions upload_sessions_t;
 
 /* Fills in progress and writes in flight, by key: a short list per stripe, and a count read without the lock. */
 typedef struct cache_stripe {
@@ -61,8 +67,10 @@ struct cache {
     _Atomic unsigned epochs[CACHE_EPOCHS]; /* bumped by each invalidation of a key hashing there */
     _Atomic unsigned detached;             /* fills running with no client waiting */
     h2o_linklist_t *home_fetches;          /* per worker id: fills whose exchange runs on that worker's loop */
+    h2o_linklist_t *home_completions;      /* per worker id: upload_complete.c's metadata GETs on that loop */
     pthread_mutex_t recent_lock;
     recent_record_t *recent;               /* records queued to the store but maybe not committed yet */
+    upload_sessions_t *sessions;           /* resumable and XML multipart uploads in progress */
     _Atomic uint64_t fills_started, fills_abandoned, gap_fetches;
     _Atomic int64_t next_space_probe_ms;   /* out of space: when the next fill may try the store again */
 };

@@ -1,37 +1,60 @@
 /*
- * writes.c - writes through larder: forwarded as they are, and turned into
- * invalidations only once upstream confirmed them.
+ * writes.c - a write through larder, from its caller's identity to what the
+ * cache holds once upstream answered.
  *
- * Before forwarding, the objects a write names are marked "in flight", so
- * reads of them bypass the cache until upstream answered (the old copy may
- * be about to change, and a fill started now may predate the change). A
- * refused write (a definite 4xx, or a 308 for a resumable upload's unfinished
- * session) changes nothing; a 2xx invalidates, and so does an answer that
- * leaves the outcome unknown (no answer at all, a 5xx), since the write may
- * have happened. /batch/storage/v1 is read part by part: each write part's
- * object is marked, and invalidated when its own part succeeded.
+ * Lifecycle (write_state_t; cache_write_t lives in the request's pool):
+ *
+ *   IDENTIFYING  the caller's credentials go to auth: the uploader owns what
+ *                it writes. A bad token gets 401 here, as for reads; one
+ *                that cannot be checked is forwarded, and nothing it writes
+ *                is cached (the entry would have no owner).
+ *   FORWARDED    the objects the write names are marked in flight, so reads
+ *                of them go to upstream until it answered (the old copy may
+ *                be about to change, and a fill started now may predate the
+ *                change); the request goes upstream as it came.
+ *   ANSWERED     upstream's answer was read whole, before the client sees
+ *                it: an upload, copy or compose it confirmed becomes an entry
+ *                (upload.c), a resumable or XML multipart step feeds its
+ *                session; every other object named is invalidated when the
+ *                write may have taken effect, and all are unmarked.
+ *
+ * "May have taken effect": a 2xx, or no answer at all (a timeout, a reset:
+ * the object's state is unknown). A definite refusal (a 4xx, a 5xx with an
+ * error body, a resumable session's 308) leaves the cached copy as it was,
+ * since upstream says the object did not change. /batch/storage/v1 is read
+ * part by part: each write part's object is marked, and invalidated when
+ * its own part took effect.
  */
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
+#include "caller.h"
 #include "forward.h"
 #include "invalidate.h"
+#include "multipart.h"
 #include "state.h"
+#include "upload.h"
 #include "writes.h"
 
 #define MAX_WRITE_KEYS 64
+
+typedef enum { WRITE_IDENTIFYING, WRITE_FORWARDED, WRITE_ANSWERED } write_state_t;
 
 typedef struct write_key {
     store_key_t key;
     const char *content_id; /* batch parts: the part's Content-ID, to match its response; NULL otherwise */
     size_t content_id_len;
-    bool done;              /* invalidated (or known refused) */
+    bool done;              /* settled: invalidated, made an entry, or known refused */
 } write_key_t;
 
 typedef struct cache_write {
+    write_state_t state;
+    h2o_req_t *req;
     cache_t *cache;
     const target_t *target;
+    caller_t caller;
+    upload_request_t upload;
     write_key_t keys[MAX_WRITE_KEYS];
     size_t nkeys;
     bool batch;
@@ -40,7 +63,7 @@ typedef struct cache_write {
 
 static bool took_effect(int status)
 {
-    return status == 0 || (status >= 200 && status < 300) || status >= 500;
+    return status == 0 || (status >= 200 && status < 300);
 }
 
 static void add_key(cache_write_t *w, const char *bucket, const char *name, const char *content_id, size_t id_len)
@@ -51,134 +74,12 @@ static void add_key(cache_write_t *w, const char *bucket, const char *name, cons
     store_key_make(&k->key, bucket, strlen(bucket), name, strlen(name));
     k->content_id = content_id;
     k->content_id_len = id_len;
-    cache_write_mark(w->cache, &k->key);
 }
 
-/* --- what a write names --- */
-
-/* "/b/BUCKET/o/NAME" inside a JSON object suffix: the destination of copyTo and rewriteTo. */
-static void add_destination(cache_write_t *w, h2o_mem_pool_t *pool, h2o_iovec_t suffix, const char *id, size_t id_len)
-{
-    const char *p = suffix.base, *end = suffix.base + suffix.len;
-    const char *b = p != NULL ? memmem(p, suffix.len, "/b/", 3) : NULL;
-    if (b == NULL)
-        return;
-    const char *bucket = b + 3, *slash = memchr(bucket, '/', (size_t)(end - bucket));
-    if (slash == NULL || end - slash < 4 || memcmp(slash, "/o/", 3) != 0)
-        return;
-    const char *name = slash + 3, *name_end = memchr(name, '/', (size_t)(end - name));
-    if (name_end == NULL)
-        name_end = end;
-    char *bucket_s = target_percent_decode(pool, bucket, (size_t)(slash - bucket));
-    char *name_s = target_percent_decode(pool, name, (size_t)(name_end - name));
-    add_key(w, bucket_s, name_s, id, id_len);
-}
-
-static void add_target(cache_write_t *w, h2o_mem_pool_t *pool, const target_t *t, const char *id, size_t id_len)
-{
-    add_key(w, t->bucket, t->object, id, id_len);
-    if (t->route.api == ROUTE_JSON && t->object != NULL)
-        add_destination(w, pool, t->object_suffix, id, id_len);
-    if (t->route.api == ROUTE_UPLOAD) {
-        /* Media and resumable uploads name the object in the query (form-encoded); multipart ones in the body. */
-        const h2o_iovec_t *name = target_param(t, "name");
-        const char *path = t->path.base, *end = path + t->path.len;
-        const char *b = memmem(path, t->path.len, "/b/", 3);
-        const char *bucket_end = b != NULL ? memchr(b + 3, '/', (size_t)(end - b - 3)) : NULL;
-        if (name == NULL || bucket_end == NULL)
-            return;
-        char *decoded = target_percent_decode(pool, name->base, name->len);
-        for (char *c = decoded; c != NULL && *c != '\0'; c++)
-            if (*c == '+')
-                *c = ' ';
-        add_key(w, target_percent_decode(pool, b + 3, (size_t)(bucket_end - b - 3)), decoded, id, id_len);
-    }
-}
-
-/* --- multipart bodies --- */
-
-/* The boundary parameter of a multipart Content-Type, unquoted. */
-static bool boundary_of(h2o_iovec_t type, h2o_iovec_t *boundary)
-{
-    if (type.base == NULL)
-        return false;
-    const char *p = memmem(type.base, type.len, "boundary=", 9), *end = type.base + type.len;
-    if (p == NULL)
-        return false;
-    p += 9;
-    const char *stop;
-    if (p < end && *p == '"') {
-        p++;
-        stop = memchr(p, '"', (size_t)(end - p));
-    } else {
-        for (stop = p; stop < end && *stop != ';' && *stop != ' ';)
-            stop++;
-    }
-    if (stop == NULL || stop == p)
-        return false;
-    *boundary = h2o_iovec_init(p, (size_t)(stop - p));
-    return true;
-}
-
-typedef void (*part_fn)(void *ctx, const char *part, size_t len);
-
-/* Calls fn for each part between "--boundary" lines (CRLF or LF framed). */
-static void for_each_part(h2o_iovec_t body, h2o_iovec_t boundary, part_fn fn, void *ctx)
-{
-    const char *p = body.base, *end = body.base + body.len;
-    char delim[80];
-    if (boundary.len == 0 || boundary.len > 70)
-        return;
-    size_t delim_len = (size_t)snprintf(delim, sizeof(delim), "--%.*s", (int)boundary.len, boundary.base);
-    const char *start = memmem(p, body.len, delim, delim_len);
-    while (start != NULL) {
-        const char *part = memchr(start, '\n', (size_t)(end - start));
-        if (part == NULL)
-            return;
-        part++;
-        const char *next = memmem(part, (size_t)(end - part), delim, delim_len);
-        if (next == NULL)
-            return;
-        fn(ctx, part, (size_t)(next - part));
-        start = next;
-    }
-}
-
-/* The value of a header in a head (lines up to a blank one); false when absent. */
-static bool head_value(const char *head, size_t len, const char *name, h2o_iovec_t *value)
-{
-    size_t name_len = strlen(name);
-    for (const char *line = head, *end = head + len; line < end;) {
-        const char *eol = memchr(line, '\n', (size_t)(end - line));
-        size_t n = (size_t)((eol != NULL ? eol : end) - line);
-        if (n > name_len && line[name_len] == ':' && strncasecmp(line, name, name_len) == 0) {
-            const char *v = line + name_len + 1, *v_end = line + n;
-            while (v < v_end && *v == ' ')
-                v++;
-            while (v_end > v && (v_end[-1] == '\r' || v_end[-1] == ' '))
-                v_end--;
-            *value = h2o_iovec_init(v, (size_t)(v_end - v));
-            return true;
-        }
-        if (eol == NULL)
-            break;
-        line = eol + 1;
-    }
-    return false;
-}
-
-/* Where the head of a part ends and its body starts (after a blank line). */
-static const char *body_start(const char *part, size_t len)
-{
-    const char *crlf = memmem(part, len, "\r\n\r\n", 4), *lf = memmem(part, len, "\n\n", 2);
-    if (crlf != NULL && (lf == NULL || crlf < lf))
-        return crlf + 4;
-    return lf != NULL ? lf + 2 : NULL;
-}
+/* --- batches --- */
 
 typedef struct batch_scan {
     cache_write_t *write;
-    h2o_mem_pool_t *pool;
     size_t index; /* responses: the part's position, when it carries no Content-ID */
 } batch_scan_t;
 
@@ -191,16 +92,15 @@ static h2o_iovec_t bare_id(h2o_iovec_t id)
 }
 
 /* One part of a batch request: "METHOD /storage/v1/... HTTP/1.1" and its headers. */
-static void scan_request_part(void *ctx, const char *part, size_t len)
+static void scan_request_part(void *ctx, const multipart_part_t *part)
 {
     batch_scan_t *scan = ctx;
-    const char *inner = body_start(part, len);
+    cache_write_t *w = scan->write;
     h2o_iovec_t id = {NULL, 0};
-    head_value(part, inner != NULL ? (size_t)(inner - part) : len, "content-id", &id);
+    multipart_header(part->head, "content-id", &id);
     id = bare_id(id);
-    if (inner == NULL)
-        return;
-    const char *end = part + len, *sp = memchr(inner, ' ', (size_t)(end - inner));
+    const char *inner = part->body.base, *end = inner + part->body.len;
+    const char *sp = part->has_body ? memchr(inner, ' ', part->body.len) : NULL;
     if (sp == NULL || h2o_memis(inner, (size_t)(sp - inner), H2O_STRLIT("GET")))
         return;
     const char *path = sp + 1, *path_end = memchr(path, ' ', (size_t)(end - path));
@@ -210,24 +110,30 @@ static void scan_request_part(void *ctx, const char *part, size_t len)
     if (origin_end != NULL && (path = memchr(origin_end + 3, '/', (size_t)(path_end - origin_end - 3))) == NULL)
         return;
     target_t t;
-    target_parse(&t, scan->pool, path, (size_t)(path_end - path), NULL, 0, NULL);
-    if (t.invalid == NULL)
-        add_target(scan->write, scan->pool, &t, id.base, id.len);
+    target_parse(&t, &w->req->pool, path, (size_t)(path_end - path), NULL, 0, NULL);
+    if (t.invalid != NULL)
+        return;
+    /* copyTo and rewriteTo change their destination, not the object the path starts with. */
+    upload_request_t inner_upload = {.req = w->req, .target = &t};
+    if (upload_destination_of(&inner_upload, t.object_suffix))
+        add_key(w, inner_upload.bucket, inner_upload.name, id.base, id.len);
+    else
+        add_key(w, t.bucket, t.object, id.base, id.len);
 }
 
-/* One part of a batch response: invalidate its request's object if its status says the write happened. */
-static void scan_response_part(void *ctx, const char *part, size_t len)
+/* One part of a batch response: invalidate its request's objects if its status says the write happened. */
+static void scan_response_part(void *ctx, const multipart_part_t *part)
 {
     batch_scan_t *scan = ctx;
     cache_write_t *w = scan->write;
-    const char *inner = body_start(part, len);
     size_t index = scan->index++;
-    if (inner == NULL || part + len - inner < 12 || memcmp(inner, "HTTP/", 5) != 0)
+    const char *inner = part->body.base;
+    if (part->body.len < 12 || memcmp(inner, "HTTP/", 5) != 0)
         return;
-    const char *line_end = memchr(inner, '\n', (size_t)(part + len - inner));
-    int status = target_parse_status_line(inner, (size_t)((line_end != NULL ? line_end : part + len) - inner));
+    const char *line_end = memchr(inner, '\n', part->body.len);
+    int status = target_parse_status_line(inner, (size_t)((line_end != NULL ? line_end : inner + part->body.len) - inner));
     h2o_iovec_t id = {NULL, 0};
-    bool has_id = head_value(part, (size_t)(inner - part), "content-id", &id);
+    bool has_id = multipart_header(part->head, "content-id", &id);
     id = bare_id(id);
     if (has_id && id.len > 9 && strncasecmp(id.base, "response-", 9) == 0)
         id = h2o_iovec_init(id.base + 9, id.len - 9);
@@ -243,47 +149,26 @@ static void scan_response_part(void *ctx, const char *part, size_t len)
     }
 }
 
-static h2o_iovec_t request_header(h2o_req_t *req, const h2o_token_t *token)
+static h2o_iovec_t header_of(const h2o_headers_t *headers, const h2o_token_t *token)
 {
-    ssize_t i = h2o_find_header(&req->headers, token, -1);
-    return i != -1 ? req->headers.entries[i].value : h2o_iovec_init(NULL, 0);
-}
-
-/* A multipart upload's metadata part: {"name": ...}. */
-static void scan_upload_metadata(void *ctx, const char *part, size_t len)
-{
-    batch_scan_t *scan = ctx;
-    const char *body = body_start(part, len);
-    if (body == NULL || scan->index++ != 0)
-        return;
-    json_t *meta = json_loadb(body, (size_t)(part + len - body), JSON_DISABLE_EOF_CHECK, NULL);
-    const char *name = json_string_value(json_object_get(meta, "name"));
-    if (name != NULL)
-        add_key(scan->write, scan->write->target->bucket, h2o_strdup(scan->pool, name, SIZE_MAX).base, NULL, 0);
-    json_decref(meta);
+    ssize_t i = h2o_find_header(headers, token, -1);
+    return i != -1 ? headers->entries[i].value : h2o_iovec_init(NULL, 0);
 }
 
 /* --- the answer --- */
 
-static void on_json(void *ctx, h2o_req_t *req, int status, const h2o_headers_t *headers, const char *body, size_t len)
+static bool holds(void *ctx, int status, const h2o_headers_t *headers)
 {
     cache_write_t *w = ctx;
     (void)headers;
-    if (w->batch) {
-        h2o_iovec_t boundary, type = {NULL, 0};
-        ssize_t i = h2o_find_header(headers, H2O_TOKEN_CONTENT_TYPE, -1);
-        if (i != -1)
-            type = headers->entries[i].value;
-        if (status == 200 && boundary_of(type, &boundary)) {
-            batch_scan_t scan = {w, &req->pool, 0};
-            for_each_part(h2o_iovec_init(body, len), boundary, scan_response_part, &scan);
-            w->batch_answered = true;
-        }
-        return;
-    }
-    if (status < 200 || status >= 300)
-        return;
-    /* An upload, copy or rewrite names its result in the resource it returns (a rewrite wraps it). */
+    if (w->batch)
+        return status == 200;
+    return (status >= 200 && status < 300) || status == 308;
+}
+
+/* The object a JSON answer returns (a rewrite wraps it): invalidated, the write having made a new version. */
+static void invalidate_returned(cache_write_t *w, const char *body, size_t len)
+{
     json_t *root = json_loadb(body, len, 0, NULL);
     json_t *resource = json_object_get(root, "resource");
     if (resource == NULL)
@@ -299,14 +184,40 @@ static void on_json(void *ctx, h2o_req_t *req, int status, const h2o_headers_t *
     json_decref(root);
 }
 
+static void on_whole(void *ctx, h2o_req_t *req, int status, const h2o_headers_t *headers, const char *body, size_t len)
+{
+    cache_write_t *w = ctx;
+    (void)req;
+    w->state = WRITE_ANSWERED;
+    h2o_iovec_t boundary;
+    if (w->batch) {
+        if (status == 200 && multipart_boundary(header_of(headers, H2O_TOKEN_CONTENT_TYPE), &boundary)) {
+            multipart_for_each(h2o_iovec_init(body, len), boundary, scan_response_part, &(batch_scan_t){w, 0});
+            w->batch_answered = true;
+        }
+        return;
+    }
+    store_key_t made;
+    if (upload_answered(&w->upload, status, headers, body, len, &made)) {
+        for (size_t i = 0; i < w->nkeys; i++)
+            if (cache_same_key(&w->keys[i].key, &made))
+                w->keys[i].done = true;
+    } else if (status >= 200 && status < 300 && len > 0) {
+        invalidate_returned(w, body, len);
+    }
+}
+
 static const char *on_end(void *ctx, h2o_req_t *req, int status, bool complete)
 {
     cache_write_t *w = ctx;
     (void)req, (void)complete;
+    if (w->state == WRITE_FORWARDED && status != 0 && !(status >= 200 && status < 300) && !w->batch)
+        upload_answered(&w->upload, status, NULL, NULL, 0, NULL); /* a refusal that streamed: sessions hear of it */
+    w->state = WRITE_ANSWERED;
     for (size_t i = 0; i < w->nkeys; i++) {
         write_key_t *k = &w->keys[i];
         /* A batch whose answer was not read part by part: any part may have happened. */
-        bool invalidate = w->batch ? !w->batch_answered && !k->done : took_effect(status);
+        bool invalidate = !k->done && (w->batch ? !w->batch_answered : took_effect(status));
         if (invalidate)
             cache_invalidate(w->cache, &k->key);
         cache_write_unmark(w->cache, &k->key);
@@ -315,25 +226,70 @@ static const char *on_end(void *ctx, h2o_req_t *req, int status, bool complete)
     return NULL; /* upstream decides writes: no access decision of larder's */
 }
 
-static const forward_hooks_t write_hooks = {.on_json = on_json, .on_end = on_end};
+static const forward_hooks_t write_hooks = {.holds = holds, .on_whole = on_whole, .on_end = on_end};
+
+/* --- the start --- */
+
+static void forward_write(cache_write_t *w)
+{
+    w->state = WRITE_FORWARDED;
+    for (size_t i = 0; i < w->nkeys; i++)
+        cache_write_mark(w->cache, &w->keys[i].key);
+    const auth_identity_t *who = &w->caller.identity;
+    forward_start(w->req, w->target,
+                  &(forward_options_t){.cache_state = "PASS", .hooks = &write_hooks, .ctx = w,
+                                       .identity = h2o_strdup(&w->req->pool, who->name, SIZE_MAX).base});
+}
+
+static void on_caller_known(caller_t *caller)
+{
+    cache_write_t *w = H2O_STRUCT_FROM_MEMBER(cache_write_t, caller, caller);
+    auth_kind_t kind = caller->identity.kind;
+    if (kind == AUTH_INVALID) {
+        w->state = WRITE_ANSWERED;
+        caller_refuse(caller, w->target->route.error_format); /* GCS answers a bad token 401 */
+        return;
+    }
+    /* An identity larder could not check (HMAC, a signed URL, tokeninfo down) owns nothing: every read of the
+     * entry asks upstream first, so it is safe to keep, and saves moving the bytes again. */
+    w->upload.owner = h2o_strdup(&w->req->pool, caller_owner_name(caller), SIZE_MAX).base;
+    forward_write(w);
+}
+
+static void on_dispose(void *p)
+{
+    cache_write_t *w = p;
+    caller_dispose(&w->caller);
+    if (w->state == WRITE_FORWARDED) /* the request went before forwarding ended: on_end was called already */
+        for (size_t i = 0; i < w->nkeys; i++)
+            cache_write_unmark(w->cache, &w->keys[i].key);
+}
 
 void cache_write_start(h2o_req_t *req, const target_t *target)
 {
-    cache_write_t *w = h2o_mem_alloc_pool(&req->pool, sizeof(*w));
+    cache_write_t *w = h2o_mem_alloc_shared(&req->pool, sizeof(*w), on_dispose);
     memset(w, 0, sizeof(*w));
+    w->req = req;
     w->cache = worker_of(req)->cache;
     w->target = target;
     w->batch = target->route.api == ROUTE_BATCH;
-    batch_scan_t scan = {w, &req->pool, 0};
     h2o_iovec_t boundary;
     if (w->batch) {
-        if (req->entity.base != NULL && boundary_of(request_header(req, H2O_TOKEN_CONTENT_TYPE), &boundary))
-            for_each_part(req->entity, boundary, scan_request_part, &scan);
+        if (multipart_boundary(header_of(&req->headers, H2O_TOKEN_CONTENT_TYPE), &boundary))
+            multipart_for_each(req->entity, boundary, scan_request_part, &(batch_scan_t){w, 0});
     } else {
-        add_target(w, &req->pool, target, NULL, 0);
-        if (target->route.api == ROUTE_UPLOAD && req->entity.base != NULL &&
-            boundary_of(request_header(req, H2O_TOKEN_CONTENT_TYPE), &boundary))
-            for_each_part(req->entity, boundary, scan_upload_metadata, &scan);
+        upload_request_parse(&w->upload, w->cache, req, target);
+        if (upload_touches_object(&w->upload)) {
+            if (w->upload.kind != UPLOAD_COPY) /* a copy's source stays as it was */
+                add_key(w, target->bucket, target->object, NULL, 0);
+            add_key(w, w->upload.bucket, w->upload.name, NULL, 0);
+        }
     }
-    forward_start(req, target, &(forward_options_t){.cache_state = "PASS", .hooks = &write_hooks, .ctx = w});
+    if (w->upload.kind == UPLOAD_RESUMABLE_CHUNK || w->upload.kind == UPLOAD_RESUMABLE_CANCEL) {
+        /* The session URL is the credential (the start's caller owns the object): a token that expired during
+         * a long upload must not stop it, and no validation is needed. */
+        forward_write(w);
+        return;
+    }
+    caller_identify(&w->caller, req, on_caller_known);
 }

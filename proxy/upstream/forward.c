@@ -163,17 +163,25 @@ static bool response_type_is(const forward_t *self, const char *prefix)
     return type != NULL && strncasecmp(type, prefix, strlen(prefix)) == 0;
 }
 
+/* Whether the body is the JSON API's JSON (or a batch's parts): its links point at upstream. */
+static bool has_links(forward_t *self)
+{
+    if (!is_json_api(self))
+        return false;
+    return self->target->route.api == ROUTE_BATCH ? response_type_is(self, "multipart/mixed")
+                                                  : response_type_is(self, "application/json");
+}
+
 /* Whether to hold the body whole: to rewrite its links, or because the cache wants to read it. */
 static bool wants_whole_body(forward_t *self)
 {
-    if (h2o_memis(self->req->method.base, self->req->method.len, H2O_STRLIT("HEAD")) || !is_json_api(self))
+    if (h2o_memis(self->req->method.base, self->req->method.len, H2O_STRLIT("HEAD")))
         return false;
-    bool wanted = self->public_base != NULL ||
-                  (self->options.hooks != NULL && self->options.hooks->on_json != NULL);
-    if (!wanted)
-        return false;
-    if (self->target->route.api == ROUTE_BATCH ? !response_type_is(self, "multipart/mixed")
-                                               : !response_type_is(self, "application/json"))
+    const forward_hooks_t *hooks = self->options.hooks;
+    bool hooked = hooks != NULL && hooks->on_whole != NULL &&
+                  (hooks->holds != NULL ? hooks->holds(self->options.ctx, self->status, exchange_headers(self->exchange))
+                                        : has_links(self));
+    if (!hooked && !(self->public_base != NULL && has_links(self)))
         return false;
     uint64_t length = exchange_content_length(self->exchange);
     uint64_t want = length != UINT64_MAX && length < JSON_REWRITE_MAX ? length : JSON_REWRITE_MAX;
@@ -206,7 +214,7 @@ static bool response_boundary(forward_t *self, const char **boundary, size_t *le
 
 static void rewrite_links(forward_t *self)
 {
-    if (self->public_base == NULL)
+    if (self->public_base == NULL || !has_links(self))
         return;
     size_t len, boundary_len;
     const char *upstream_base = self->worker->conf->upstream.base_url, *boundary;
@@ -306,8 +314,8 @@ static void finish_buffering(forward_t *self)
         return;
     }
     exchange_take_body(self->exchange, &self->inflight);
-    if (self->options.hooks != NULL && self->options.hooks->on_json != NULL)
-        self->options.hooks->on_json(self->options.ctx, self->req, self->status, exchange_headers(self->exchange),
+    if (self->options.hooks != NULL && self->options.hooks->on_whole != NULL)
+        self->options.hooks->on_whole(self->options.ctx, self->req, self->status, exchange_headers(self->exchange),
                                      self->inflight.base, self->inflight.len);
     rewrite_links(self);
     report_end(self, true);

@@ -18,11 +18,18 @@
 
 typedef struct forward_hooks {
     /*
-     * A JSON (or batch) response buffered whole, before its links are
-     * rewritten. Not called for responses that streamed.
+     * Whether to hold this response whole for on_whole (asked once its head
+     * came). NULL: the JSON API's JSON (and batch) responses are held when
+     * on_whole is set. A body too large to hold streams, and on_whole is not
+     * called.
      */
-    void (*on_json)(void *ctx, h2o_req_t *req, int status, const h2o_headers_t *headers, const char *body,
-                    size_t len);
+    bool (*holds)(void *ctx, int status, const h2o_headers_t *headers);
+    /*
+     * A response held whole, before its links are rewritten and before the
+     * client sees any of it. Not called for responses that streamed.
+     */
+    void (*on_whole)(void *ctx, h2o_req_t *req, int status, const h2o_headers_t *headers, const char *body,
+                     size_t len);
     /*
      * Called once, when the exchange ended or the request went away first:
      * status is upstream's final status (0 when none came), complete whether

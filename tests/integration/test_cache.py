@@ -283,6 +283,9 @@ class CacheTestCase(harness.LarderTestCase):
 # Policy "always", with rules for a few named buckets
 # ==========================================================================
 
+# Writes whose bytes become the cache entry once upstream confirmed them.
+UPLOADS = ("xml_put", "json_media", "multipart", "resumable_query", "resumable_body")
+
 FROZEN_BUCKET = "pol-frozen"
 TTL_BUCKET = "pol-ttl"
 MIXED_BUCKET = "pol-mixed"
@@ -739,6 +742,8 @@ class ImmutablePolicyTest(CacheTestCase):
         ], new
 
     def test_writes_through_larder_invalidate_at_once(self):
+        """A write through larder: the very next read is never the old entry (uploads: a HIT of what was
+        written; other writes: a MISS that fetches what upstream now has)."""
         cases, new = self.write_cases()
         half = len(new["compose"]) // 2
         self.put_object("src-c1", new["compose"][:half])
@@ -770,7 +775,9 @@ class ImmutablePolicyTest(CacheTestCase):
                                  (label, path))
             else:
                 self.assertEqual((r.status, r.body), (200, new[label]), (label, path, r))
-            self.assertEqual(r.x_cache, "MISS", (label, path, r))
+            # An upload's bytes are the new entry (issue 8): its next read is a HIT of the new bytes. The sources
+            # of compose, copy and rewrite were never read through larder, so their destinations are fetched.
+            self.assertEqual(r.x_cache, "HIT" if label in UPLOADS else "MISS", (label, path, r))
         r = self.get(self.meta_path(name), OWNER)
         if label.endswith("delete"):
             self.assertEqual(r.status, 404, (label, r))
@@ -778,7 +785,10 @@ class ImmutablePolicyTest(CacheTestCase):
             doc = json.loads(r.body)
             self.assertEqual(doc["metageneration"] if label == "json_patch" else doc["size"],
                              "2" if label == "json_patch" else str(len(new[label])), (label, doc))
-        self.assertEqual(r.x_cache, "MISS", (label, r))
+        # A JSON upload's answer is the whole resource; an XML PUT's whole resource comes from one metadata GET
+        # larder makes in the background, so its metadata read may come before that (MISS) or after (HIT).
+        wanted = {"xml_put": ("MISS", "HIT")}.get(label, ("HIT",) if label in UPLOADS else ("MISS",))
+        self.assertIn(r.x_cache, wanted, (label, r))
 
     def test_single_flight_fifty_cold_readers(self):
         size = 8 * MiB

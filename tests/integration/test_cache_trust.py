@@ -1262,11 +1262,13 @@ class AfterFillTest(TrustCase):
                 self.record_reader(reader)
             self.assertEqual((first.status, first.error, first.digest),
                              (206 if kind == "range 0-" else 200, None, expected), what + " first read")
-            self.assertEqual(first.x_cache, "MISS", what)
+            # After a write through larder the written bytes are the entry already (issue 8): no fill at all.
+            filled = kind != "after a write"
+            self.assertEqual(first.x_cache, "MISS" if filled else "HIT", what)
             self.assertWhole(during, expected, what + " read during the fill")
             self.assertEqual((r.status, r.error, digest), (200, None, expected), what + " read right after")
             media = self.media_requests(mark)
-            self.assertEqual(len(media), 1, "%s: upstream GETs %r (X-Cache: during %s, after %s)"
+            self.assertEqual(len(media), 1 if filled else 0, "%s: upstream GETs %r (X-Cache: during %s, after %s)"
                              % (what, [(e["status"], e["bytes"]) for e in media], during.x_cache, r.x_cache))
             self.assertEqual(during.x_cache, "HIT", what + " read during the fill")
             self.assertEqual(r.x_cache, "HIT", what + " read right after the fill")
