@@ -10,10 +10,12 @@
  *                or upstream's answer to the caller's own request
  *   writes.c     writes through larder: in flight, then invalidation, or an
  *                entry made of what was written
- *   upload.c     a confirmed write's object becoming an entry
- *   upload_entry.c  the new entry's metadata and views, from the answer
+ *   upload.c     upstream's answer to a write, and what the cache makes of it
+ *   upload_request.c  what a write request is, parsed once
  *   upload_session.c  resumable and XML multipart uploads across requests
+ *   upload_fill.c  a written object's bytes becoming its entry
  *   upload_complete.c  the whole resource of an entry a partial answer made
+ *   upload_entry.c  the new entry's metadata and views, from what is known
  *   fetch.c      a fill, owned by the cache rather than by the client that
  *                started it, and the registry of fills in progress
  *   invalidate.c dropping a cached object, and the fills of it

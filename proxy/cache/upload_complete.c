@@ -14,7 +14,6 @@
 #include <string.h>
 
 #include "exchange.h"
-#include "upload.h"
 #include "upload_complete.h"
 #include "upload_entry.h"
 

@@ -30,6 +30,7 @@
 #include <strings.h>
 
 #include "entry.h"
+#include "fetch.h"
 #include "upload_entry.h"
 
 /* What GCS sends when an object sets no Cache-Control and is not public (emulated upstream agrees). */
@@ -336,4 +337,23 @@ const char *upload_entry_make(cache_t *cache, const upload_facts_t *f, store_met
         return "out of memory";
     }
     return NULL;
+}
+
+bool upload_entry_is_cached(cache_t *cache, const char *bucket, const char *name, int64_t generation,
+                            store_key_t *made)
+{
+    store_meta_t stored;
+    store_key_make(made, bucket, strlen(bucket), name, strlen(name));
+    bool cached = false;
+    if (generation > 0 && store_meta_get(cache->store, made, &stored) == STORE_OK) {
+        cached = stored.generation == generation;
+        store_meta_free(&stored);
+    }
+    fetch_t *filling = generation > 0 && !cached ? fetch_registry_newest(cache, made) : NULL;
+    if (filling != NULL && fetch_meta(filling, &stored)) {
+        cached = stored.generation == generation;
+        store_meta_free(&stored);
+    }
+    fetch_release(filling);
+    return cached;
 }

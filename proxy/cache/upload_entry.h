@@ -47,5 +47,8 @@ void upload_facts_from_xml_answer(upload_facts_t *facts, h2o_mem_pool_t *pool, c
  * lack the generation, size or crc32c, or it is too large.
  */
 const char *upload_entry_make(cache_t *cache, const upload_facts_t *facts, store_meta_t *meta);
+/* Whether that generation of bucket/name is cached (or being filled): *key is its key then. */
+bool upload_entry_is_cached(cache_t *cache, const char *bucket, const char *name, int64_t generation,
+                            store_key_t *key);
 
 #endif

@@ -30,7 +30,7 @@
 #include "entry.h"
 #include "fetch.h"
 #include "invalidate.h"
-#include "upload_entry.h"
+#include "upload_fill.h"
 #include "upload_session.h"
 
 /* The generation pending chunks are kept under: pending objects have one version only. */
@@ -451,7 +451,7 @@ static bool promote(const upload_request_t *u, upload_session_t *s, const upload
     bool ok = !s->broken;
     for (size_t i = 0; ok && i < nsources; i++)
         ok = pending_segments(sources[i], &segments, &count, &cap, &taken, &ntaken);
-    bool made_entry = ok && upload_make_entry(u, facts, segments, count, made);
+    bool made_entry = ok && upload_fill_start(u, facts, segments, count, made);
     for (size_t i = 0; i < ntaken; i++) {
         free(taken[i]);
         buffers_release(u->cache->buffers, STORE_CHUNK_SIZE);

@@ -5,7 +5,7 @@
 #ifndef LARDER_CACHE_UPLOAD_SESSION_H
 #define LARDER_CACHE_UPLOAD_SESSION_H
 
-#include "upload.h"
+#include "upload_request.h"
 
 typedef struct upload_sessions upload_sessions_t;
 
