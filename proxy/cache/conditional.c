@@ -112,6 +112,22 @@ int conditional_evaluate(const cache_request_t *c, const store_meta_t *meta, con
     return 0;
 }
 
+bool conditional_needs_last_modified(const cache_request_t *c, const store_meta_t *meta)
+{
+    if (meta->last_modified != NULL)
+        return false;
+    bool by_date = (c->if_modified_since >= 0 && c->if_none_match.base == NULL) ||
+                   (c->if_unmodified_since >= 0 && c->if_match.base == NULL);
+    if (c->if_range.base != NULL && c->range.present) {
+        const char *v = c->if_range.base;
+        size_t len = c->if_range.len;
+        while (len > 0 && *v == ' ')
+            v++, len--;
+        by_date = by_date || cache_parse_http_date(v, len) >= 0;
+    }
+    return by_date;
+}
+
 bool conditional_if_range_holds(const cache_request_t *c, const store_meta_t *meta, const record_t *record)
 {
     if (c->if_range.base == NULL || !c->range.present)

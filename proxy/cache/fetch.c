@@ -16,6 +16,7 @@
 #include "entry.h"
 #include "fetch.h"
 
+#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -831,6 +832,20 @@ fetch_t *fetch_start_or_join(cache_t *cache, worker_t *worker, const fetch_param
     return twin;
 }
 
+void fetch_update_meta(fetch_t *f, const store_meta_t *meta)
+{
+    store_meta_t copy;
+    pthread_mutex_lock(&f->lock);
+    if (f->have_meta && f->meta.generation == meta->generation && f->meta.size == meta->size &&
+        cache_meta_copy(&copy, meta) == 0) {
+        copy.num_chunks = f->meta.num_chunks;
+        copy.chunks_present = f->meta.chunks_present;
+        store_meta_free(&f->meta);
+        f->meta = copy;
+    }
+    pthread_mutex_unlock(&f->lock);
+}
+
 /* --- local fills: bytes larder already has --- */
 
 /* Queues the slots not queued yet, a few at a time (on_chunk_done wakes us for more); then the home loop is done. */
@@ -875,8 +890,19 @@ static bool crc32c_matches(uint32_t crc, const char *expected)
     return expected != NULL && strcmp(text, expected) == 0;
 }
 
-/* Reads the whole object into slots and checks it against the CRC upstream reported; NULL when it is fine. */
-static const char *local_assemble(fetch_t *f, fetch_local_read_fn read, void *ctx)
+/* Whether the digest so far is the MD5 upstream reported (base64). */
+static bool md5_matches(EVP_MD_CTX *md5, const char *expected)
+{
+    unsigned char digest[EVP_MAX_MD_SIZE], text[32];
+    unsigned len = 0;
+    if (expected == NULL || EVP_DigestFinal_ex(md5, digest, &len) != 1 || len != 16)
+        return false;
+    EVP_EncodeBlock(text, digest, 16);
+    return strcmp((const char *)text, expected) == 0;
+}
+
+/* local_assemble's body: the slots filled, and checked with the CRC or (md5 not NULL) the MD5. */
+static const char *local_assemble_checked(fetch_t *f, fetch_local_read_fn read, void *ctx, EVP_MD_CTX *md5)
 {
     uint64_t size = f->meta.size;
     /*
@@ -902,9 +928,31 @@ static const char *local_assemble(fetch_t *f, fetch_local_read_fn read, void *ct
         if (!read(ctx, at, f->slots[i].data, len))
             return "its bytes are not all at hand";
         f->slots[i].len = len;
-        crc = store_crc32c(crc, f->slots[i].data, len);
+        if (f->meta.crc32c != NULL)
+            crc = store_crc32c(crc, f->slots[i].data, len);
+        else if (md5 != NULL && EVP_DigestUpdate(md5, f->slots[i].data, len) != 1)
+            return "out of memory";
     }
-    return crc32c_matches(crc, f->meta.crc32c) ? NULL : "the bytes differ from upstream's crc32c";
+    if (f->meta.crc32c != NULL)
+        return crc32c_matches(crc, f->meta.crc32c) ? NULL : "the bytes differ from upstream's crc32c";
+    return md5 != NULL && md5_matches(md5, f->meta.md5) ? NULL : "the bytes differ from upstream's md5";
+}
+
+/*
+ * Reads the whole object into slots and checks it against the CRC upstream
+ * reported, else its MD5 (a fields= selection may leave out either); NULL
+ * when it is fine.
+ */
+static const char *local_assemble(fetch_t *f, fetch_local_read_fn read, void *ctx)
+{
+    EVP_MD_CTX *md5 = f->meta.crc32c == NULL ? EVP_MD_CTX_new() : NULL;
+    if (md5 != NULL && EVP_DigestInit_ex(md5, EVP_md5(), NULL) != 1) {
+        EVP_MD_CTX_free(md5);
+        md5 = NULL;
+    }
+    const char *why = local_assemble_checked(f, read, ctx, md5);
+    EVP_MD_CTX_free(md5);
+    return why;
 }
 
 bool fetch_start_local(cache_t *cache, worker_t *worker, const store_key_t *key, store_meta_t *meta,

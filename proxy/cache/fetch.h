@@ -98,6 +98,8 @@ void fetch_unsubscribe(fetch_t *fetch, fetch_subscriber_t *sub);
 fetch_state_t fetch_state(fetch_t *fetch);
 /* The fetch's version, copied (caller frees with store_meta_free); false before STREAMING. */
 bool fetch_meta(fetch_t *fetch, store_meta_t *meta);
+/* A newer record of the same generation and size (an entry made whole): readers from now on take it. */
+void fetch_update_meta(fetch_t *fetch, const store_meta_t *meta);
 /* The size received so far, and whether the body ended cleanly (then it is the object's size). */
 uint64_t fetch_received(fetch_t *fetch, bool *complete);
 int64_t fetch_pinned_generation(const fetch_t *fetch);

@@ -734,6 +734,10 @@ static void plan_entry(cache_read_t *r, fetch_t *filling)
         miss(r);
         return;
     }
+    if (conditional_needs_last_modified(&r->creq, &r->meta)) {
+        forward_as(r, "PASS"); /* upstream knows the date; the entry does not yet */
+        return;
+    }
     if (filling != NULL && r->creq.kind == CACHE_READ_MEDIA) {
         fetch_retain(filling);
         r->entry_fill = filling;

@@ -6,22 +6,27 @@
  * fields= with part of the resource: enough to make the entry at once, not
  * to answer a metadata GET or to give the views Last-Modified. One JSON
  * metadata GET of the very generation written, with the writer's own
- * credentials, brings the rest; it runs on the loop the write ran on,
- * after the client had its answer. If it fails, the entry stays as it was.
+ * bearer token, brings the rest; it runs on the loop the write ran on,
+ * and the write's answer waits for it (writes.c), so that what the client
+ * reads next is exactly what upstream would send. If it fails, the entry
+ * stays as it was: hits then carry what the write's answer told.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "exchange.h"
+#include "fetch.h"
 #include "upload_complete.h"
 #include "upload_entry.h"
 
 /* The whole resource: a metadata GET's answer is small. */
 #define MAX_RESOURCE_BYTES (1024 * 1024)
 
-typedef struct completion {
+struct completion {
     h2o_linklist_t link; /* cache->home_completions[worker id] */
+    upload_wait_t *wait; /* told when it ends; NULL: nobody waits */
     cache_t *cache;
     exchange_t *exchange;
     store_key_t key;
@@ -29,10 +34,15 @@ typedef struct completion {
     char *owner;
     char *authorization; /* "Authorization: ..." */
     byte_buffer_t body;
-} completion_t;
+};
 
 static void completion_free(completion_t *c)
 {
+    upload_wait_t *wait = c->wait;
+    if (wait != NULL) {
+        wait->completion = NULL;
+        wait->on_done(wait);
+    }
     h2o_linklist_unlink(&c->link);
     exchange_free(c->exchange);
     byte_buffer_dispose(&c->body);
@@ -42,24 +52,45 @@ static void completion_free(completion_t *c)
 }
 
 /* The resource came: the entry's record is remade from it, if that generation is still the one cached. */
+/* The XML ETag the entry has (an XML write was answered with it): no resource tells it for composite objects. */
+static json_t *current_record(completion_t *c)
+{
+    store_meta_t stored;
+    bool have = store_meta_get(c->cache->store, &c->key, &stored) == STORE_OK;
+    const char *committed = have && stored.generation == c->generation ? stored.resource_json : NULL;
+    char *latest = cache_record_latest(c->cache, &c->key, c->generation, committed);
+    if (have)
+        store_meta_free(&stored);
+    json_t *record = latest != NULL ? json_loads(latest, 0, NULL) : NULL;
+    free(latest);
+    return record;
+}
+
 static void record_whole_resource(completion_t *c, json_t *resource)
 {
     upload_facts_t facts;
     upload_facts_init(&facts, NULL, NULL, "");
     upload_facts_from_resource(&facts, resource);
+    json_t *record = current_record(c);
+    facts.xml_etag = json_string_value(json_object_get(json_object_get(record, "xml"), "etag"));
     facts.owner = c->owner;
     facts.resource = resource;
     facts.resource_headers = exchange_headers(c->exchange);
     store_meta_t meta;
     store_key_t key;
     /* Still that generation (committed, or its fill about to: the update is queued after the fill's record). */
-    if (facts.generation != c->generation || facts.bucket == NULL || facts.name == NULL ||
-        !upload_entry_is_cached(c->cache, facts.bucket, facts.name, c->generation, &key) ||
-        !cache_same_key(&key, &c->key) || upload_entry_make(c->cache, &facts, &meta) != NULL)
-        return;
-    if (store_meta_update(c->cache->store, &c->key, &meta) == STORE_OK)
-        cache_record_note(c->cache, &c->key, meta.generation, meta.resource_json);
-    store_meta_free(&meta);
+    if (facts.generation == c->generation && facts.bucket != NULL && facts.name != NULL &&
+        upload_entry_is_cached(c->cache, facts.bucket, facts.name, c->generation, &key) &&
+        cache_same_key(&key, &c->key) && upload_entry_make(c->cache, &facts, &meta) == NULL) {
+        if (store_meta_update(c->cache->store, &c->key, &meta) == STORE_OK)
+            cache_record_note(c->cache, &c->key, meta.generation, meta.resource_json);
+        fetch_t *filling = fetch_registry_newest(c->cache, &c->key); /* its chunks may not have committed yet */
+        if (filling != NULL)
+            fetch_update_meta(filling, &meta);
+        fetch_release(filling);
+        store_meta_free(&meta);
+    }
+    json_decref(record);
 }
 
 static void on_exchange(exchange_t *x, void *ctx)
@@ -89,29 +120,41 @@ static void on_exchange(exchange_t *x, void *ctx)
     completion_free(c);
 }
 
-void upload_complete_start(cache_t *cache, worker_t *worker, h2o_req_t *req, const store_key_t *key,
-                           const char *bucket, const char *name, int64_t generation, const char *owner)
+void upload_complete_forget(upload_wait_t *wait)
 {
-    ssize_t i = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, -1);
-    if (i == -1)
+    if (wait->completion != NULL)
+        wait->completion->wait = NULL;
+    wait->completion = NULL;
+}
+
+void upload_complete_start(cache_t *cache, worker_t *worker, const char *authorization, const store_key_t *key,
+                           const char *bucket, const char *name, int64_t generation, const char *owner,
+                           upload_wait_t *wait)
+{
+    /* A bearer token stands for its caller on any request; a signature (HMAC) signs only the write it came with. */
+    if (authorization == NULL || strncasecmp(authorization, "Bearer ", 7) != 0)
         return;
-    const h2o_iovec_t *credentials = &req->headers.entries[i].value;
+    size_t credentials_len = strlen(authorization);
     completion_t *c = calloc(1, sizeof(*c));
     char query[48];
     snprintf(query, sizeof(query), "generation=%lld", (long long)generation);
     char *url = target_json_object_url(cache->conf->upstream.base_url, bucket, name, query);
     if (c == NULL || url == NULL || (c->owner = strdup(owner)) == NULL ||
-        (c->authorization = malloc(credentials->len + 16)) == NULL) {
+        (c->authorization = malloc(credentials_len + 16)) == NULL) {
         free(url);
         if (c != NULL)
             free(c->owner);
         free(c);
         return;
     }
-    snprintf(c->authorization, credentials->len + 16, "Authorization: %.*s", (int)credentials->len, credentials->base);
+    snprintf(c->authorization, credentials_len + 16, "Authorization: %s", authorization);
     c->cache = cache;
     c->key = *key;
     c->generation = generation;
+    if (wait != NULL) {
+        c->wait = wait;
+        wait->completion = c;
+    }
     h2o_linklist_insert(&cache->home_completions[worker->id], &c->link);
     const char *extra[] = {c->authorization, NULL};
     exchange_request_t request = {.url = url, .method = h2o_iovec_init(H2O_STRLIT("GET")), .extra = extra,

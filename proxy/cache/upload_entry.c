@@ -230,7 +230,8 @@ static json_t *view_headers(const upload_facts_t *f, cache_flavour_t flavour, co
     snprintf(metageneration, sizeof(metageneration), "%lld", (long long)(f->metageneration >= 0 ? f->metageneration : 1));
     snprintf(size, sizeof(size), "%lld", (long long)f->size);
     snprintf(components, sizeof(components), "%lld", (long long)f->component_count);
-    snprintf(hash, sizeof(hash), "crc32c=%s%s%s", f->crc32c, f->md5 != NULL ? ",md5=" : "", f->md5 != NULL ? f->md5 : "");
+    snprintf(hash, sizeof(hash), "%s%s%s%s%s", f->crc32c != NULL ? "crc32c=" : "", f->crc32c != NULL ? f->crc32c : "",
+             f->crc32c != NULL && f->md5 != NULL ? "," : "", f->md5 != NULL ? "md5=" : "", f->md5 != NULL ? f->md5 : "");
     const char *cache_control = f->cache_control != NULL ? f->cache_control
                                 : flavour == CACHE_FLAVOUR_JSON ? PRIVATE_CACHE_CONTROL_JSON
                                                                 : PRIVATE_CACHE_CONTROL_XML;
@@ -308,8 +309,8 @@ const char *upload_entry_make(cache_t *cache, const upload_facts_t *f, store_met
     memset(meta, 0, sizeof(*meta));
     if (f->bucket == NULL || f->name == NULL || f->generation <= 0 || f->size < 0)
         return "the answer does not say which generation it made";
-    if (f->crc32c == NULL)
-        return "the answer has no crc32c to check the bytes with";
+    if (f->crc32c == NULL && f->md5 == NULL)
+        return "the answer has no crc32c or md5 to check the bytes with";
     if ((uint64_t)f->size > cache->conf->cache.max_object_size)
         return "larger than cache.max_object_size";
     char date[64];
@@ -326,13 +327,13 @@ const char *upload_entry_make(cache_t *cache, const upload_facts_t *f, store_met
     meta->content_disposition = dup_or_null(f->content_disposition);
     meta->content_language = dup_or_null(f->content_language);
     meta->last_modified = dup_or_null(last_modified);
-    meta->crc32c = strdup(f->crc32c);
+    meta->crc32c = dup_or_null(f->crc32c);
     meta->md5 = dup_or_null(f->md5);
     meta->owner = strdup(f->owner);
     meta->fill_time = worker_unix_ms();
     meta->resource_json = make_record(f, last_modified);
-    if (meta->bucket == NULL || meta->name == NULL || meta->content_type == NULL || meta->crc32c == NULL ||
-        meta->owner == NULL || meta->resource_json == NULL) {
+    if (meta->bucket == NULL || meta->name == NULL || meta->content_type == NULL ||
+        (f->crc32c != NULL && meta->crc32c == NULL) || meta->owner == NULL || meta->resource_json == NULL) {
         store_meta_free(meta);
         return "out of memory";
     }

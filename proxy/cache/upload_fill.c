@@ -121,7 +121,8 @@ bool upload_fill_start(const upload_request_t *u, const upload_facts_t *facts, c
     int64_t generation = meta.generation;
     bool started = fetch_start_local(u->cache, u->worker, made, &meta, source_read, &source);
     if (started && facts->resource == NULL)
-        upload_complete_start(u->cache, u->worker, u->req, made, facts->bucket, facts->name, generation, u->owner);
+        upload_complete_start(u->cache, u->worker, u->authorization, made, facts->bucket, facts->name, generation,
+                              facts->owner, u->wait);
     for (size_t i = 0; i < count; i++)
         if (segments[i].data == NULL)
             store_unpin(u->cache->store, &segments[i].key);

@@ -171,6 +171,7 @@ void upload_request_parse(upload_request_t *u, cache_t *cache, h2o_req_t *req, c
 {
     *u = (upload_request_t){.kind = UPLOAD_NONE, .cache = cache, .worker = worker_of(req), .req = req,
                             .target = target, .owner = "", .cacheable = !cache_request_carries_encryption_key(req)};
+    u->authorization = upload_request_header(u, "authorization");
     switch (target->route.api) {
     case ROUTE_UPLOAD:
         parse_json_upload(u);

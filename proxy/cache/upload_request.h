@@ -32,6 +32,7 @@ typedef struct upload_request {
     h2o_req_t *req;
     const target_t *target;
     const char *owner;   /* the caller as the new entry's owner; "" for nobody */
+    const char *authorization; /* the request's Authorization value (NULL: none), to ask upstream as the writer */
     bool cacheable;      /* false: the object is encrypted with the client's own key, or the caller is unknown */
     const char *bucket;  /* the object written (an upload's, a copy's destination), decoded; NULL when none */
     const char *name;
@@ -39,6 +40,7 @@ typedef struct upload_request {
     const char *media_type; /* the Content-Type those bytes came with; NULL when none */
     json_t *metadata;    /* the multipart upload's metadata part, a resumable start's or compose's body; pool-owned */
     const char *session; /* a resumable upload_id or an XML UploadId, decoded */
+    struct upload_wait *wait; /* told when an entry made from a partial answer is whole; may be NULL */
 } upload_request_t;
 
 /* Classifies the write and finds its object, bytes and metadata. */

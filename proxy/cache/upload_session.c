@@ -68,6 +68,7 @@ typedef struct upload_session {
     bool broken;           /* it missed bytes: not cached */
     int64_t last_used_ms;
     char *bucket, *name, *owner;
+    char *authorization;   /* the start's credentials: its chunks may carry none (the session URL is one) */
     json_t *facts;         /* what the start said of the object: contentType, metadata, ... */
     bool resource_whole;   /* the start asked for no fields= selection */
     pending_t *pending;    /* resumable */
@@ -286,6 +287,7 @@ static void session_free(store_t *store, upload_session_t *s)
     free(s->bucket);
     free(s->name);
     free(s->owner);
+    free(s->authorization);
     free(s);
 }
 
@@ -411,6 +413,7 @@ static upload_session_t *session_new(const upload_request_t *u, const char *id, 
     s->bucket = strdup(u->bucket);
     s->name = strdup(u->name);
     s->owner = strdup(u->owner);
+    s->authorization = u->authorization != NULL ? strdup(u->authorization) : NULL;
     s->facts = facts;
     s->resource_whole = target_param(u->target, "fields") == NULL;
     if (s->id == NULL || s->bucket == NULL || s->name == NULL || s->owner == NULL) {
@@ -451,7 +454,9 @@ static bool promote(const upload_request_t *u, upload_session_t *s, const upload
     bool ok = !s->broken;
     for (size_t i = 0; ok && i < nsources; i++)
         ok = pending_segments(sources[i], &segments, &count, &cap, &taken, &ntaken);
-    bool made_entry = ok && upload_fill_start(u, facts, segments, count, made);
+    upload_request_t as_started = *u; /* the entry is completed, if need be, with the start's credentials */
+    as_started.authorization = s->authorization;
+    bool made_entry = ok && upload_fill_start(&as_started, facts, segments, count, made);
     for (size_t i = 0; i < ntaken; i++) {
         free(taken[i]);
         buffers_release(u->cache->buffers, STORE_CHUNK_SIZE);

@@ -35,6 +35,7 @@
 #include "multipart.h"
 #include "state.h"
 #include "upload.h"
+#include "upload_complete.h"
 #include "writes.h"
 
 #define MAX_WRITE_KEYS 64
@@ -54,7 +55,9 @@ typedef struct cache_write {
     cache_t *cache;
     const target_t *target;
     caller_t caller;
+    forward_t *forward;
     upload_request_t upload;
+    upload_wait_t completion; /* the answer waits for the entry to be made whole (upload_complete.c) */
     write_key_t keys[MAX_WRITE_KEYS];
     size_t nkeys;
     bool batch;
@@ -197,6 +200,11 @@ static void on_whole(void *ctx, h2o_req_t *req, int status, const h2o_headers_t 
         }
         return;
     }
+    /*
+     * An entry made from a partial answer (an XML write's, a fields= selection) is made whole with one
+     * metadata GET: the client's answer waits for it, so that what it reads next is exactly upstream's.
+     */
+    forward_hold(w->forward);
     store_key_t made;
     if (upload_answered(&w->upload, status, headers, body, len, &made)) {
         for (size_t i = 0; i < w->nkeys; i++)
@@ -205,6 +213,14 @@ static void on_whole(void *ctx, h2o_req_t *req, int status, const h2o_headers_t 
     } else if (status >= 200 && status < 300 && len > 0) {
         invalidate_returned(w, body, len);
     }
+    if (w->completion.completion == NULL)
+        forward_release(w->forward);
+}
+
+static void on_completed(upload_wait_t *wait)
+{
+    cache_write_t *w = H2O_STRUCT_FROM_MEMBER(cache_write_t, completion, wait);
+    forward_release(w->forward);
 }
 
 static const char *on_end(void *ctx, h2o_req_t *req, int status, bool complete)
@@ -236,7 +252,7 @@ static void forward_write(cache_write_t *w)
     for (size_t i = 0; i < w->nkeys; i++)
         cache_write_mark(w->cache, &w->keys[i].key);
     const auth_identity_t *who = &w->caller.identity;
-    forward_start(w->req, w->target,
+    w->forward = forward_start(w->req, w->target,
                   &(forward_options_t){.cache_state = "PASS", .hooks = &write_hooks, .ctx = w,
                                        .identity = h2o_strdup(&w->req->pool, who->name, SIZE_MAX).base});
 }
@@ -260,6 +276,7 @@ static void on_dispose(void *p)
 {
     cache_write_t *w = p;
     caller_dispose(&w->caller);
+    upload_complete_forget(&w->completion);
     if (w->state == WRITE_FORWARDED) /* the request went before forwarding ended: on_end was called already */
         for (size_t i = 0; i < w->nkeys; i++)
             cache_write_unmark(w->cache, &w->keys[i].key);
@@ -279,6 +296,8 @@ void cache_write_start(h2o_req_t *req, const target_t *target)
             multipart_for_each(req->entity, boundary, scan_request_part, &(batch_scan_t){w, 0});
     } else {
         upload_request_parse(&w->upload, w->cache, req, target);
+        w->completion.on_done = on_completed;
+        w->upload.wait = &w->completion;
         if (upload_touches_object(&w->upload)) {
             if (w->upload.kind != UPLOAD_COPY) /* a copy's source stays as it was */
                 add_key(w, target->bucket, target->object, NULL, 0);

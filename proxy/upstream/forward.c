@@ -30,9 +30,10 @@
 /* JSON bodies are buffered whole to rewrite links; past this they stream as they are. */
 #define JSON_REWRITE_MAX (32 * 1024 * 1024)
 
-typedef enum { FORWARD_AWAITING_HEAD, FORWARD_BUFFERING, FORWARD_STREAMING, FORWARD_DONE } forward_state_t;
+/* HELD: the whole answer is in, and on_whole asked for it to wait (forward_hold) before the client sees it. */
+typedef enum { FORWARD_AWAITING_HEAD, FORWARD_BUFFERING, FORWARD_HELD, FORWARD_STREAMING, FORWARD_DONE } forward_state_t;
 
-typedef struct forward {
+struct forward {
     h2o_generator_t super;
     h2o_req_t *req;
     worker_t *worker;
@@ -51,7 +52,8 @@ typedef struct forward {
     int64_t upstream_ms;
     uint64_t bytes_sent;
     const char *error;
-} forward_t;
+    bool hold; /* forward_hold was called and forward_release not yet */
+};
 
 static const char *reason_phrase(int status)
 {
@@ -298,6 +300,15 @@ static void start_response(forward_t *self)
     h2o_start_response(self->req, &self->super);
 }
 
+/* The whole answer, held: its links rewritten, sent in one piece. */
+static void answer_whole(forward_t *self)
+{
+    rewrite_links(self);
+    report_end(self, true);
+    start_response(self);
+    send_inflight(self, H2O_SEND_STATE_FINAL);
+}
+
 /* The whole body is in (or the buffer filled up): rewrite and send it, or stream it as it is. */
 static void finish_buffering(forward_t *self)
 {
@@ -317,10 +328,23 @@ static void finish_buffering(forward_t *self)
     if (self->options.hooks != NULL && self->options.hooks->on_whole != NULL)
         self->options.hooks->on_whole(self->options.ctx, self->req, self->status, exchange_headers(self->exchange),
                                      self->inflight.base, self->inflight.len);
-    rewrite_links(self);
-    report_end(self, true);
-    start_response(self);
-    send_inflight(self, H2O_SEND_STATE_FINAL);
+    if (self->hold) {
+        self->state = FORWARD_HELD;
+        return;
+    }
+    answer_whole(self);
+}
+
+void forward_hold(forward_t *self)
+{
+    self->hold = true;
+}
+
+void forward_release(forward_t *self)
+{
+    self->hold = false;
+    if (self->state == FORWARD_HELD)
+        answer_whole(self);
 }
 
 static void on_exchange(exchange_t *x, void *ctx)
@@ -355,6 +379,7 @@ static void on_exchange(exchange_t *x, void *ctx)
     case FORWARD_STREAMING:
         flush(self);
         return;
+    case FORWARD_HELD:
     case FORWARD_DONE:
         return;
     }
@@ -400,7 +425,7 @@ static forward_t *forward_new(h2o_req_t *req, const target_t *target, const forw
     return self;
 }
 
-void forward_start(h2o_req_t *req, const target_t *target, const forward_options_t *options)
+forward_t *forward_start(h2o_req_t *req, const target_t *target, const forward_options_t *options)
 {
     forward_t *self = forward_new(req, target, options);
     char *url = target_upstream_url(target, self->worker->conf->upstream.base_url, options->edit);
@@ -425,6 +450,7 @@ void forward_start(h2o_req_t *req, const target_t *target, const forward_options
         gcs_error_send(req, target->route.error_format, GCS_ERROR_INTERNAL, NULL);
         self->bytes_sent = req->res.content_length;
     }
+    return self;
 }
 
 void forward_adopt(h2o_req_t *req, const target_t *target, exchange_t *exchange, const forward_options_t *options)

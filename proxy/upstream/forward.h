@@ -51,8 +51,20 @@ typedef struct forward_options {
     void *ctx;                      /* for skip_header and hooks; must live as long as the request */
 } forward_options_t;
 
-/* Forwards req upstream and streams the answer back; answers an error itself when upstream cannot be asked. */
-void forward_start(h2o_req_t *req, const target_t *target, const forward_options_t *options);
+typedef struct forward forward_t;
+
+/*
+ * Forwards req upstream and streams the answer back; answers an error itself
+ * when upstream cannot be asked. The forward lives in req's pool.
+ */
+forward_t *forward_start(h2o_req_t *req, const target_t *target, const forward_options_t *options);
+/*
+ * From on_whole: the answer waits, whole, until forward_release (on the
+ * request's loop); the client sees none of it meanwhile. A release before
+ * on_whole returned only takes the hold back.
+ */
+void forward_hold(forward_t *forward);
+void forward_release(forward_t *forward);
 
 /*
  * Streams an exchange someone else started (its head has arrived, or it

@@ -440,6 +440,48 @@ def quote_object(name):
     return urllib.parse.quote(name, safe="")
 
 
+
+# -- environments for the real clients ------------------------------------------------------
+
+def client_env(prefixes):
+    """os.environ without the caller's client configuration (variables with these prefixes) and proxies."""
+    env = dict(os.environ)
+    for name in list(env):
+        if name.startswith(prefixes) or name.lower().endswith("_proxy"):
+            del env[name]
+    return env
+
+
+def gsutil_env(tmp, larder, emulator, ca):
+    """gsutil through larder's TLS listener, its token refreshed at the emulator (a boto file in tmp)."""
+    state_dir = os.path.join(tmp, "gsutil-state")
+    cloudsdk = os.path.join(tmp, "gsutil-cloudsdk")
+    os.makedirs(state_dir, exist_ok=True)
+    os.makedirs(cloudsdk, exist_ok=True)
+    boto = os.path.join(tmp, "boto")
+    with open(boto, "w") as f:
+        f.write(GSUTIL_BOTO_TEMPLATE.format(port=larder.tls_port, token_port=emulator.port, state_dir=state_dir))
+    env = client_env(("BOTO_", "CLOUDSDK_", "GSUTIL_"))
+    env.update({"BOTO_CONFIG": boto, "BOTO_PATH": boto, "CLOUDSDK_CONFIG": cloudsdk,
+                "CLOUDSDK_CORE_PASS_CREDENTIALS_TO_GSUTIL": "false",
+                "CLOUDSDK_CORE_CUSTOM_CA_CERTS_FILE": ca.ca_cert, "CLOUDSDK_CORE_DISABLE_PROMPTS": "1"})
+    return env
+
+
+def gcloud_env(tmp, larder, token):
+    """gcloud storage through larder's plain listener with a fixed access token (a token file in tmp)."""
+    cloudsdk = os.path.join(tmp, "gcloud-cloudsdk")
+    os.makedirs(cloudsdk, exist_ok=True)
+    token_file = os.path.join(tmp, "gcloud-token")
+    with open(token_file, "w") as f:
+        f.write(token)
+    env = client_env(("BOTO_", "CLOUDSDK_", "GOOGLE_"))
+    env.update({"CLOUDSDK_CONFIG": cloudsdk, "CLOUDSDK_API_ENDPOINT_OVERRIDES_STORAGE": larder.url + "/storage/v1/",
+                "CLOUDSDK_AUTH_ACCESS_TOKEN_FILE": token_file, "CLOUDSDK_CORE_PROJECT": "test",
+                "CLOUDSDK_CORE_DISABLE_PROMPTS": "1"})
+    return env
+
+
 def main():
     """unittest.main for a test file: every test runs; a failure (a failed stop() in tearDownClass too)
     exits 1; otherwise a test that skipped (a tool it needs is missing) makes the file print SKIP with

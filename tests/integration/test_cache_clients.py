@@ -32,13 +32,6 @@ NODE_TOKEN = "ya29.cache-node-token-0d7e"
 
 
 
-def clean_env(prefixes):
-    env = dict(os.environ)
-    for name in list(env):
-        if name.startswith(prefixes) or name.lower().endswith("_proxy"):
-            del env[name]
-    return env
-
 
 class CachedClientsTest(harness.ClientCalls, tc.CacheTestCase):
     larder_config = {"cache": {"enabled": True, "default_policy": "always"}}
@@ -56,32 +49,10 @@ class CachedClientsTest(harness.ClientCalls, tc.CacheTestCase):
     # -- running clients ------------------------------------------------------
 
     def gsutil_env(self):
-        state_dir = os.path.join(self.tmp, "gsutil-state")
-        cloudsdk = os.path.join(self.tmp, "gsutil-cloudsdk")
-        os.makedirs(state_dir, exist_ok=True)
-        os.makedirs(cloudsdk, exist_ok=True)
-        boto = os.path.join(self.tmp, "boto")
-        with open(boto, "w") as f:
-            f.write(harness.GSUTIL_BOTO_TEMPLATE.format(port=self.larder.tls_port, token_port=self.emulator.port,
-                                         state_dir=state_dir))
-        env = clean_env(("BOTO_", "CLOUDSDK_", "GSUTIL_"))
-        env.update({"BOTO_CONFIG": boto, "BOTO_PATH": boto, "CLOUDSDK_CONFIG": cloudsdk,
-                    "CLOUDSDK_CORE_PASS_CREDENTIALS_TO_GSUTIL": "false",
-                    "CLOUDSDK_CORE_CUSTOM_CA_CERTS_FILE": self.ca.ca_cert, "CLOUDSDK_CORE_DISABLE_PROMPTS": "1"})
-        return env
+        return harness.gsutil_env(self.tmp, self.larder, self.emulator, self.ca)
 
     def gcloud_env(self):
-        cloudsdk = os.path.join(self.tmp, "gcloud-cloudsdk")
-        os.makedirs(cloudsdk, exist_ok=True)
-        token_file = os.path.join(self.tmp, "gcloud-token")
-        with open(token_file, "w") as f:
-            f.write(GCLOUD_TOKEN)
-        env = clean_env(("BOTO_", "CLOUDSDK_", "GOOGLE_"))
-        env.update({"CLOUDSDK_CONFIG": cloudsdk,
-                    "CLOUDSDK_API_ENDPOINT_OVERRIDES_STORAGE": self.larder.url + "/storage/v1/",
-                    "CLOUDSDK_AUTH_ACCESS_TOKEN_FILE": token_file, "CLOUDSDK_CORE_PROJECT": "test",
-                    "CLOUDSDK_CORE_DISABLE_PROMPTS": "1"})
-        return env
+        return harness.gcloud_env(self.tmp, self.larder, GCLOUD_TOKEN)
 
     def node_env(self):
         env = dict(os.environ, LARDER_TEST_TOKEN=NODE_TOKEN)

@@ -223,8 +223,16 @@ static void test_refusals(void)
 
     facts_ok(&f);
     f.crc32c = NULL;
-    f.md5 = HELLO_MD5; /* an MD5 is no substitute */
-    expect_refused(&f, "crc32c");
+    f.md5 = NULL; /* nothing to check the bytes with */
+    expect_refused(&f, "crc32c or md5");
+    facts_ok(&f);
+    f.crc32c = NULL;
+    f.md5 = HELLO_MD5; /* a fields= selection may leave out crc32c: the MD5 checks the bytes then */
+    store_meta_t md5_only;
+    CHECK(upload_entry_make(&cache, &f, &md5_only) == NULL);
+    CHECK(md5_only.crc32c == NULL && md5_only.md5 != NULL && strcmp(md5_only.md5, HELLO_MD5) == 0);
+    CHECK(md5_only.resource_json != NULL && strstr(md5_only.resource_json, "\"md5=" HELLO_MD5 "\"") != NULL);
+    store_meta_free(&md5_only);
 
     conf.cache.max_object_size = 1000;
     facts_ok(&f);
