@@ -195,6 +195,17 @@ bool answer_table_put(answer_table_t *table, const answer_key_t *key, const answ
     return true;
 }
 
+size_t answer_table_size(answer_table_t *table)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < STRIPES; i++) {
+        pthread_mutex_lock(&table->stripes[i].lock);
+        n += table->stripes[i].used;
+        pthread_mutex_unlock(&table->stripes[i].lock);
+    }
+    return n;
+}
+
 int answer_cache_init(answer_cache_t *cache, size_t slots)
 {
     size_t n = 1;

@@ -44,6 +44,8 @@ void answer_table_free(answer_table_t *table);
 bool answer_table_get(answer_table_t *table, const answer_key_t *key, int64_t now_ms, answer_t *out);
 /* Adds or replaces; false when out of memory (nothing remembered, nothing else lost). */
 bool answer_table_put(answer_table_t *table, const answer_key_t *key, const answer_t *answer);
+/* Answers held now (expired ones included until reused). */
+size_t answer_table_size(answer_table_t *table);
 
 typedef struct answer_slot answer_slot_t;
 

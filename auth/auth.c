@@ -353,6 +353,11 @@ void auth_decision_count(auth_local_t *local, auth_decision_t decision)
         atomic_fetch_add_explicit(&local->decisions[decision], 1, memory_order_relaxed);
 }
 
+size_t auth_token_cache_entries(auth_local_t *local)
+{
+    return answer_table_size(local->auth->tokens);
+}
+
 void auth_decision_totals(auth_local_t *local, uint64_t totals[AUTH_DECISIONS])
 {
     auth_t *auth = local->auth;

@@ -114,6 +114,8 @@ bool auth_grant_holds(auth_local_t *local, const char *identity, const uint8_t o
 
 const char *auth_decision_name(auth_decision_t decision);
 void auth_decision_count(auth_local_t *local, auth_decision_t decision);
+/* Token validations remembered now (auth.token_cache_entries at most). */
+size_t auth_token_cache_entries(auth_local_t *local);
 /* Decisions so far, summed over every thread. */
 void auth_decision_totals(auth_local_t *local, uint64_t totals[AUTH_DECISIONS]);
 

@@ -29,6 +29,7 @@ typedef struct conf_listener {
     char *tls_key;   /* PEM private key; set exactly when tls_cert is */
     bool http2;      /* h2 via ALPN on a TLS listener (default on) */
     bool h2c;        /* cleartext HTTP/2 on a plain listener (default off: no Rapid Reset fix in h2o 2.2.5) */
+    bool admin;      /* serves only larder's own endpoints (/metrics, /healthz, /readyz), without credentials */
 } conf_listener_t;
 
 /* How a cache hit is checked with upstream before it is served. */

@@ -120,7 +120,7 @@ const char *conf_log_format_name(log_format_t format);
 
 /* conf_listeners.c */
 #define CONF_DEFAULT_LISTEN "127.0.0.1:8080"
-#define CONF_LISTEN_SYNTAX "ADDR:PORT[,tls_cert=PATH,tls_key=PATH][,http2=on|off][,h2c=on|off]"
+#define CONF_LISTEN_SYNTAX "ADDR:PORT[,tls_cert=PATH,tls_key=PATH][,http2=on|off][,h2c=on|off][,admin=on|off]"
 void conf_listeners_clear(conf_t *conf);
 int conf_listeners_add_spec(conf_t *conf, const char *spec, size_t len, conf_err_t *err);
 int conf_listeners_set_specs(conf_t *conf, const char *specs, conf_err_t *err);

@@ -1,6 +1,6 @@
 /*
  * conf_listeners.c - the listeners list: built from file objects or from
- * "ADDR:PORT[,tls_cert=PATH,tls_key=PATH][,http2=on|off][,h2c=on|off]" specs, and checked
+ * "ADDR:PORT[,tls_cert=PATH,tls_key=PATH][,http2=on|off][,h2c=on|off][,admin=on|off]" specs, and checked
  * as a whole once every layer has had its say.
  *
  * Both forms go through listener_set(), so a field is judged the same way
@@ -16,7 +16,7 @@
 
 #include "conf_internal.h"
 
-static const char *const listener_fields[] = {"address", "port", "tls_cert", "tls_key", "http2", "h2c"};
+static const char *const listener_fields[] = {"address", "port", "tls_cert", "tls_key", "http2", "h2c", "admin"};
 #define NUM_LISTENER_FIELDS (sizeof(listener_fields) / sizeof(listener_fields[0]))
 
 /* "listeners[2].port", or "listeners[2]" for the listener as a whole. */
@@ -92,6 +92,8 @@ static int listener_set(conf_listener_t *l, size_t index, const char *name, cons
         return conf_read_bool(key, value, &l->http2, err);
     if (strcmp(name, "h2c") == 0)
         return conf_read_bool(key, value, &l->h2c, err);
+    if (strcmp(name, "admin") == 0)
+        return conf_read_bool(key, value, &l->admin, err);
     return conf_unknown(err, "key", key, field_near_miss(name));
 }
 

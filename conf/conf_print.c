@@ -46,9 +46,11 @@ static const char help_intro[] =
     "  Reset fix of its own: larder closes HTTP/2 connections that go faster than\n"
     "  http2.max_requests_per_second or http2.max_resets_per_second, and turning\n"
     "  HTTP/2 off on listeners that face untrusted clients removes the risk.\n"
+    "  admin (default off) makes a listener serve only larder's own endpoints,\n"
+    "  without credentials: /metrics, /healthz and /readyz (and /_larder/...).\n"
     "  --listeners \"SPEC;SPEC\" and LARDER_LISTEN=\"SPEC;SPEC\" replace the list.\n"
     "  In the file: \"listeners\": [{\"address\": \"127.0.0.1\", \"port\": 8080,\n"
-    "    \"tls_cert\": null, \"tls_key\": null, \"http2\": true, \"h2c\": false}]\n"
+    "    \"tls_cert\": null, \"tls_key\": null, \"http2\": true, \"h2c\": false, \"admin\": false}]\n"
     "\n"
     "Cache policies (how a cached object is checked with upstream on a hit):\n"
     "  POLICY is " CONF_POLICY_SYNTAX ". always asks upstream on every hit;\n"
@@ -165,9 +167,9 @@ static int add_listeners(json_t *root, const conf_t *conf)
         return -1;
     for (size_t i = 0; i < conf->num_listeners; i++) {
         const conf_listener_t *l = &conf->listeners[i];
-        json_t *object = json_pack("{s:s, s:i, s:s?, s:s?, s:b, s:b}", "address", l->address, "port", (int)l->port,
-                                   "tls_cert", l->tls_cert, "tls_key", l->tls_key, "http2", (int)l->http2, "h2c",
-                                   (int)l->h2c);
+        json_t *object = json_pack("{s:s, s:i, s:s?, s:s?, s:b, s:b, s:b}", "address", l->address, "port",
+                                   (int)l->port, "tls_cert", l->tls_cert, "tls_key", l->tls_key, "http2",
+                                   (int)l->http2, "h2c", (int)l->h2c, "admin", (int)l->admin);
         if (json_array_append_new(array, object) < 0)
             return -1;
     }

@@ -12,6 +12,7 @@
 #define LARDER_WORKER_H
 
 #include <h2o.h>
+#include <stdatomic.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -28,6 +29,7 @@ typedef struct cache cache_t;
 typedef struct upstream_pool upstream_pool_t;
 typedef struct conn_table conn_table_t;
 typedef struct buffers buffers_t;
+typedef struct request_metrics request_metrics_t;
 
 /* One h2o context per (worker, listener): each listener has its own globalconf. */
 typedef struct listener_context {
@@ -60,6 +62,9 @@ struct worker {
     buffers_t *buffers;              /* the process-wide bound on buffer memory */
     record_cache_t records;          /* records this worker parsed lately, ready for hits */
     conn_table_t *conns;             /* this worker's client connections */
+    request_metrics_t *metrics;      /* what this worker's requests added up to */
+    /* When upstream last answered (a response head) and last failed to (unix ms): /_larder/readyz. */
+    _Atomic int64_t upstream_answered_ms, upstream_failed_ms;
     h2o_timeout_t asap;              /* 0 ms: run on the next loop pass, outside any callback in progress */
     h2o_timeout_t client_watchdog;   /* conf->client_timeout_ms: send outstanding too long */
     h2o_timeout_t upstream_response; /* conf->upstream.response_timeout_ms: waiting for headers */
@@ -143,5 +148,10 @@ static inline worker_t *worker_of(h2o_req_t *req)
 {
     return H2O_STRUCT_FROM_MEMBER(listener_context_t, h2o, req->conn->ctx)->worker;
 }
+
+/* What the admin endpoints read of the server (front/server.c). Workers live as long as the server. */
+size_t server_worker_count(const server_t *server);
+worker_t *server_worker_at(server_t *server, size_t i);
+unsigned server_client_connections(server_t *server);
 
 #endif

@@ -420,6 +420,19 @@ void index_unpin(store_index_t *ix, const store_key_t *key)
     pthread_mutex_unlock(&ix->lock);
 }
 
+uint64_t index_pinned_bytes(store_index_t *ix)
+{
+    uint64_t bytes = 0;
+    pthread_mutex_lock(&ix->lock);
+    for (size_t i = 0; ix->npins > 0 && i < ix->npin_buckets; i++)
+        for (const pin_t *p = ix->pins[i]; p != NULL; p = p->chain) {
+            const index_entry_t *e = find(ix, &p->key);
+            bytes += e != NULL ? e->bytes : 0; /* a key pinned before its object is cached holds nothing yet */
+        }
+    pthread_mutex_unlock(&ix->lock);
+    return bytes;
+}
+
 bool index_pinned(store_index_t *ix, const store_key_t *key)
 {
     bool pinned;

@@ -382,6 +382,7 @@ void store_stats_get(store_t *store, store_stats_t *stats)
     memset(stats, 0, sizeof(*stats));
     stats->budget = store->config.budget;
     index_usage(&store->index, &stats->used_bytes, &stats->objects, &stats->chunks);
+    stats->pinned_bytes = index_pinned_bytes(&store->index);
     stats->evicted_objects = atomic_load(&store->evicted_objects);
     stats->evicted_bytes = atomic_load(&store->evicted_bytes);
     stats->commits = atomic_load(&store->commits);

@@ -218,6 +218,7 @@ typedef struct store_stats {
     uint64_t used_bytes;    /* chunk payload + metadata, as accounted */
     uint64_t objects;
     uint64_t chunks;
+    uint64_t pinned_bytes;  /* bytes of the objects pinned now (store_pin), which eviction skips */
     uint64_t evicted_objects;
     uint64_t evicted_bytes;
     uint64_t commits;

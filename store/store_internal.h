@@ -122,6 +122,7 @@ void index_usage(store_index_t *ix, uint64_t *used, uint64_t *objects, uint64_t 
 void index_pin(store_index_t *ix, const store_key_t *key);
 void index_unpin(store_index_t *ix, const store_key_t *key);
 bool index_pinned(store_index_t *ix, const store_key_t *key);
+uint64_t index_pinned_bytes(store_index_t *ix);
 
 /* ---- writer.c: the queue and the writer thread ---- */
 

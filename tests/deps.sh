@@ -20,6 +20,8 @@ if [[ "${1:-}" == "--test" ]]; then
     command -v node >/dev/null || packages+=(nodejs)
     command -v npm >/dev/null || packages+=(npm)
     command -v aws >/dev/null || packages+=(awscli)
+    # promtool checks /_larder/metrics (tests/integration/test_metrics.py); Debian ships it with prometheus.
+    command -v promtool >/dev/null || packages+=(prometheus)
 fi
 
 missing=()

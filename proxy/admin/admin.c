@@ -3,9 +3,17 @@
  * bucket name, so these never shadow an object).
  *
  *   GET /_larder/healthz   {"status":"ok"} while the process serves; open to all
+ *   GET /_larder/readyz    200 when larder can serve: not draining, the store
+ *                          open and not out of space, upstream not failing to
+ *                          answer; 503 with the reason otherwise; open to all
  *   GET /_larder/stats     the store's usage, the cache's counters and the
- *                          access decisions; auth.admins only (403 to others,
- *                          401 to an invalid token)
+ *                          access decisions, as JSON
+ *   GET /_larder/metrics   the same and more, in Prometheus' text format
+ *
+ * stats and metrics answer auth.admins only on a client-facing listener (403
+ * to others, 401 to an invalid token). A listener marked "admin" serves
+ * these endpoints only, without credentials, and also as /metrics, /healthz
+ * and /readyz, where Prometheus and Kubernetes look by default.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -16,10 +24,7 @@
 #include "caller.h"
 #include "gcs_error.h"
 #include "handler.h"
-
-typedef struct admin_request {
-    caller_t caller;
-} admin_request_t;
+#include "metrics.h"
 
 static void send_admin_json(h2o_req_t *req, const char *body, size_t len)
 {
@@ -51,8 +56,78 @@ static h2o_iovec_t stats_json(h2o_req_t *req, worker_t *worker)
     return h2o_iovec_init(body, n > 0 && (size_t)n < cap ? (size_t)n : 0);
 }
 
-static void on_stats_caller(caller_t *caller)
+/* How long after upstream last failed to answer (with no answer since) larder reports itself not ready. */
+#define UPSTREAM_FAILURE_WINDOW_MS 30000
+
+/* Why larder cannot serve now, or NULL when it can. */
+static const char *unready_because(worker_t *worker)
 {
+    if (worker->stopping)
+        return "draining: larder is shutting down";
+    if (worker->conf->cache.enabled && worker->cache == NULL)
+        return "the store could not be opened";
+    if (worker->cache != NULL && cache_out_of_space(worker->cache))
+        return "the store is out of space";
+    int64_t answered = 0, failed = 0;
+    server_t *server = worker->server;
+    for (size_t i = 0; i < server_worker_count(server); i++) {
+        worker_t *w = server_worker_at(server, i);
+        int64_t a = atomic_load_explicit(&w->upstream_answered_ms, memory_order_relaxed);
+        int64_t f = atomic_load_explicit(&w->upstream_failed_ms, memory_order_relaxed);
+        answered = a > answered ? a : answered;
+        failed = f > failed ? f : failed;
+    }
+    if (failed > answered && worker_unix_ms() - failed < UPSTREAM_FAILURE_WINDOW_MS)
+        return "upstream did not answer the last request sent to it";
+    return NULL;
+}
+
+static void answer_readyz(h2o_req_t *req, worker_t *worker)
+{
+    const char *why = unready_because(worker);
+    char body[256];
+    int n = snprintf(body, sizeof(body), why == NULL ? "{\"status\":\"ready\"}" : "{\"status\":\"unready\",\"reason\":\"%s\"}",
+                     why);
+    char *copy = h2o_strdup(&req->pool, body, (size_t)n).base;
+    req->res.status = why == NULL ? 200 : 503;
+    req->res.reason = why == NULL ? "OK" : "Service Unavailable";
+    req->res.content_length = (size_t)n;
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("application/json"));
+    h2o_send_inline(req, copy, (size_t)n);
+    log_answer(req, NULL, NULL, why);
+}
+
+static void answer_metrics(h2o_req_t *req, worker_t *worker)
+{
+    h2o_iovec_t text = metrics_exposition(req, worker);
+    if (text.base == NULL) {
+        gcs_error_send(req, ERROR_FORMAT_JSON, GCS_ERROR_INTERNAL, "Out of memory for the metrics.");
+        return;
+    }
+    req->res.status = 200;
+    req->res.reason = "OK";
+    req->res.content_length = text.len;
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
+                   H2O_STRLIT("text/plain; version=0.0.4; charset=utf-8"));
+    h2o_send_inline(req, text.base, text.len);
+}
+
+static void answer_stats(h2o_req_t *req, worker_t *worker)
+{
+    h2o_iovec_t body = stats_json(req, worker);
+    send_admin_json(req, body.base, body.len);
+}
+
+typedef void (*admin_endpoint_fn)(h2o_req_t *req, worker_t *worker);
+
+typedef struct admin_only {
+    caller_t caller;
+    admin_endpoint_fn answer;
+} admin_only_t;
+
+static void on_admin_caller(caller_t *caller)
+{
+    admin_only_t *a = H2O_STRUCT_FROM_MEMBER(admin_only_t, caller, caller);
     h2o_req_t *req = caller->req;
     worker_t *worker = caller->worker;
     const auth_identity_t *who = &caller->identity;
@@ -64,34 +139,58 @@ static void on_stats_caller(caller_t *caller)
     }
     if (!auth_is_admin(worker->auth, who)) {
         gcs_error_send(req, ERROR_FORMAT_JSON, GCS_ERROR_FORBIDDEN,
-                       "Only the identities in auth.admins may read larder's statistics.");
+                       "Only the identities in auth.admins may read larder's statistics and metrics.");
         log_answer(req, identity, "denied", "admin endpoint: not an admin");
         return;
     }
-    h2o_iovec_t body = stats_json(req, worker);
-    send_admin_json(req, body.base, body.len);
+    a->answer(req, worker);
     log_answer(req, identity, "admin", NULL);
 }
 
 static void on_admin_dispose(void *p)
 {
-    admin_request_t *a = p;
+    admin_only_t *a = p;
     caller_dispose(&a->caller);
 }
 
-void admin_answer(h2o_req_t *req, worker_t *worker)
+/* Answers for auth.admins only: the caller is identified first. */
+static void admins_only(h2o_req_t *req, admin_endpoint_fn answer)
+{
+    admin_only_t *a = h2o_mem_alloc_shared(&req->pool, sizeof(*a), on_admin_dispose);
+    memset(a, 0, sizeof(*a));
+    a->answer = answer;
+    caller_identify(&a->caller, req, on_admin_caller);
+}
+
+static bool path_is(h2o_req_t *req, const char *path)
+{
+    return h2o_memis(req->path_normalized.base, req->path_normalized.len, path, strlen(path));
+}
+
+void admin_answer(h2o_req_t *req, worker_t *worker, bool admin_listener)
 {
     static const char health[] = "{\"status\":\"ok\"}";
-    if (h2o_memis(req->path_normalized.base, req->path_normalized.len, H2O_STRLIT("/_larder/healthz"))) {
+    if (path_is(req, "/_larder/healthz") || (admin_listener && path_is(req, "/healthz"))) {
         send_admin_json(req, health, sizeof(health) - 1);
         log_answer(req, NULL, NULL, NULL);
-    } else if (h2o_memis(req->path_normalized.base, req->path_normalized.len, H2O_STRLIT("/_larder/stats"))) {
-        admin_request_t *a = h2o_mem_alloc_shared(&req->pool, sizeof(*a), on_admin_dispose);
-        memset(a, 0, sizeof(*a));
-        caller_identify(&a->caller, req, on_stats_caller);
+    } else if (path_is(req, "/_larder/readyz") || (admin_listener && path_is(req, "/readyz"))) {
+        answer_readyz(req, worker);
+    } else if (path_is(req, "/_larder/metrics") || (admin_listener && path_is(req, "/metrics"))) {
+        if (admin_listener) {
+            answer_metrics(req, worker);
+            log_answer(req, NULL, "admin", NULL);
+        } else {
+            admins_only(req, answer_metrics);
+        }
+    } else if (path_is(req, "/_larder/stats")) {
+        if (admin_listener) {
+            answer_stats(req, worker);
+            log_answer(req, NULL, "admin", NULL);
+        } else {
+            admins_only(req, answer_stats);
+        }
     } else {
         gcs_error_send(req, ERROR_FORMAT_JSON, GCS_ERROR_NOT_FOUND, "No such larder endpoint.");
         log_answer(req, NULL, NULL, "no such larder endpoint");
     }
-    (void)worker;
 }

@@ -124,6 +124,19 @@ void cache_worker_stop(cache_t *cache, worker_t *worker)
     }
 }
 
+bool cache_out_of_space(cache_t *cache)
+{
+    return store_out_of_space(cache->store);
+}
+
+void cache_gauges(cache_t *cache, cache_gauges_t *g)
+{
+    memset(g, 0, sizeof(*g));
+    store_stats_get(cache->store, &g->store);
+    g->fills_in_flight = atomic_load(&cache->fills_registered);
+    upload_sessions_stats(cache, &g->upload_sessions, &g->upload_pending_bytes);
+}
+
 h2o_iovec_t cache_stats_json(cache_t *cache, h2o_mem_pool_t *pool)
 {
     store_stats_t st = {0};

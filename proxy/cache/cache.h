@@ -13,6 +13,7 @@
 #include <h2o.h>
 
 #include "buffers.h"
+#include "store.h"
 #include "conf.h"
 #include "target.h"
 #include "worker.h"
@@ -33,5 +34,16 @@ void cache_worker_stop(cache_t *cache, worker_t *worker);
 
 /* Store usage and the cache's own counters, as JSON for /_larder/stats (pool-allocated). */
 h2o_iovec_t cache_stats_json(cache_t *cache, h2o_mem_pool_t *pool);
+
+/* The cache's gauges, read now, for /_larder/metrics. */
+typedef struct cache_gauges {
+    store_stats_t store;
+    uint64_t fills_in_flight;
+    uint64_t upload_sessions, upload_pending_bytes;
+} cache_gauges_t;
+void cache_gauges(cache_t *cache, cache_gauges_t *gauges);
+
+/* The store found the disk or its map full at its last batch of chunks. */
+bool cache_out_of_space(cache_t *cache);
 
 #endif

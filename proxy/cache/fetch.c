@@ -1007,6 +1007,7 @@ void fetch_registry_add(cache_t *cache, fetch_t *fetch)
     pthread_mutex_lock(&st->lock);
     h2o_linklist_insert(&st->fetches, &fetch->registry_link); /* newest last */
     atomic_fetch_add(&st->count, 1);
+    atomic_fetch_add(&cache->fills_registered, 1);
     pthread_mutex_unlock(&st->lock);
 }
 
@@ -1018,6 +1019,7 @@ void fetch_registry_remove(cache_t *cache, fetch_t *fetch)
     if (h2o_linklist_is_linked(&fetch->registry_link)) {
         h2o_linklist_unlink(&fetch->registry_link);
         atomic_fetch_sub(&st->count, 1);
+        atomic_fetch_sub(&cache->fills_registered, 1);
         was = true;
     }
     pthread_mutex_unlock(&st->lock);

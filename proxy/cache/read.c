@@ -165,8 +165,8 @@ static void on_dispose(void *p)
     worker_disarm(&r->watchdog);
     if (r->pinned)
         store_unpin(r->cache->store, &r->key);
-    if (r->worker->conf->log.access_log && r->state != READ_FORWARDED)
-        access_log_write(&(access_log_entry_t){.req = r->req,
+    if (r->state != READ_FORWARDED) /* the forwarder ends what it took over */
+        access_log_finish(&(access_log_entry_t){.req = r->req,
                                                .api = r->target->route.api,
                                                .status = r->req->res.status,
                                                .bytes_sent = r->bytes_sent,

@@ -74,6 +74,7 @@ struct cache {
     recent_record_t *recent;               /* records queued to the store but maybe not committed yet */
     upload_sessions_t *sessions;           /* resumable and XML multipart uploads in progress */
     _Atomic uint64_t fills_started, fills_abandoned, gap_fetches;
+    _Atomic uint64_t fills_registered;     /* fills in the registry now: in flight, or committing */
     _Atomic int64_t next_space_probe_ms;   /* out of space: when the next fill may try the store again */
 };
 

@@ -5,7 +5,8 @@
  * abuse), parses the target once, answers what larder answers by itself
  * (admin endpoints, unknown routes and methods, oversized heads, targets GCS
  * would refuse), and hands the rest to the cache or, with caching off, to
- * the pass-through forwarder.
+ * the pass-through forwarder. A listener marked "admin" serves larder's own
+ * endpoints only: no GCS request ever goes through it.
  */
 #include <stdio.h>
 #include <string.h>
@@ -89,8 +90,10 @@ int handler_on_req(h2o_handler_t *handler, h2o_req_t *req)
         refuse(req, t, GCS_ERROR_UNAVAILABLE, NULL, "HTTP/2 connection over its request rate");
         return 0;
     }
-    if (t->route.api == ROUTE_ADMIN) {
-        admin_answer(req, worker); /* logs its own answer, which may come later */
+    const listener_context_t *listener = H2O_STRUCT_FROM_MEMBER(listener_context_t, h2o, req->conn->ctx);
+    bool admin_listener = worker->conf->listeners[listener->index].admin;
+    if (t->route.api == ROUTE_ADMIN || admin_listener) {
+        admin_answer(req, worker, admin_listener); /* logs its own answer, which may come later */
         return 0;
     }
     if (refuse_malformed(req, t))

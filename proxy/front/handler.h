@@ -11,7 +11,7 @@
 /* The on_req of larder's single h2o handler. */
 int handler_on_req(h2o_handler_t *self, h2o_req_t *req);
 
-/* Answers a request for /_larder/... (admin/admin.c). */
-void admin_answer(h2o_req_t *req, worker_t *worker);
+/* larder's own endpoints (admin/admin.c); admin_listener: a listener marked "admin", which asks no credentials. */
+void admin_answer(h2o_req_t *req, worker_t *worker, bool admin_listener);
 
 #endif

@@ -39,6 +39,7 @@
 #include "spill.h"
 #include "gcs_error.h"
 #include "handler.h"
+#include "request_metrics.h"
 #include "proxy.h"
 #include "upstream.h"
 #include "worker.h"
@@ -354,7 +355,8 @@ static int worker_init(worker_t *worker, server_t *server, unsigned id)
     worker->cache = server->cache;
     worker->buffers = &server->buffers;
     worker->stop_fd = -1;
-    if ((worker->auth = auth_local_new(server->auth)) == NULL)
+    if ((worker->auth = auth_local_new(server->auth)) == NULL ||
+        (worker->metrics = calloc(1, sizeof(*worker->metrics))) == NULL)
         return -1;
     if ((worker->upstream = upstream_pool_create(worker->loop, conf)) == NULL ||
         (worker->conns = conn_table_create(worker, &server->connections)) == NULL || worker_wake_init(worker) != 0)
@@ -476,6 +478,24 @@ static void worker_dispose(worker_t *worker, size_t num_listeners)
     conn_table_destroy(worker->conns);
     auth_local_free(worker->auth);
     record_cache_clear(&worker->records); /* after the loop: the last hits hold references until it ends */
+    free(worker->metrics);                /* after the loop too: the last requests count as they end */
+}
+
+/* --- what the admin endpoints read of the server --- */
+
+size_t server_worker_count(const server_t *server)
+{
+    return server->conf->worker_threads;
+}
+
+worker_t *server_worker_at(server_t *server, size_t i)
+{
+    return &server->workers[i];
+}
+
+unsigned server_client_connections(server_t *server)
+{
+    return atomic_load(&server->connections);
 }
 
 static void request_stop(worker_t *worker)

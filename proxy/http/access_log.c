@@ -2,6 +2,7 @@
  * access_log.c - writes the per-request log line in the configured format.
  */
 #include "access_log.h"
+#include "request_metrics.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -129,12 +130,18 @@ void access_log_write(const access_log_entry_t *e)
         log_write_line(line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
 }
 
+void access_log_finish(const access_log_entry_t *e)
+{
+    worker_t *worker = worker_of(e->req);
+    request_metrics_record(worker->metrics, e);
+    if (worker->conf->log.access_log)
+        access_log_write(e);
+}
+
 void access_log_local_answer(h2o_req_t *req, route_api_t api, const char *identity, const char *access,
                              const char *why)
 {
-    if (!worker_of(req)->conf->log.access_log)
-        return;
-    access_log_write(&(access_log_entry_t){.req = req,
+    access_log_finish(&(access_log_entry_t){.req = req,
                                            .api = api,
                                            .status = req->res.status,
                                            .bytes_sent = req->res.content_length,

@@ -25,6 +25,8 @@ typedef struct access_log_entry {
 } access_log_entry_t;
 
 void access_log_write(const access_log_entry_t *entry);
+/* A request ended: counted for /_larder/metrics, and logged when the access log is on. */
+void access_log_finish(const access_log_entry_t *entry);
 /* Logs (when the access log is on) an answer larder made by itself, upstream not asked. */
 void access_log_local_answer(h2o_req_t *req, route_api_t api, const char *identity, const char *access,
                              const char *why);

@@ -130,6 +130,8 @@ static void fail(exchange_t *x, const char *why, bool timed_out)
     upstream_transfer_release(x->worker->upstream, &x->transfer);
     disarm_all(x);
     x->state = EXCHANGE_FAILED;
+    if (x->status < 200) /* no answer at all: upstream may be down */
+        atomic_store_explicit(&x->worker->upstream_failed_ms, worker_unix_ms(), memory_order_relaxed);
     if (x->error == NULL)
         x->error = why;
     x->timed_out = x->timed_out || timed_out;
@@ -193,6 +195,7 @@ static size_t on_header(char *line, size_t size, size_t nitems, void *user)
         if (x->status >= 200 && x->state == EXCHANGE_WAITING) {
             x->state = EXCHANGE_HEAD;
             x->upstream_ms = (int64_t)(worker_now_ms() - x->started_ms);
+            atomic_store_explicit(&x->worker->upstream_answered_ms, worker_unix_ms(), memory_order_relaxed);
             upstream_transfer_mark_ready(x->worker->upstream, &x->transfer);
         }
     } else if (x->status != 0) {

@@ -394,8 +394,7 @@ static void on_dispose(void *p)
     exchange_free(self->exchange);
     worker_disarm(&self->watchdog);
     release_reservation(self);
-    if (self->worker->conf->log.access_log)
-        access_log_write(&(access_log_entry_t){.req = self->req,
+    access_log_finish(&(access_log_entry_t){.req = self->req,
                                                .api = self->target->route.api,
                                                .status = self->req->res.status,
                                                .bytes_sent = self->bytes_sent,
