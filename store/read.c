@@ -124,3 +124,35 @@ ssize_t store_chunk_read(store_t *store, const store_key_t *key, int64_t generat
     }
     return rc == STORE_OK ? (ssize_t)len : rc;
 }
+
+int store_scan(store_t *store, store_scan_fn fn, void *ctx)
+{
+    MDB_txn *txn = read_begin(store);
+    MDB_cursor *cursor;
+    MDB_val k, v;
+    int rc;
+
+    if (txn == NULL)
+        return STORE_ERROR;
+    if ((rc = mdb_cursor_open(txn, store->dbi_meta, &cursor)) != MDB_SUCCESS) {
+        mdb_txn_abort(txn);
+        return STORE_ERROR;
+    }
+    for (rc = mdb_cursor_get(cursor, &k, &v, MDB_FIRST); rc == MDB_SUCCESS;
+         rc = mdb_cursor_get(cursor, &k, &v, MDB_NEXT)) {
+        store_key_t key;
+        store_meta_t meta;
+        if (k.mv_size != STORE_KEY_SIZE)
+            continue;
+        memcpy(key.hash, k.mv_data, STORE_KEY_SIZE);
+        if (hide_object_hidden(&store->hide, &key) || meta_decode(v.mv_data, v.mv_size, &key, &meta) != STORE_OK)
+            continue; /* invalidated already, or damaged (a read of it will remove it) */
+        bool go_on = meta.transient || fn(ctx, &key, &meta);
+        store_meta_free(&meta);
+        if (!go_on)
+            break;
+    }
+    mdb_cursor_close(cursor);
+    mdb_txn_abort(txn);
+    return rc == MDB_SUCCESS || rc == MDB_NOTFOUND ? STORE_OK : STORE_ERROR;
+}

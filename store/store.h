@@ -194,6 +194,13 @@ int store_meta_update(store_t *store, const store_key_t *key, const store_meta_t
  * commits. STORE_ERROR: the store is closing or broken, or out of memory.
  */
 int store_invalidate(store_t *store, const store_key_t *key);
+/*
+ * Calls fn for every cached object (transient ones left out) with its
+ * metadata, until fn returns false. One read transaction for the whole
+ * scan: fn must be quick and must not call the store (collect, then act).
+ */
+typedef bool (*store_scan_fn)(void *ctx, const store_key_t *key, const store_meta_t *meta);
+int store_scan(store_t *store, store_scan_fn fn, void *ctx);
 /* Records an access for LRU; in memory, persisted in batches. Never blocks on the writer. */
 void store_touch(store_t *store, const store_key_t *key);
 /*

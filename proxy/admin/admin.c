@@ -9,6 +9,10 @@
  *   GET /_larder/stats     the store's usage, the cache's counters and the
  *                          access decisions, as JSON
  *   GET /_larder/metrics   the same and more, in Prometheus' text format
+ *   POST /_larder/v1/purge {"user": U} | {"bucket": B, "prefix": P} |
+ *                          {"object": "gs://B/O"} | {"all": true}: drops
+ *                          those cached objects, answers how many and their
+ *                          bytes; admins, or a user purging their own
  *
  * stats and metrics answer auth.admins only on a client-facing listener (403
  * to others, 401 to an invalid token). A listener marked "admin" serves
@@ -16,6 +20,7 @@
  * and /readyz, where Prometheus and Kubernetes look by default.
  */
 #include <inttypes.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -162,6 +167,100 @@ static void admins_only(h2o_req_t *req, admin_endpoint_fn answer)
     caller_identify(&a->caller, req, on_admin_caller);
 }
 
+/* --- purge --- */
+
+typedef struct purge_request {
+    caller_t caller;
+    json_t *body;
+} purge_request_t;
+
+/* The filter a purge body names (strings borrowed from body); NULL when it is fine, else what is wrong. */
+static const char *purge_filter_of(json_t *body, h2o_mem_pool_t *pool, cache_purge_filter_t *f)
+{
+    memset(f, 0, sizeof(*f));
+    if (!json_is_object(body))
+        return "The body must be a JSON object: {\"user\"}, {\"bucket\", \"prefix\"}, {\"object\"} or {\"all\": true}.";
+    json_t *user = json_object_get(body, "user"), *bucket = json_object_get(body, "bucket");
+    json_t *prefix = json_object_get(body, "prefix"), *object = json_object_get(body, "object");
+    bool all = json_is_true(json_object_get(body, "all"));
+    int kinds = (user != NULL) + (bucket != NULL) + (object != NULL) + all;
+    if (kinds != 1 || (prefix != NULL && bucket == NULL))
+        return "Name exactly one of user, bucket (with an optional prefix), object or all.";
+    if ((user != NULL && !json_is_string(user)) || (bucket != NULL && !json_is_string(bucket)) ||
+        (prefix != NULL && !json_is_string(prefix)) || (object != NULL && !json_is_string(object)))
+        return "user, bucket, prefix and object are strings.";
+    f->owner = json_string_value(user);
+    f->bucket = json_string_value(bucket);
+    f->prefix = json_string_value(prefix);
+    if (object != NULL) {
+        const char *url = json_string_value(object), *slash;
+        if (strncmp(url, "gs://", 5) != 0 || (slash = strchr(url + 5, '/')) == NULL || slash == url + 5 ||
+            slash[1] == '\0')
+            return "object must be gs://BUCKET/OBJECT.";
+        f->bucket = h2o_strdup(pool, url + 5, (size_t)(slash - url - 5)).base;
+        f->name = slash + 1;
+    }
+    return NULL;
+}
+
+static void on_purge_caller(caller_t *caller)
+{
+    purge_request_t *p = H2O_STRUCT_FROM_MEMBER(purge_request_t, caller, caller);
+    h2o_req_t *req = caller->req;
+    worker_t *worker = caller->worker;
+    const auth_identity_t *who = &caller->identity;
+    const char *identity = who->name[0] != '\0' ? h2o_strdup(&req->pool, who->name, SIZE_MAX).base : "";
+    if (who->kind == AUTH_INVALID || who->kind == AUTH_UNAVAILABLE) {
+        caller_refuse(caller, ERROR_FORMAT_JSON);
+        log_answer(req, identity, "unauthenticated", "purge: credentials not accepted");
+        return;
+    }
+    cache_purge_filter_t filter;
+    const char *invalid = purge_filter_of(p->body, &req->pool, &filter);
+    if (invalid != NULL) {
+        gcs_error_send(req, ERROR_FORMAT_JSON, GCS_ERROR_BAD_REQUEST, invalid);
+        log_answer(req, identity, NULL, "purge: bad request");
+        return;
+    }
+    bool own = filter.owner != NULL && who->kind == AUTH_IDENTIFIED && strcmp(filter.owner, who->name) == 0;
+    if (!own && !auth_is_admin(worker->auth, who)) {
+        gcs_error_send(req, ERROR_FORMAT_JSON, GCS_ERROR_FORBIDDEN,
+                       "Only the identities in auth.admins may purge, but a user their own objects ({\"user\"}).");
+        log_answer(req, identity, "denied", "purge: not allowed");
+        return;
+    }
+    uint64_t objects = 0, bytes = 0;
+    if (worker->cache != NULL && cache_purge(worker->cache, &filter, &objects, &bytes) != STORE_OK) {
+        gcs_error_send(req, ERROR_FORMAT_JSON, GCS_ERROR_INTERNAL, "The purge could not read the whole store.");
+        log_answer(req, identity, "admin", "purge: store scan failed");
+        return;
+    }
+    char *body = h2o_mem_alloc_pool(&req->pool, 96);
+    int n = snprintf(body, 96, "{\"objects\":%" PRIu64 ",\"bytes\":%" PRIu64 "}", objects, bytes);
+    send_admin_json(req, body, (size_t)n);
+    log_answer(req, identity, own ? "owner" : "admin", NULL);
+}
+
+static void on_purge_dispose(void *ptr)
+{
+    purge_request_t *p = ptr;
+    caller_dispose(&p->caller);
+    json_decref(p->body);
+}
+
+static void answer_purge(h2o_req_t *req)
+{
+    if (!h2o_memis(req->method.base, req->method.len, H2O_STRLIT("POST"))) {
+        gcs_error_send(req, ERROR_FORMAT_JSON, GCS_ERROR_METHOD_NOT_ALLOWED, NULL);
+        log_answer(req, NULL, NULL, "purge: not a POST");
+        return;
+    }
+    purge_request_t *p = h2o_mem_alloc_shared(&req->pool, sizeof(*p), on_purge_dispose);
+    memset(p, 0, sizeof(*p));
+    p->body = req->entity.base != NULL ? json_loadb(req->entity.base, req->entity.len, 0, NULL) : NULL;
+    caller_identify(&p->caller, req, on_purge_caller);
+}
+
 static bool path_is(h2o_req_t *req, const char *path)
 {
     return h2o_memis(req->path_normalized.base, req->path_normalized.len, path, strlen(path));
@@ -182,6 +281,8 @@ void admin_answer(h2o_req_t *req, worker_t *worker, bool admin_listener)
         } else {
             admins_only(req, answer_metrics);
         }
+    } else if (path_is(req, "/_larder/v1/purge")) {
+        answer_purge(req);
     } else if (path_is(req, "/_larder/stats")) {
         if (admin_listener) {
             answer_stats(req, worker);

@@ -46,4 +46,19 @@ void cache_gauges(cache_t *cache, cache_gauges_t *gauges);
 /* The store found the disk or its map full at its last batch of chunks. */
 bool cache_out_of_space(cache_t *cache);
 
+/* What a purge drops: every field set must match; none set: everything. */
+typedef struct cache_purge_filter {
+    const char *owner;  /* the objects this identity owns */
+    const char *bucket;
+    const char *prefix; /* with bucket: names that start with it */
+    const char *name;   /* with bucket: this object */
+} cache_purge_filter_t;
+/*
+ * Drops every cached object the filter names, and stops the fills of them
+ * in flight (none brings its object back); *objects and *bytes say what the
+ * store held. Serving goes on meanwhile. STORE_ERROR: the scan failed part
+ * way (what it found is dropped all the same).
+ */
+int cache_purge(cache_t *cache, const cache_purge_filter_t *filter, uint64_t *objects, uint64_t *bytes);
+
 #endif

@@ -1081,6 +1081,22 @@ void fetch_registry_forget(cache_t *cache, const store_key_t *key)
     }
 }
 
+size_t fetch_registry_keys_where(cache_t *cache, fetch_match_fn match, void *ctx, store_key_t *out, size_t max)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < CACHE_STRIPES && n < max; i++) {
+        cache_stripe_t *st = &cache->stripes[i];
+        pthread_mutex_lock(&st->lock);
+        for (h2o_linklist_t *l = st->fetches.next; l != &st->fetches && n < max; l = l->next) {
+            fetch_t *f = fetch_from_registry_link(l);
+            if (match(ctx, f->bucket, f->name, f->caller))
+                out[n++] = f->key;
+        }
+        pthread_mutex_unlock(&st->lock);
+    }
+    return n;
+}
+
 void fetch_registry_clear(cache_t *cache)
 {
     for (size_t i = 0; i < CACHE_STRIPES; i++) {

@@ -153,6 +153,9 @@ fetch_t *fetch_registry_newest(cache_t *cache, const store_key_t *key);
 fetch_t *fetch_registry_covering(cache_t *cache, const store_key_t *key, int64_t generation, uint32_t index);
 /* Unregisters every fill of key; the ones running store nothing more (an invalidation). */
 void fetch_registry_forget(cache_t *cache, const store_key_t *key);
+/* Keys (at most max, into out) of the registered fills match accepts (bucket, name, the owner a new generation gets). */
+typedef bool (*fetch_match_fn)(void *ctx, const char *bucket, const char *name, const char *owner);
+size_t fetch_registry_keys_where(cache_t *cache, fetch_match_fn match, void *ctx, store_key_t *out, size_t max);
 /* Drops every registration (at close). */
 void fetch_registry_clear(cache_t *cache);
 

@@ -19,6 +19,7 @@
  *   fetch.c      a fill, owned by the cache rather than by the client that
  *                started it, and the registry of fills in progress
  *   invalidate.c dropping a cached object, and the fills of it
+ *   purge.c      dropping every object a filter names (owner, bucket, prefix)
  *   entry.c      turning an upstream response head into an entry (the store's
  *                metadata plus the record kept with it), and a 304 into an
  *                updated entry
