@@ -125,6 +125,20 @@ static void answer_stats(h2o_req_t *req, worker_t *worker)
 
 typedef void (*admin_endpoint_fn)(h2o_req_t *req, worker_t *worker);
 
+/* The caller's name for the log; NULL (and answered 401 or 503) when its credentials were not accepted. */
+static const char *accepted_caller(caller_t *caller)
+{
+    h2o_req_t *req = caller->req;
+    const auth_identity_t *who = &caller->identity;
+    const char *identity = who->name[0] != '\0' ? h2o_strdup(&req->pool, who->name, SIZE_MAX).base : "";
+    if (who->kind == AUTH_INVALID || who->kind == AUTH_UNAVAILABLE) {
+        caller_refuse(caller, ERROR_FORMAT_JSON);
+        log_answer(req, identity, "unauthenticated", "admin endpoint: credentials not accepted");
+        return NULL;
+    }
+    return identity;
+}
+
 typedef struct admin_only {
     caller_t caller;
     admin_endpoint_fn answer;
@@ -136,12 +150,9 @@ static void on_admin_caller(caller_t *caller)
     h2o_req_t *req = caller->req;
     worker_t *worker = caller->worker;
     const auth_identity_t *who = &caller->identity;
-    const char *identity = who->name[0] != '\0' ? h2o_strdup(&req->pool, who->name, SIZE_MAX).base : "";
-    if (who->kind == AUTH_INVALID || who->kind == AUTH_UNAVAILABLE) {
-        caller_refuse(caller, ERROR_FORMAT_JSON);
-        log_answer(req, identity, "unauthenticated", "admin endpoint: credentials not accepted");
+    const char *identity = accepted_caller(caller);
+    if (identity == NULL)
         return;
-    }
     if (!auth_is_admin(worker->auth, who)) {
         gcs_error_send(req, ERROR_FORMAT_JSON, GCS_ERROR_FORBIDDEN,
                        "Only the identities in auth.admins may read larder's statistics and metrics.");
@@ -209,12 +220,9 @@ static void on_purge_caller(caller_t *caller)
     h2o_req_t *req = caller->req;
     worker_t *worker = caller->worker;
     const auth_identity_t *who = &caller->identity;
-    const char *identity = who->name[0] != '\0' ? h2o_strdup(&req->pool, who->name, SIZE_MAX).base : "";
-    if (who->kind == AUTH_INVALID || who->kind == AUTH_UNAVAILABLE) {
-        caller_refuse(caller, ERROR_FORMAT_JSON);
-        log_answer(req, identity, "unauthenticated", "purge: credentials not accepted");
+    const char *identity = accepted_caller(caller);
+    if (identity == NULL)
         return;
-    }
     cache_purge_filter_t filter;
     const char *invalid = purge_filter_of(p->body, &req->pool, &filter);
     if (invalid != NULL) {
