@@ -81,6 +81,7 @@ struct worker {
     uint64_t accept_warned_ms;
     unsigned accept_failures;          /* since the last warning */
     h2o_timeout_entry_t drain_tick;    /* shutdown: sweeps idle connections, checks what is left */
+    worker_wakeup_t tls_reload;        /* SIGHUP loaded new certificates: accept with them */
 
     /* Wake-ups from other threads (see worker_wake). */
     pthread_mutex_t wake_lock;

@@ -55,13 +55,14 @@
 typedef struct listener {
     const conf_listener_t *conf;
     int fd;
-    SSL_CTX *ssl_ctx;
+    SSL_CTX *ssl_ctx; /* the newest; each worker holds its own reference to the one it accepts with */
     h2o_globalconf_t globalconf;
     bool globalconf_ready;
 } listener_t;
 
 struct server {
     const conf_t *conf;
+    pthread_mutex_t tls_lock; /* guards listeners[].ssl_ctx after start-up (SIGHUP swaps them) */
     listener_t *listeners;
     size_t num_listeners;
     worker_t *workers;
@@ -344,6 +345,8 @@ static void init_timeouts(worker_t *worker, const conf_t *conf)
     worker->accept_resume.cb = on_accept_resume;
 }
 
+static void on_tls_reloaded(worker_wakeup_t *wakeup);
+
 static int worker_init(worker_t *worker, server_t *server, unsigned id)
 {
     const conf_t *conf = server->conf;
@@ -355,6 +358,7 @@ static int worker_init(worker_t *worker, server_t *server, unsigned id)
     worker->cache = server->cache;
     worker->buffers = &server->buffers;
     worker->stop_fd = -1;
+    worker->tls_reload.cb = on_tls_reloaded;
     if ((worker->auth = auth_local_new(server->auth)) == NULL ||
         (worker->metrics = calloc(1, sizeof(*worker->metrics))) == NULL)
         return -1;
@@ -377,6 +381,8 @@ static int worker_init(worker_t *worker, server_t *server, unsigned id)
         h2o_context_init(&lctx->h2o, worker->loop, &l->globalconf);
         lctx->accept_ctx.ctx = &lctx->h2o;
         lctx->accept_ctx.hosts = l->globalconf.hosts;
+        if (l->ssl_ctx != NULL && SSL_CTX_up_ref(l->ssl_ctx) != 1)
+            return -1;
         lctx->accept_ctx.ssl_ctx = l->ssl_ctx;
         int fd = dup(l->fd);
         if (fd < 0)
@@ -455,6 +461,8 @@ static void worker_dispose(worker_t *worker, size_t num_listeners)
             /* HTTP/2's graceful-shutdown timer stays linked for a second after request_shutdown. */
             worker_disarm(&lctx->h2o.http2._graceful_shutdown_timeout);
             h2o_context_dispose(&lctx->h2o);
+            if (lctx->accept_ctx.ssl_ctx != NULL)
+                SSL_CTX_free(lctx->accept_ctx.ssl_ctx); /* connections still on it hold their own references */
         }
         free(worker->contexts);
     }
@@ -505,7 +513,55 @@ static void request_stop(worker_t *worker)
         log_msg(LOG_LEVEL_WARN, "server", "stop eventfd write: %s", strerror(errno));
 }
 
-/* Waits for SIGINT or SIGTERM; SIGHUP meanwhile reloads the token file. */
+/* --- TLS certificates, reloaded on SIGHUP --- */
+
+/* On a worker's loop: new connections are accepted with the listeners' newest contexts from now on. */
+static void on_tls_reloaded(worker_wakeup_t *wakeup)
+{
+    worker_t *worker = H2O_STRUCT_FROM_MEMBER(worker_t, tls_reload, wakeup);
+    server_t *server = worker->server;
+    for (size_t i = 0; i < server->num_listeners; i++) {
+        listener_context_t *lctx = &worker->contexts[i];
+        pthread_mutex_lock(&server->tls_lock);
+        SSL_CTX *newest = server->listeners[i].ssl_ctx;
+        bool held = newest != NULL && newest != lctx->accept_ctx.ssl_ctx && SSL_CTX_up_ref(newest) == 1;
+        pthread_mutex_unlock(&server->tls_lock);
+        if (!held)
+            continue;
+        SSL_CTX_free(lctx->accept_ctx.ssl_ctx); /* connections accepted with it keep it as long as they live */
+        lctx->accept_ctx.ssl_ctx = newest;
+    }
+}
+
+/*
+ * Reads every TLS listener's certificate and key again. A pair that does
+ * not load leaves that listener as it was; connections open now go on with
+ * the certificate they were accepted with.
+ */
+static void reload_tls(server_t *server)
+{
+    size_t reloaded = 0;
+    for (size_t i = 0; i < server->num_listeners; i++) {
+        listener_t *l = &server->listeners[i];
+        if (l->conf->tls_cert == NULL)
+            continue;
+        SSL_CTX *fresh = create_ssl_ctx(l->conf); /* logs why it failed */
+        if (fresh == NULL)
+            continue;
+        pthread_mutex_lock(&server->tls_lock);
+        SSL_CTX *old = l->ssl_ctx;
+        l->ssl_ctx = fresh;
+        pthread_mutex_unlock(&server->tls_lock);
+        SSL_CTX_free(old);
+        log_msg(LOG_LEVEL_INFO, "server", "TLS certificate for %s:%u reloaded from %s", l->conf->address,
+                l->conf->port, l->conf->tls_cert);
+        reloaded++;
+    }
+    for (unsigned i = 0; reloaded != 0 && i < server->conf->worker_threads; i++)
+        worker_wake(&server->workers[i], &server->workers[i].tls_reload);
+}
+
+/* Waits for SIGINT or SIGTERM; SIGHUP meanwhile reloads the token file and the TLS certificates. */
 static int wait_for_signal(server_t *server)
 {
     sigset_t set;
@@ -520,6 +576,7 @@ static int wait_for_signal(server_t *server)
         if (sig != SIGHUP)
             return sig;
         auth_reload(server->auth);
+        reload_tls(server);
     }
 }
 
@@ -557,7 +614,8 @@ static int run_workers(server_t *server)
 
 int proxy_run(const conf_t *conf)
 {
-    server_t server = {.conf = conf, .buffers = {.limit = conf->max_buffer_memory}};
+    server_t server = {.conf = conf, .tls_lock = PTHREAD_MUTEX_INITIALIZER,
+                       .buffers = {.limit = conf->max_buffer_memory}};
     atomic_init(&server.connections, 0);
     atomic_init(&server.buffers.used, 0);
     /* Signals are taken by sigwait in this thread only; workers never see them. */
@@ -588,6 +646,7 @@ int proxy_run(const conf_t *conf)
     cache_close(server.cache);
     auth_close(server.auth);
     close_listeners(&server);
+    pthread_mutex_destroy(&server.tls_lock);
     curl_global_cleanup();
     return status;
 }
