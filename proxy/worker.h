@@ -30,6 +30,7 @@ typedef struct upstream_pool upstream_pool_t;
 typedef struct conn_table conn_table_t;
 typedef struct buffers buffers_t;
 typedef struct request_metrics request_metrics_t;
+typedef struct user_usage user_usage_t;
 
 /* One h2o context per (worker, listener): each listener has its own globalconf. */
 typedef struct listener_context {
@@ -63,6 +64,7 @@ struct worker {
     record_cache_t records;          /* records this worker parsed lately, ready for hits */
     conn_table_t *conns;             /* this worker's client connections */
     request_metrics_t *metrics;      /* what this worker's requests added up to */
+    user_usage_t *usage;             /* bytes served and fetched, by identity */
     /* When upstream last answered (a response head) and last failed to (unix ms): /_larder/readyz. */
     _Atomic int64_t upstream_answered_ms, upstream_failed_ms;
     h2o_timeout_t asap;              /* 0 ms: run on the next loop pass, outside any callback in progress */

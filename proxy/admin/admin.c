@@ -9,6 +9,9 @@
  *   GET /_larder/stats     the store's usage, the cache's counters and the
  *                          access decisions, as JSON
  *   GET /_larder/metrics   the same and more, in Prometheus' text format
+ *   GET /_larder/v1/usage[?user=U]  cached, served, fetched and pinned bytes,
+ *                          of one user (admins, or the user) or of everyone
+ *                          (admins)
  *   POST /_larder/v1/purge {"user": U} | {"bucket": B, "prefix": P} |
  *                          {"object": "gs://B/O"} | {"all": true}: drops
  *                          those cached objects, answers how many and their
@@ -30,6 +33,8 @@
 #include "gcs_error.h"
 #include "handler.h"
 #include "metrics.h"
+#include "target.h"
+#include "usage.h"
 
 static void send_admin_json(h2o_req_t *req, const char *body, size_t len)
 {
@@ -178,6 +183,61 @@ static void admins_only(h2o_req_t *req, admin_endpoint_fn answer)
     caller_identify(&a->caller, req, on_admin_caller);
 }
 
+/* --- usage --- */
+
+typedef struct usage_request {
+    caller_t caller;
+    const char *user; /* ?user=, decoded; NULL: everyone */
+} usage_request_t;
+
+static void on_usage_caller(caller_t *caller)
+{
+    usage_request_t *u = H2O_STRUCT_FROM_MEMBER(usage_request_t, caller, caller);
+    h2o_req_t *req = caller->req;
+    worker_t *worker = caller->worker;
+    const auth_identity_t *who = &caller->identity;
+    const char *identity = accepted_caller(caller);
+    if (identity == NULL)
+        return;
+    bool own = u->user != NULL && who->kind == AUTH_IDENTIFIED && strcmp(u->user, who->name) == 0;
+    if (!own && !auth_is_admin(worker->auth, who)) {
+        gcs_error_send(req, ERROR_FORMAT_JSON, GCS_ERROR_FORBIDDEN,
+                       "Only the identities in auth.admins may read others' usage; a user may read their own.");
+        log_answer(req, identity, "denied", "usage: not allowed");
+        return;
+    }
+    user_usage_t totals;
+    h2o_iovec_t body = {NULL, 0};
+    if (user_usage_init(&totals) == 0) {
+        if (usage_totals(worker, u->user, &totals) == 0)
+            body = usage_json(req, &totals, u->user);
+        user_usage_dispose(&totals);
+    }
+    if (body.base == NULL) {
+        gcs_error_send(req, ERROR_FORMAT_JSON, GCS_ERROR_INTERNAL, "The usage could not be read.");
+        log_answer(req, identity, own ? "owner" : "admin", "usage: failed");
+        return;
+    }
+    send_admin_json(req, body.base, body.len);
+    log_answer(req, identity, own ? "owner" : "admin", NULL);
+}
+
+static void on_usage_dispose(void *ptr)
+{
+    caller_dispose(&((usage_request_t *)ptr)->caller);
+}
+
+static void answer_usage(h2o_req_t *req)
+{
+    usage_request_t *u = h2o_mem_alloc_shared(&req->pool, sizeof(*u), on_usage_dispose);
+    memset(u, 0, sizeof(*u));
+    size_t len;
+    const char *user = route_query_param(req->path.base, req->path.len, "user", &len);
+    if (user != NULL && len > 0)
+        u->user = target_percent_decode(&req->pool, user, len);
+    caller_identify(&u->caller, req, on_usage_caller);
+}
+
 /* --- purge --- */
 
 typedef struct purge_request {
@@ -289,6 +349,8 @@ void admin_answer(h2o_req_t *req, worker_t *worker, bool admin_listener)
         } else {
             admins_only(req, answer_metrics);
         }
+    } else if (path_is(req, "/_larder/v1/usage")) {
+        answer_usage(req);
     } else if (path_is(req, "/_larder/v1/purge")) {
         answer_purge(req);
     } else if (path_is(req, "/_larder/stats")) {

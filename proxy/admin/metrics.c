@@ -18,12 +18,13 @@
 #include "metrics.h"
 #include "request_metrics.h"
 #include "route.h"
+#include "usage.h"
 
 static void put(byte_buffer_t *out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 static void put(byte_buffer_t *out, const char *fmt, ...)
 {
-    char line[512];
+    char line[2048];
     va_list ap;
     va_start(ap, fmt);
     int n = vsnprintf(line, sizeof(line), fmt, ap);
@@ -148,6 +149,48 @@ static void auth_figures(byte_buffer_t *out, worker_t *worker)
           auth_token_cache_entries(worker->auth));
 }
 
+/* A label value as Prometheus wants it: backslash, double quote and newline escaped. */
+static const char *label_value(const char *s, char *buf, size_t cap)
+{
+    size_t n = 0;
+    for (; *s != '\0' && n + 3 < cap; s++) {
+        if (*s == '\\' || *s == '"' || *s == '\n')
+            buf[n++] = '\\';
+        buf[n++] = *s == '\n' ? 'n' : *s;
+    }
+    buf[n] = '\0';
+    return buf;
+}
+
+static void users(byte_buffer_t *out, worker_t *worker)
+{
+    user_usage_t totals;
+    if (user_usage_init(&totals) != 0)
+        return;
+    if (usage_totals(worker, NULL, &totals) == 0) {
+        static const struct {
+            const char *name, *type, *help;
+            size_t field;
+        } figures[] = {
+            {"larder_user_cached_bytes", "gauge", "Bytes the store holds of the objects each user owns.",
+             offsetof(user_usage_entry_t, cached_bytes)},
+            {"larder_user_served_bytes_total", "counter", "Bytes served to each user from the cache.",
+             offsetof(user_usage_entry_t, served_bytes)},
+            {"larder_user_fetched_bytes_total", "counter", "Bytes sent to each user as they came from upstream.",
+             offsetof(user_usage_entry_t, fetched_bytes)}};
+        char user[2 * AUTH_IDENTITY_MAX];
+        for (size_t f = 0; f < sizeof(figures) / sizeof(figures[0]); f++) {
+            family(out, figures[f].name, figures[f].type, figures[f].help);
+            for (size_t i = 0; i < totals.cap; i++)
+                if (totals.entries[i].user != NULL)
+                    put(out, "%s{user=\"%s\"} %" PRIu64 "\n", figures[f].name,
+                        label_value(totals.entries[i].user, user, sizeof(user)),
+                        *(const uint64_t *)((const char *)&totals.entries[i] + figures[f].field));
+        }
+    }
+    user_usage_dispose(&totals);
+}
+
 h2o_iovec_t metrics_exposition(h2o_req_t *req, worker_t *worker)
 {
     server_t *server = worker->server;
@@ -157,6 +200,7 @@ h2o_iovec_t metrics_exposition(h2o_req_t *req, worker_t *worker)
     upstream_latency(&out, server);
     store_gauges(&out, worker->cache);
     auth_figures(&out, worker);
+    users(&out, worker);
     gauge(&out, "larder_client_connections", "Client connections open now.", server_client_connections(server));
     if (out.failed) {
         byte_buffer_dispose(&out);

@@ -61,4 +61,8 @@ typedef struct cache_purge_filter {
  */
 int cache_purge(cache_t *cache, const cache_purge_filter_t *filter, uint64_t *objects, uint64_t *bytes);
 
+/* Calls fn for every cached object an owner holds (of owner only, when not NULL): one scan of the store. */
+typedef void (*cache_owned_fn)(void *ctx, const char *owner, uint64_t bytes);
+int cache_owned(cache_t *cache, const char *owner, cache_owned_fn fn, void *ctx);
+
 #endif

@@ -1,6 +1,6 @@
 /*
  * purge.c - dropping every cached object a filter names: by owner, bucket,
- * prefix, object, or all.
+ * prefix, object, or all; and, by the same scan, what each owner holds.
  *
  * The store is scanned once (one read transaction that only collects keys),
  * then each object is invalidated: hidden from readers at once, its fills
@@ -83,4 +83,25 @@ int cache_purge(cache_t *cache, const cache_purge_filter_t *filter, uint64_t *ob
         cache_invalidate(cache, &fills[i]);
     free(fills);
     return rc;
+}
+
+typedef struct owner_scan {
+    const char *owner;
+    cache_owned_fn fn;
+    void *ctx;
+} owner_scan_t;
+
+static bool report_owned(void *ctx, const store_key_t *key, const store_meta_t *meta)
+{
+    owner_scan_t *scan = ctx;
+    (void)key;
+    if (meta->owner != NULL && meta->owner[0] != '\0' && (scan->owner == NULL || strcmp(meta->owner, scan->owner) == 0))
+        scan->fn(scan->ctx, meta->owner, meta->size != STORE_SIZE_UNKNOWN ? meta->size : 0);
+    return true;
+}
+
+int cache_owned(cache_t *cache, const char *owner, cache_owned_fn fn, void *ctx)
+{
+    owner_scan_t scan = {.owner = owner, .fn = fn, .ctx = ctx};
+    return store_scan(cache->store, report_owned, &scan);
 }

@@ -40,6 +40,7 @@
 #include "gcs_error.h"
 #include "handler.h"
 #include "request_metrics.h"
+#include "user_usage.h"
 #include "proxy.h"
 #include "upstream.h"
 #include "worker.h"
@@ -360,8 +361,14 @@ static int worker_init(worker_t *worker, server_t *server, unsigned id)
     worker->stop_fd = -1;
     worker->tls_reload.cb = on_tls_reloaded;
     if ((worker->auth = auth_local_new(server->auth)) == NULL ||
-        (worker->metrics = calloc(1, sizeof(*worker->metrics))) == NULL)
+        (worker->metrics = calloc(1, sizeof(*worker->metrics))) == NULL ||
+        (worker->usage = malloc(sizeof(*worker->usage))) == NULL)
         return -1;
+    if (user_usage_init(worker->usage) != 0) {
+        free(worker->usage);
+        worker->usage = NULL;
+        return -1;
+    }
     if ((worker->upstream = upstream_pool_create(worker->loop, conf)) == NULL ||
         (worker->conns = conn_table_create(worker, &server->connections)) == NULL || worker_wake_init(worker) != 0)
         return -1;
@@ -487,6 +494,9 @@ static void worker_dispose(worker_t *worker, size_t num_listeners)
     auth_local_free(worker->auth);
     record_cache_clear(&worker->records); /* after the loop: the last hits hold references until it ends */
     free(worker->metrics);                /* after the loop too: the last requests count as they end */
+    if (worker->usage != NULL)
+        user_usage_dispose(worker->usage);
+    free(worker->usage);
 }
 
 /* --- what the admin endpoints read of the server --- */

@@ -3,6 +3,7 @@
  */
 #include "access_log.h"
 #include "request_metrics.h"
+#include "user_usage.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -134,6 +135,7 @@ void access_log_finish(const access_log_entry_t *e)
 {
     worker_t *worker = worker_of(e->req);
     request_metrics_record(worker->metrics, e);
+    user_usage_record(worker->usage, e);
     if (worker->conf->log.access_log)
         access_log_write(e);
 }
