@@ -144,6 +144,23 @@ static const char *accepted_caller(caller_t *caller)
     return identity;
 }
 
+/*
+ * Whether the caller may act: an admin, or (own_user not NULL) the user the
+ * request is about. Answers 403 when not; the access name for the log in *access.
+ */
+static bool permitted(caller_t *caller, const char *own_user, const char *identity, const char *refusal,
+                      const char **access)
+{
+    const auth_identity_t *who = &caller->identity;
+    bool own = own_user != NULL && who->kind == AUTH_IDENTIFIED && strcmp(own_user, who->name) == 0;
+    *access = own ? "owner" : "admin";
+    if (own || auth_is_admin(caller->worker->auth, who))
+        return true;
+    gcs_error_send(caller->req, ERROR_FORMAT_JSON, GCS_ERROR_FORBIDDEN, refusal);
+    log_answer(caller->req, identity, "denied", "admin endpoint: not allowed");
+    return false;
+}
+
 typedef struct admin_only {
     caller_t caller;
     admin_endpoint_fn answer;
@@ -152,20 +169,13 @@ typedef struct admin_only {
 static void on_admin_caller(caller_t *caller)
 {
     admin_only_t *a = H2O_STRUCT_FROM_MEMBER(admin_only_t, caller, caller);
-    h2o_req_t *req = caller->req;
-    worker_t *worker = caller->worker;
-    const auth_identity_t *who = &caller->identity;
-    const char *identity = accepted_caller(caller);
-    if (identity == NULL)
+    const char *identity = accepted_caller(caller), *access;
+    if (identity == NULL ||
+        !permitted(caller, NULL, identity, "Only the identities in auth.admins may read larder's statistics and metrics.",
+                   &access))
         return;
-    if (!auth_is_admin(worker->auth, who)) {
-        gcs_error_send(req, ERROR_FORMAT_JSON, GCS_ERROR_FORBIDDEN,
-                       "Only the identities in auth.admins may read larder's statistics and metrics.");
-        log_answer(req, identity, "denied", "admin endpoint: not an admin");
-        return;
-    }
-    a->answer(req, worker);
-    log_answer(req, identity, "admin", NULL);
+    a->answer(caller->req, caller->worker);
+    log_answer(caller->req, identity, access, NULL);
 }
 
 static void on_admin_dispose(void *p)
@@ -195,17 +205,11 @@ static void on_usage_caller(caller_t *caller)
     usage_request_t *u = H2O_STRUCT_FROM_MEMBER(usage_request_t, caller, caller);
     h2o_req_t *req = caller->req;
     worker_t *worker = caller->worker;
-    const auth_identity_t *who = &caller->identity;
-    const char *identity = accepted_caller(caller);
-    if (identity == NULL)
+    const char *identity = accepted_caller(caller), *access;
+    if (identity == NULL ||
+        !permitted(caller, u->user, identity,
+                   "Only the identities in auth.admins may read others' usage; a user may read their own.", &access))
         return;
-    bool own = u->user != NULL && who->kind == AUTH_IDENTIFIED && strcmp(u->user, who->name) == 0;
-    if (!own && !auth_is_admin(worker->auth, who)) {
-        gcs_error_send(req, ERROR_FORMAT_JSON, GCS_ERROR_FORBIDDEN,
-                       "Only the identities in auth.admins may read others' usage; a user may read their own.");
-        log_answer(req, identity, "denied", "usage: not allowed");
-        return;
-    }
     user_usage_t totals;
     h2o_iovec_t body = {NULL, 0};
     if (user_usage_init(&totals) == 0) {
@@ -215,11 +219,11 @@ static void on_usage_caller(caller_t *caller)
     }
     if (body.base == NULL) {
         gcs_error_send(req, ERROR_FORMAT_JSON, GCS_ERROR_INTERNAL, "The usage could not be read.");
-        log_answer(req, identity, own ? "owner" : "admin", "usage: failed");
+        log_answer(req, identity, access, "usage: failed");
         return;
     }
     send_admin_json(req, body.base, body.len);
-    log_answer(req, identity, own ? "owner" : "admin", NULL);
+    log_answer(req, identity, access, NULL);
 }
 
 static void on_usage_dispose(void *ptr)
@@ -279,7 +283,6 @@ static void on_purge_caller(caller_t *caller)
     purge_request_t *p = H2O_STRUCT_FROM_MEMBER(purge_request_t, caller, caller);
     h2o_req_t *req = caller->req;
     worker_t *worker = caller->worker;
-    const auth_identity_t *who = &caller->identity;
     const char *identity = accepted_caller(caller);
     if (identity == NULL)
         return;
@@ -290,13 +293,10 @@ static void on_purge_caller(caller_t *caller)
         log_answer(req, identity, NULL, "purge: bad request");
         return;
     }
-    bool own = filter.owner != NULL && who->kind == AUTH_IDENTIFIED && strcmp(filter.owner, who->name) == 0;
-    if (!own && !auth_is_admin(worker->auth, who)) {
-        gcs_error_send(req, ERROR_FORMAT_JSON, GCS_ERROR_FORBIDDEN,
-                       "Only the identities in auth.admins may purge, but a user their own objects ({\"user\"}).");
-        log_answer(req, identity, "denied", "purge: not allowed");
+    const char *access;
+    if (!permitted(caller, filter.owner, identity,
+                   "Only the identities in auth.admins may purge, but a user their own objects ({\"user\"}).", &access))
         return;
-    }
     uint64_t objects = 0, bytes = 0;
     if (worker->cache != NULL && cache_purge(worker->cache, &filter, &objects, &bytes) != STORE_OK) {
         gcs_error_send(req, ERROR_FORMAT_JSON, GCS_ERROR_INTERNAL, "The purge could not read the whole store.");
@@ -306,7 +306,7 @@ static void on_purge_caller(caller_t *caller)
     char *body = h2o_mem_alloc_pool(&req->pool, 96);
     int n = snprintf(body, 96, "{\"objects\":%" PRIu64 ",\"bytes\":%" PRIu64 "}", objects, bytes);
     send_admin_json(req, body, (size_t)n);
-    log_answer(req, identity, own ? "owner" : "admin", NULL);
+    log_answer(req, identity, access, NULL);
 }
 
 static void on_purge_dispose(void *ptr)
