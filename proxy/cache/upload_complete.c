@@ -24,10 +24,16 @@
 /* The whole resource: a metadata GET's answer is small. */
 #define MAX_RESOURCE_BYTES (1024 * 1024)
 
+/* A completion's fence: out, reported (its wake-up queued to the loop), or let go of by shutdown. */
+typedef enum { FENCE_NONE, FENCE_OUT, FENCE_REPORTED, FENCE_ABANDONED } fence_state_t;
+
 struct completion {
     h2o_linklist_t link; /* cache->home_completions[worker id] */
     upload_wait_t *wait; /* told when it ends; NULL: nobody waits */
     cache_t *cache;
+    worker_t *worker;
+    worker_wakeup_t committed;  /* the fence after the new record committed: on the loop */
+    _Atomic int fence;          /* fence_state_t */
     exchange_t *exchange;
     store_key_t key;
     int64_t generation;
@@ -43,7 +49,8 @@ static void completion_free(completion_t *c)
         wait->completion = NULL;
         wait->on_done(wait);
     }
-    h2o_linklist_unlink(&c->link);
+    if (h2o_linklist_is_linked(&c->link))
+        h2o_linklist_unlink(&c->link);
     exchange_free(c->exchange);
     byte_buffer_dispose(&c->body);
     free(c->owner);
@@ -51,7 +58,6 @@ static void completion_free(completion_t *c)
     free(c);
 }
 
-/* The resource came: the entry's record is remade from it, if that generation is still the one cached. */
 /* The XML ETag the entry has (an XML write was answered with it): no resource tells it for composite objects. */
 static json_t *current_record(completion_t *c)
 {
@@ -66,8 +72,10 @@ static json_t *current_record(completion_t *c)
     return record;
 }
 
-static void record_whole_resource(completion_t *c, json_t *resource)
+/* The resource came: the entry's record is remade from it, if that generation is still the one cached. */
+static bool record_whole_resource(completion_t *c, json_t *resource)
 {
+    bool updated = false;
     upload_facts_t facts;
     upload_facts_init(&facts, NULL, NULL, "");
     upload_facts_from_resource(&facts, resource);
@@ -82,7 +90,8 @@ static void record_whole_resource(completion_t *c, json_t *resource)
     if (facts.generation == c->generation && facts.bucket != NULL && facts.name != NULL &&
         upload_entry_is_cached(c->cache, facts.bucket, facts.name, c->generation, &key) &&
         cache_same_key(&key, &c->key) && upload_entry_make(c->cache, &facts, &meta) == NULL) {
-        if (store_meta_update(c->cache->store, &c->key, &meta) == STORE_OK)
+        updated = store_meta_update(c->cache->store, &c->key, &meta) == STORE_OK;
+        if (updated)
             cache_record_note(c->cache, &c->key, meta.generation, meta.resource_json);
         fetch_t *filling = fetch_registry_newest(c->cache, &c->key); /* its chunks may not have committed yet */
         if (filling != NULL)
@@ -91,6 +100,40 @@ static void record_whole_resource(completion_t *c, json_t *resource)
         store_meta_free(&meta);
     }
     json_decref(record);
+    return updated;
+}
+
+static void on_committed(worker_wakeup_t *wakeup)
+{
+    completion_free(H2O_STRUCT_FROM_MEMBER(completion_t, committed, wakeup));
+}
+
+/* On the writer thread: everything queued before the fence, the new record included, has committed. */
+static void on_fence(void *ctx, uint32_t index, store_chunk_outcome_t outcome)
+{
+    completion_t *c = ctx;
+    (void)index, (void)outcome; /* an empty chunk past the object's end is always dropped: only its timing counts */
+    int out = FENCE_OUT;
+    if (atomic_compare_exchange_strong(&c->fence, &out, FENCE_REPORTED))
+        worker_wake(c->worker, &c->committed);
+    else
+        completion_free(c); /* abandoned: unlinked, told, and without an exchange by then: only memory is left */
+}
+
+/*
+ * The client's answer waits until the new record is readable (a read right
+ * after it must not find the partial one): an empty chunk queued behind the
+ * update is reported only after the commit that holds it. True when queued.
+ */
+static bool fence(completion_t *c)
+{
+    exchange_free(c->exchange);
+    c->exchange = NULL;
+    atomic_store(&c->fence, FENCE_OUT);
+    if (store_chunk_put(c->cache->store, &c->key, c->generation, UINT32_MAX, "", 0, on_fence, c) == STORE_OK)
+        return true;
+    atomic_store(&c->fence, FENCE_NONE);
+    return false;
 }
 
 static void on_exchange(exchange_t *x, void *ctx)
@@ -114,10 +157,10 @@ static void on_exchange(exchange_t *x, void *ctx)
     if (st != EXCHANGE_DONE)
         return;
     json_t *resource = json_loadb(c->body.base, c->body.len, 0, NULL);
-    if (resource != NULL)
-        record_whole_resource(c, resource);
+    bool updated = resource != NULL && record_whole_resource(c, resource);
     json_decref(resource);
-    completion_free(c);
+    if (!updated || !fence(c))
+        completion_free(c);
 }
 
 void upload_complete_forget(upload_wait_t *wait)
@@ -149,6 +192,8 @@ void upload_complete_start(cache_t *cache, worker_t *worker, const char *authori
     }
     snprintf(c->authorization, credentials_len + 16, "Authorization: %s", authorization);
     c->cache = cache;
+    c->worker = worker;
+    c->committed.cb = on_committed;
     c->key = *key;
     c->generation = generation;
     if (wait != NULL) {
@@ -168,8 +213,21 @@ void upload_complete_start(cache_t *cache, worker_t *worker, const char *authori
 void upload_complete_stop(cache_t *cache, worker_t *worker)
 {
     h2o_linklist_t *list = &cache->home_completions[worker->id];
-    while (!h2o_linklist_is_empty(list))
-        completion_free(H2O_STRUCT_FROM_MEMBER(completion_t, link, list->next));
+    while (!h2o_linklist_is_empty(list)) {
+        completion_t *c = H2O_STRUCT_FROM_MEMBER(completion_t, link, list->next);
+        upload_wait_t *wait = c->wait;
+        c->wait = NULL;
+        h2o_linklist_unlink(&c->link);
+        if (wait != NULL) {
+            wait->completion = NULL;
+            wait->on_done(wait);
+        }
+        int out = FENCE_OUT;
+        if (atomic_compare_exchange_strong(&c->fence, &out, FENCE_ABANDONED))
+            continue; /* the fence's outcome (store_close reports it at the latest) frees it */
+        worker_wake_cancel(worker, &c->committed); /* not out, or reported and its wake-up still queued */
+        completion_free(c);
+    }
 }
 
 size_t upload_complete_running(cache_t *cache, worker_t *worker)
