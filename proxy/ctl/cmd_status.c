@@ -7,6 +7,7 @@
  */
 #include <inttypes.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "http_call.h"
 #include "larderctl.h"
@@ -42,6 +43,12 @@ static const char *bytes_text(const json_t *obj, const char *key, char out[FIGUR
     return out;
 }
 
+/* "s" unless the count printed is one, so a line reads "1 chunk", "2 chunks" and "? chunks". */
+static const char *plural(const char *count)
+{
+    return strcmp(count, "1") == 0 ? "" : "s";
+}
+
 static void print_store(const json_t *stats)
 {
     char used[FIGURE], budget[FIGURE], share[FIGURE] = "";
@@ -56,9 +63,10 @@ static void print_store(const json_t *stats)
 static void print_counts(const json_t *stats)
 {
     char a[FIGURE], b[FIGURE], c[FIGURE];
-    printf("%-17s %s (%s chunks)\n", "objects", count_text(stats, "objects", a), count_text(stats, "chunks", b));
-    printf("%-17s %s objects (%s)\n", "evicted", count_text(stats, "evicted_objects", a),
-           bytes_text(stats, "evicted_bytes", b));
+    const char *chunks = count_text(stats, "chunks", b);
+    printf("%-17s %s (%s chunk%s)\n", "objects", count_text(stats, "objects", a), chunks, plural(chunks));
+    const char *evicted = count_text(stats, "evicted_objects", a);
+    printf("%-17s %s object%s (%s)\n", "evicted", evicted, plural(evicted), bytes_text(stats, "evicted_bytes", b));
     printf("%-17s %s lost, %s corrupt\n", "chunk faults", count_text(stats, "lost_chunks", a),
            count_text(stats, "corrupt_chunks", b));
     printf("%-17s %s started, %s abandoned, %s detached\n", "fills", count_text(stats, "fills_started", a),

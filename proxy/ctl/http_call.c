@@ -50,25 +50,34 @@ static char *join(const char *a, const char *b)
     return s;
 }
 
+/* list with line appended; NULL, with list freed, when memory ran out. */
+static struct curl_slist *append_header(struct curl_slist *list, const char *line)
+{
+    struct curl_slist *more = curl_slist_append(list, line);
+    if (more == NULL)
+        curl_slist_free_all(list);
+    return more;
+}
+
 /* The request's headers, or NULL when memory ran out. The token is copied into the list only (curl sends it
  * from there); the temporary line holding it is wiped. */
 static struct curl_slist *request_headers(const ctl_t *ctl, bool has_body)
 {
-    /* curl adds Content-Type: application/x-www-form-urlencoded to a POST unless told otherwise */
-    struct curl_slist *list = curl_slist_append(NULL, has_body ? "Content-Type: application/json" : "Accept: */*");
+    struct curl_slist *list = curl_slist_append(NULL, "User-Agent: larderctl");
+    /* curl would label a POST body application/x-www-form-urlencoded */
+    if (list != NULL && has_body)
+        list = append_header(list, "Content-Type: application/json");
     if (list == NULL || ctl->token == NULL)
         return list;
     char *line = join("Authorization: Bearer ", ctl->token);
-    struct curl_slist *more = line != NULL ? curl_slist_append(list, line) : NULL;
-    if (line != NULL) {
-        explicit_bzero(line, strlen(line));
-        free(line);
-    }
-    if (more == NULL) {
+    if (line == NULL) {
         curl_slist_free_all(list);
         return NULL;
     }
-    return more;
+    list = append_header(list, line);
+    explicit_bzero(line, strlen(line));
+    free(line);
+    return list;
 }
 
 /* Every option the request needs; false when curl refused one (only out of memory can make it). */
@@ -79,7 +88,6 @@ static bool set_up(CURL *h, const ctl_t *ctl, const char *url, const char *metho
               curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https") == CURLE_OK &&
               curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L) == CURLE_OK &&
               curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, ctl->timeout_ms) == CURLE_OK &&
-              curl_easy_setopt(h, CURLOPT_USERAGENT, "larderctl") == CURLE_OK &&
               curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers) == CURLE_OK &&
               curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body) == CURLE_OK &&
               curl_easy_setopt(h, CURLOPT_WRITEDATA, receiver) == CURLE_OK &&
@@ -106,37 +114,39 @@ static int transfer_failed(const ctl_t *ctl, CURLcode rc, const receiver_t *r, c
     return ctl_fail(ctl, CTL_UNREACHABLE, "could not reach larder at %s: %s", ctl->url, why);
 }
 
-static int perform(const ctl_t *ctl, CURL *h, const char *url, const char *method, const char *json_body,
+/* What one request's handle points at: it must outlive the handle, so it is freed after curl_easy_cleanup. */
+typedef struct call {
+    char *url;
+    struct curl_slist *headers;
+    receiver_t receiver;
+    char errbuf[CURL_ERROR_SIZE];
+} call_t;
+
+static int perform(const ctl_t *ctl, CURL *h, call_t *call, const char *method, const char *json_body,
                    http_answer_t *answer)
 {
-    struct curl_slist *headers = request_headers(ctl, json_body != NULL);
-    if (headers == NULL)
-        return ctl_fail(ctl, CTL_FAILED, "out of memory");
-    receiver_t receiver = {.body = &answer->body};
-    char errbuf[CURL_ERROR_SIZE] = "";
-    int result = CTL_OK;
-    if (!set_up(h, ctl, url, method, json_body, headers, &receiver, errbuf)) {
-        result = ctl_fail(ctl, CTL_FAILED, "could not set up the request (out of memory?)");
-    } else {
-        CURLcode rc = curl_easy_perform(h);
-        if (rc != CURLE_OK)
-            result = transfer_failed(ctl, rc, &receiver, errbuf);
-        else if (curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &answer->status) != CURLE_OK)
-            result = ctl_fail(ctl, CTL_FAILED, "curl did not report the answer's status");
-    }
-    curl_slist_free_all(headers);
-    return result;
+    if (!set_up(h, ctl, call->url, method, json_body, call->headers, &call->receiver, call->errbuf))
+        return ctl_fail(ctl, CTL_FAILED, "could not set up the request (out of memory?)");
+    CURLcode rc = curl_easy_perform(h);
+    if (rc != CURLE_OK)
+        return transfer_failed(ctl, rc, &call->receiver, call->errbuf);
+    if (curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &answer->status) != CURLE_OK)
+        return ctl_fail(ctl, CTL_FAILED, "curl did not report the answer's status");
+    return CTL_OK;
 }
 
 int http_call(const ctl_t *ctl, const char *method, const char *path, const char *json_body, http_answer_t *answer)
 {
     *answer = (http_answer_t){0};
-    char *url = join(ctl->url, path);
-    CURL *h = url != NULL ? curl_easy_init() : NULL;
-    int result = h != NULL ? perform(ctl, h, url, method, json_body, answer)
+    call_t call = {.receiver = {.body = &answer->body}};
+    call.url = join(ctl->url, path);
+    call.headers = call.url != NULL ? request_headers(ctl, json_body != NULL) : NULL;
+    CURL *h = call.headers != NULL ? curl_easy_init() : NULL;
+    int result = h != NULL ? perform(ctl, h, &call, method, json_body, answer)
                            : ctl_fail(ctl, CTL_FAILED, "out of memory");
     curl_easy_cleanup(h);
-    free(url);
+    curl_slist_free_all(call.headers);
+    free(call.url);
     if (result != CTL_OK)
         http_answer_dispose(answer);
     return result;

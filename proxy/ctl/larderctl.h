@@ -60,7 +60,11 @@ extern const ctl_command_t ctl_cmd_health;
 extern const ctl_command_t ctl_cmd_metrics;
 extern const ctl_command_t ctl_cmd_purge;
 
-/* Writes "larderctl: COMMAND: MESSAGE" as one line on stderr and returns code, so callers can `return ctl_fail(...)`. */
+/* Writes "larderctl: COMMAND: MESSAGE" as one line on stderr and returns code, so callers can `return ctl_fail(...)`.
+ * Control bytes in MESSAGE (newlines in a file name, say) become spaces: it stays one line. */
 int ctl_fail(const ctl_t *ctl, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* The same line with "warning: " before MESSAGE, for something the user should fix that does not stop the command. */
+void ctl_warn(const ctl_t *ctl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #endif

@@ -44,8 +44,8 @@ static void warn_if_exposed(const ctl_t *ctl, int fd, const char *path)
 {
     struct stat st;
     if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (st.st_mode & 077) != 0)
-        (void)ctl_fail(ctl, CTL_OK, "warning: token file %s is readable by others (mode %03o); chmod 600 it", path,
-                       (unsigned)(st.st_mode & 0777));
+        ctl_warn(ctl, "token file %s is readable by others (mode %03o); chmod 600 it", path,
+                 (unsigned)(st.st_mode & 0777));
 }
 
 /* Reads up to cap - 1 bytes, stopping at the first newline; the byte count, or -1 with errno set. */

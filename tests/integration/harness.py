@@ -204,6 +204,17 @@ class Emulator:
         self.port = int(wait_for_file(port_file, 20, self.proc))
         self.base_url = "http://127.0.0.1:%d" % self.port
 
+    @classmethod
+    def again_on(cls, workdir, port):
+        """A new emulator on port (its last --port wins; it binds with SO_REUSEADDR), with its own work
+        directory under workdir: where larder's upstream was, after the old one stopped."""
+        own = tempfile.mkdtemp(prefix="emulator-again-", dir=workdir)
+        emulator = cls(own, extra_args=["--port", str(port)])
+        if emulator.port != port:
+            emulator.stop()
+            raise RuntimeError("the emulator came back on port %d, not %d" % (emulator.port, port))
+        return emulator
+
     def control(self, method, path, body=None):
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
         data = json.dumps(body).encode() if body is not None else None

@@ -124,10 +124,7 @@ class ReadinessTest(tc.CacheTestCase):
             self.assertIn(b"upstream", body)
             self.assertEqual(self.larder.request("GET", "/_larder/healthz")[0], 200, "alive all the same")
         finally:
-            # Back on the same port (the emulator's last --port wins), so larder's upstream is there again.
-            workdir = os.path.join(self.workdir, "emulator-again")
-            os.makedirs(workdir, exist_ok=True)
-            type(self).emulator = harness.Emulator(workdir, extra_args=["--port", str(port)])
+            type(self).emulator = harness.Emulator.again_on(self.workdir, port)  # where larder's upstream was
         self.emulator.create_bucket(self.bucket)
         self.put_object("r.bin", data=b"r" * 100)
         self.assertEqual(self.get(self.media("r.bin"), OWNER).status, 200)

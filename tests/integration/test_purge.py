@@ -22,7 +22,10 @@ import test_cache as tc  # noqa: E402  (helpers only)
 OWNER, READER, OTHER = tc.OWNER, tc.READER, tc.OTHER
 
 
-class PurgeTest(tc.CacheTestCase):
+class PurgeFixture(tc.CacheTestCase):
+    """Each test starts with an empty cache holding five objects: owner@ fills a/1, a/2 and b/1 in the
+    test's bucket and x in a second one; reader@ fills r/1."""
+
     larder_config = {"cache": {"default_policy": "ttl:300"}}
 
     def setUp(self):
@@ -35,7 +38,6 @@ class PurgeTest(tc.CacheTestCase):
         for bucket in (self.bucket, self.other_bucket):
             self.emulator.control("POST", "acl", {"bucket": bucket, "readers": [tc.READER_EMAIL]})
         self.sizes = {}
-        # owner@ fills a/1, a/2 and b/1 in the first bucket, and x in the second; reader@ fills r/1.
         for bucket, name, who, size in ((self.bucket, "a/1", OWNER, 1000), (self.bucket, "a/2", OWNER, 2000),
                                         (self.bucket, "b/1", OWNER, 3000), (self.other_bucket, "x", OWNER, 4000),
                                         (self.bucket, "r/1", READER, 5000)):
@@ -51,13 +53,16 @@ class PurgeTest(tc.CacheTestCase):
         return json.loads(answer) if status == 200 else answer
 
     def cached(self):
-        """Which of the objects are still HITs (reading each as its filler)."""
+        """Which of the objects are still HITs, reading each as its filler (a purged one is filled again)."""
         still = set()
         for (bucket, name) in self.sizes:
             who = READER if name == "r/1" else OWNER
             if self.get(self.media(name, bucket), who).x_cache == "HIT":
                 still.add((bucket, name))
         return still
+
+
+class PurgeTest(PurgeFixture):
 
     def test_purge_by_user_removes_exactly_that_users_objects(self):
         answer = self.purge({"user": tc.READER_EMAIL}, headers=READER)  # a user may purge their own

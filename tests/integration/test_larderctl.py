@@ -1,0 +1,318 @@
+#!/usr/bin/env python3
+"""test_larderctl.py - larderctl, the command-line client for the admin API, against a running larder.
+
+Every subcommand makes a round trip: status (human and --json, checked
+against /_larder/stats), health (ready, and not ready once upstream stopped
+answering), metrics (the exposition, parsed), purge in each form (the counts
+it prints, and the purged objects really gone: their next read is a MISS
+while the others stay HITs). Every error path must give exactly one line on
+stderr, "larderctl: ...", nothing on stdout, the documented exit code, and
+never the token: no token (5), a bad token (4), a reader purging all (5),
+an unreachable URL or a server that never answers (3), bad flags (2),
+--all without --yes (2, and nothing purged), a missing token file (2), an
+error answer with a GCS message (7).
+
+larderctl is found next to LARDER_BIN (ctest builds both), or at
+LARDERCTL_BIN; the test SKIPs, saying so, when it is not there.
+"""
+
+import json
+import os
+import socket
+import stat
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+import harness  # noqa: E402
+import test_cache as tc  # noqa: E402  (helpers only)
+import test_metrics  # noqa: E402  (parse_metrics only)
+import test_purge  # noqa: E402  (its fixture)
+
+OWNER, READER = tc.OWNER, tc.READER
+BAD_TOKEN = "not-a-token-3f9c1e"
+
+# The documented exit codes (larderctl --help, README "larderctl").
+OK, USAGE, UNREACHABLE, UNAUTHENTICATED, FORBIDDEN, NOT_READY, SERVER_ERROR = 0, 2, 3, 4, 5, 6, 7
+
+
+def larderctl_bin():
+    return os.environ.get("LARDERCTL_BIN") or os.path.join(os.path.dirname(harness.larder_bin()), "larderctl")
+
+
+def closed_port():
+    """A port nothing listens on (bound, then released)."""
+    return harness.free_port()
+
+
+class CtlCalls:
+    """Runs larderctl with an environment of the test's choosing: none of the caller's LARDER_* or proxies."""
+
+    def ctl(self, *args, token=None, url=None, env=None, expect=OK):
+        e = {k: v for k, v in os.environ.items()
+             if not k.startswith("LARDER_") and not k.lower().endswith("_proxy")}
+        e["LARDER_URL"] = url if url is not None else self.larder.url
+        if token is not None:
+            e["LARDER_TOKEN"] = token
+        e.update(env or {})
+        e = {k: v for k, v in e.items() if v is not None}
+        proc = subprocess.run([larderctl_bin()] + list(args), env=e, capture_output=True, timeout=60)
+        out, err = proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace")
+        for marker in harness.SANITIZER_MARKERS:
+            self.assertNotIn(marker, err, "sanitizer report from larderctl %s" % (args,))
+        self.assertEqual(proc.returncode, expect, "larderctl %s\nstdout: %s\nstderr: %s" % (args, out, err))
+        self.assertNotIn(BAD_TOKEN, out + err, "larderctl printed the token")
+        return out, err
+
+    def ok(self, *args, **kw):
+        """A successful call: exit 0 and nothing on stderr; returns stdout."""
+        out, err = self.ctl(*args, **kw)
+        self.assertEqual(err, "", args)
+        return out
+
+    def fails(self, expect, *args, **kw):
+        """A failing call: the exit code, nothing on stdout, exactly one line on stderr; returns that line."""
+        out, err = self.ctl(*args, expect=expect, **kw)
+        self.assertEqual(out, "", args)
+        self.assertTrue(err.endswith("\n"), (args, err))
+        lines = err.splitlines()
+        self.assertEqual(len(lines), 1, (args, err))
+        self.assertTrue(lines[0].startswith("larderctl: "), (args, err))
+        return lines[0]
+
+
+class LarderctlTest(CtlCalls, test_purge.PurgeFixture):
+    """The purge fixture's five objects in an otherwise empty cache (a HIT is a HIT: ttl policy)."""
+
+    # -- status, health, metrics ----------------------------------------------------------------
+
+    def test_status_human_and_json(self):
+        stats = self.stats()
+        out = self.ok("status", token="owner")                      # the token from LARDER_TOKEN
+        self.assertEqual(self.ok("status", "--token", "owner"), out)  # and from --token
+        lines = out.splitlines()
+        labels = [line[:18].strip() for line in lines]
+        self.assertEqual(labels, ["cache", "store", "objects", "evicted", "chunk faults", "fills", "upload sessions",
+                                  "access decisions"], out)
+        self.assertTrue(all(len(line) > 18 and line[17] == " " and line[18] != " " for line in lines),
+                        "values start in one column:\n" + out)
+        self.assertIn("enabled", lines[0])
+        self.assertRegex(lines[1], r"^store +\d+\.\d KiB used of 10\.0 GiB \(0\.0%\)$")
+        self.assertRegex(lines[2], r"^objects +5 \(%d chunks?\)$" % stats["chunks"])
+        self.assertRegex(lines[5], r"^fills +%d started, " % stats["fills_started"])
+        self.assertRegex(lines[7], r"owner \d+, grant \d+, public \d+, denied \d+, unauthenticated \d+$")
+
+        out = self.ok("status", "--json", token="owner")
+        self.assertTrue(out.startswith("{\n  \""), "pretty-printed:\n" + out)
+        doc = json.loads(out)
+        now = self.stats()
+        self.assertEqual(list(doc), list(now), "the server's keys, in the server's order")
+        for key in ("budget", "used_bytes", "objects", "chunks", "cache_enabled"):
+            self.assertEqual(doc[key], now[key], key)
+
+    def test_health_ready(self):
+        self.assertEqual(self.ok("health"), "alive, ready\n")  # no token needed
+        doc = json.loads(self.ok("--json", "health"))
+        self.assertEqual(doc, {"healthz": {"status": "ok"}, "readyz": {"status": "ready"}})
+
+    def test_metrics_prints_the_exposition(self):
+        out = self.ok("metrics", "--token", "owner")
+        self.assertIn("# TYPE larder_requests_total counter\n", out)
+        self.assertTrue(out.endswith("\n"))
+        samples = test_metrics.parse_metrics(out)
+        self.assertEqual(test_metrics.sample(samples, "larder_store_objects"), 5)
+        self.assertEqual(test_metrics.sample(samples, "larder_store_budget_bytes"), self.stats()["budget"])
+        self.fails(USAGE, "metrics", "--json", token="owner")
+
+    # -- purge -----------------------------------------------------------------------------------
+
+    def test_purge_by_user_own_objects(self):
+        out = self.ok("purge", "--user", tc.READER_EMAIL, token="reader")  # a user may purge their own
+        self.assertEqual(out, "purged 1 object (4.9 KiB)\n")
+        self.assertEqual(self.cached(), set(self.sizes) - {(self.bucket, "r/1")})
+
+    def test_purge_by_bucket_and_prefix(self):
+        out = self.ok("purge", "--bucket", self.bucket, "--prefix", "a/", token="owner")
+        self.assertEqual(out, "purged 2 objects (2.9 KiB)\n")
+        self.assertEqual(self.cached(), set(self.sizes) - {(self.bucket, "a/1"), (self.bucket, "a/2")})
+
+    def test_purge_by_bucket(self):
+        out = self.ok("purge", "--bucket=" + self.bucket, token="owner")
+        self.assertEqual(out, "purged 4 objects (10.7 KiB)\n")  # 11000 bytes
+        self.assertEqual(self.cached(), {(self.other_bucket, "x")})
+
+    def test_purge_by_object_json(self):
+        out = self.ok("purge", "--object", "gs://%s/x" % self.other_bucket, "--json", token="owner")
+        self.assertEqual(json.loads(out), {"objects": 1, "bytes": 4000})
+        self.assertEqual(self.cached(), set(self.sizes) - {(self.other_bucket, "x")})
+
+    def test_purge_all(self):
+        out = self.ok("purge", "--all", "--yes", "--token", "owner")
+        self.assertEqual(out, "purged 5 objects (14.6 KiB)\n")  # 15000 bytes
+        harness.wait_until(lambda: self.stats()["objects"] == 0, timeout=10)
+        self.assertEqual(self.cached(), set())
+
+    # -- errors: one line, the documented code ---------------------------------------------------
+
+    def server_message(self, method, path, headers, body=None):
+        """error.message of larder's own answer to the request larderctl makes: what larderctl must print."""
+        if body is not None:
+            headers = dict(headers, **{"Content-Type": "application/json"})
+        _, _, answer = self.larder.request(method, path, body=body, headers=headers)
+        message = json.loads(answer)["error"]["message"]
+        self.assertTrue(message)
+        return message
+
+    def test_refusals_by_the_server(self):
+        line = self.fails(FORBIDDEN, "status")  # no token at all
+        self.assertIn("status: 403 Forbidden: " + self.server_message("GET", "/_larder/stats", {}), line)
+        self.assertTrue(line.endswith("(no token given: use --token, --token-file or LARDER_TOKEN)"), line)
+        self.fails(FORBIDDEN, "purge", "--all", "--yes")
+        line = self.fails(UNAUTHENTICATED, "status", "--token", BAD_TOKEN)
+        bad = {"Authorization": "Bearer " + BAD_TOKEN}
+        self.assertIn("status: 401 Unauthorized: " + self.server_message("GET", "/_larder/stats", bad), line)
+        self.fails(UNAUTHENTICATED, "metrics", token=BAD_TOKEN)
+        self.fails(FORBIDDEN, "metrics", token="reader")
+        line = self.fails(FORBIDDEN, "purge", "--all", "--yes", token="reader")
+        refusal = self.server_message("POST", "/_larder/v1/purge", READER, b'{"all": true}')
+        self.assertIn("purge: 403 Forbidden: " + refusal, line)
+        self.assertNotIn("no token given", line)
+        self.fails(FORBIDDEN, "purge", "--user", tc.OWNER_EMAIL, token="reader")  # not their own
+        # Another error from larder: its GCS error message and the status (a URL with a path under /_larder/).
+        line = self.fails(SERVER_ERROR, "status", token="owner", url=self.larder.url + "/_larder/nowhere")
+        nowhere = self.server_message("GET", "/_larder/nowhere/_larder/stats", OWNER)
+        self.assertIn("status: 404 Not Found: " + nowhere, line)
+        # Something that is not larder at all (the emulator: an XML 404): the status and the URL.
+        line = self.fails(SERVER_ERROR, "status", token="owner", url=self.emulator.base_url)
+        self.assertIn("404 Not Found from %s/_larder/stats" % self.emulator.base_url, line)
+        self.assertEqual(self.cached(), set(self.sizes), "a refused purge dropped something")
+
+    def test_unreachable_server(self):
+        url = "http://127.0.0.1:%d" % closed_port()
+        for args in (("status",), ("health",), ("metrics",), ("purge", "--all", "--yes")):
+            line = self.fails(UNREACHABLE, *args, token="owner", url=url)
+            self.assertIn("could not reach larder at %s" % url, line)
+        # --url wins over LARDER_URL.
+        self.fails(UNREACHABLE, "health", "--url", url)
+        line = self.fails(UNREACHABLE, "health", url="http://no-such-host.invalid:8080")
+        self.assertIn("no-such-host.invalid", line)
+        # A server that accepts the connection and never answers: --timeout gives up.
+        with socket.socket() as silent:
+            silent.bind(("127.0.0.1", 0))
+            silent.listen(1)
+            url = "http://127.0.0.1:%d" % silent.getsockname()[1]
+            line = self.fails(UNREACHABLE, "health", "--timeout", "1", url=url)
+            self.assertIn("could not reach larder at %s" % url, line)
+            self.assertIn("timed out", line.lower())
+
+    def test_default_url(self):
+        """Without --url and LARDER_URL larderctl asks http://127.0.0.1:8080."""
+        try:
+            socket.create_connection(("127.0.0.1", 8080), timeout=1).close()
+            return  # something listens there: nothing to learn from the error
+        except OSError:
+            pass
+        line = self.fails(UNREACHABLE, "health", env={"LARDER_URL": None})
+        self.assertIn("could not reach larder at http://127.0.0.1:8080", line)
+
+    def test_bad_flags(self):
+        for args in ((), ("bogus",), ("status", "extra"), ("status", "--bogus"), ("--all", "purge"), ("-x", "health"),
+                     ("purge",), ("purge", "--user", "a", "--bucket", "b"), ("purge", "--prefix", "a/"),
+                     ("purge", "--object", "b/o"), ("purge", "--object", "gs://b/"), ("purge", "--user", ""),
+                     ("purge", "--user"), ("purge", "--user", "--all"), ("purge", "--all=yes", "--yes"),
+                     ("purge", "--user", "a", "--user", "b"), ("status", "--timeout", "0"),
+                     ("status", "--timeout", "soon"), ("status", "--url", "ftp://host"), ("status", "--url", "nohost"),
+                     ("status", "--url", "http://user:pw@127.0.0.1:1"), ("status", "--url", "http://127.0.0.1:1/?q"),
+                     ("status", "--token", "two words"), ("status", "--token", "t", "--token-file", "/dev/null")):
+            self.fails(USAGE, *args, token="owner")
+        # A mistyped option with a value is named without it: it may be the token.
+        line = self.fails(USAGE, "status", "--tokne=" + BAD_TOKEN)  # ctl() checks BAD_TOKEN is not printed
+        self.assertIn("unknown option --tokne ", line)
+        self.assertEqual(self.cached(), set(self.sizes))
+
+    def test_purge_all_needs_yes(self):
+        line = self.fails(USAGE, "purge", "--all", token="owner")
+        self.assertIn("--yes", line)
+        self.assertEqual(self.cached(), set(self.sizes), "--all without --yes purged")
+
+    # -- the token -------------------------------------------------------------------------------
+
+    def token_file(self, name, text, mode=0o600):
+        path = os.path.join(self.workdir, name)
+        with open(path, "w") as f:
+            f.write(text)
+        os.chmod(path, mode)
+        return path
+
+    def test_token_file(self):
+        path = self.token_file("owner.tok", "  owner \nsecond line\n")
+        self.assertIn("objects", self.ok("status", "--token-file", path))
+        # A file others may read still works, with one warning line that names it and not the token.
+        exposed = self.token_file("exposed.tok", "owner\n", 0o644)
+        out, err = self.ctl("status", "--token-file", exposed)
+        self.assertIn("objects", out)
+        self.assertEqual(len(err.splitlines()), 1, err)
+        self.assertIn("readable by others", err)
+        self.assertIn(exposed, err)
+        # Flags win over the environment: --token-file (and --token) over LARDER_TOKEN.
+        self.assertIn("objects", self.ok("status", "--token-file", path, token="reader"))
+        self.assertIn("objects", self.ok("status", "--token", "owner", token="reader"))
+        self.fails(FORBIDDEN, "status", token="reader")
+        line = self.fails(USAGE, "status", "--token-file", os.path.join(self.workdir, "missing.tok"))
+        self.assertIn("missing.tok", line)
+        # A name with a newline in it still makes one line (fails() checks that).
+        self.fails(USAGE, "status", "--token-file", os.path.join(self.workdir, "two\nlines.tok"))
+        self.fails(USAGE, "status", "--token-file", self.token_file("empty.tok", "\n"))
+        self.fails(USAGE, "status", "--token-file", self.workdir)  # a directory
+        self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o600)
+
+    # -- help ------------------------------------------------------------------------------------
+
+    def test_help(self):
+        text = self.ok("--help")
+        for command in ("status", "health", "metrics", "purge"):
+            self.assertIn("\n  %s " % command, text)
+            own = self.ok(command, "--help")
+            self.assertTrue(own.startswith("usage: larderctl [GLOBAL OPTIONS] %s" % command), own)
+            self.assertEqual(self.ok("help", command), own)
+        for code in range(0, 8):
+            self.assertRegex(text, r"\n  %d  \S" % code)
+        self.assertEqual(self.ok("-h"), text)
+        self.assertEqual(self.ok("help"), text)
+        self.assertIn("--yes", self.ok("purge", "--help"))
+
+
+class LarderctlReadinessTest(CtlCalls, tc.CacheTestCase):
+    """health once upstream stopped answering (as test_metrics.ReadinessTest): alive, not ready, exit 6."""
+
+    larder_config = {"upstream": {"connect_timeout_ms": 500, "response_timeout_ms": 2000}}
+
+    def test_health_not_ready(self):
+        self.put_object("r.bin", data=b"r" * 100)
+        self.assertEqual(self.get(self.meta_path("r.bin"), OWNER).status, 200)  # the token is validated now
+        self.assertEqual(self.ok("health"), "alive, ready\n")
+        port = self.emulator.port
+        self.emulator.stop()
+        try:
+            self.assertIn(self.get(self.media("r.bin"), OWNER).status, (502, 503, 504))
+            out, err = self.ctl("health", expect=NOT_READY)
+            self.assertEqual((out, err), ("alive, not ready: upstream did not answer the last request sent to it\n",
+                                          ""))
+            out, err = self.ctl("health", "--json", expect=NOT_READY)
+            doc = json.loads(out)
+            self.assertEqual(doc["readyz"]["status"], "unready")
+            self.assertIn("upstream", doc["readyz"]["reason"])
+            self.assertEqual(doc["healthz"], {"status": "ok"})
+            self.assertIn("objects", self.ok("status", token="owner"), "status works while not ready")
+        finally:
+            type(self).emulator = harness.Emulator.again_on(self.workdir, port)  # where larder's upstream was
+        self.emulator.create_bucket(self.bucket)
+        self.put_object("r.bin", data=b"r" * 100)
+        self.assertEqual(self.get(self.media("r.bin"), OWNER).status, 200)
+        self.assertEqual(self.ok("health"), "alive, ready\n")
+
+
+if __name__ == "__main__":
+    if not os.access(larderctl_bin(), os.X_OK):
+        harness.skip("larderctl is not built at %s" % larderctl_bin())
+    harness.main()
