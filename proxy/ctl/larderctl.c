@@ -19,7 +19,8 @@
 #include "output.h"
 #include "token.h"
 
-static const ctl_command_t *const commands[] = {&ctl_cmd_status, &ctl_cmd_health, &ctl_cmd_metrics, &ctl_cmd_purge};
+static const ctl_command_t *const commands[] = {&ctl_cmd_status, &ctl_cmd_health, &ctl_cmd_metrics, &ctl_cmd_usage,
+                                                &ctl_cmd_purge};
 #define COMMAND_COUNT (sizeof(commands) / sizeof(commands[0]))
 
 static const char DEFAULT_URL[] = "http://127.0.0.1:8080";

@@ -58,6 +58,7 @@ typedef struct ctl_command {
 extern const ctl_command_t ctl_cmd_status;
 extern const ctl_command_t ctl_cmd_health;
 extern const ctl_command_t ctl_cmd_metrics;
+extern const ctl_command_t ctl_cmd_usage;
 extern const ctl_command_t ctl_cmd_purge;
 
 /* Writes "larderctl: COMMAND: MESSAGE" as one line on stderr and returns code, so callers can `return ctl_fail(...)`.

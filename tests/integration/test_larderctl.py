@@ -126,6 +126,20 @@ class LarderctlTest(CtlCalls, test_purge.PurgeFixture):
 
     # -- purge -----------------------------------------------------------------------------------
 
+    def test_usage(self):
+        """Each user's line matches /_larder/v1/usage; a user reads their own, everyone's is for admins."""
+        everyone = json.loads(self.ok("usage", "--json", token="owner"))["users"]
+        lines = self.ok("usage", token="owner").splitlines()
+        self.assertEqual(len(lines), len(everyone))
+        mine = json.loads(self.ok("usage", "--user", tc.READER_EMAIL, "--json", token="reader"))
+        status, _, body = self.larder.request("GET", "/_larder/v1/usage?user=" + tc.READER_EMAIL, headers=READER)
+        self.assertEqual((status, mine), (200, json.loads(body)))
+        self.assertEqual(mine["cached_bytes"], 5000)  # reader@ filled r/1
+        line = self.ok("usage", "--user", tc.READER_EMAIL, token="reader")
+        self.assertTrue(line.startswith(tc.READER_EMAIL) and "cached 4.9 KiB" in line, line)
+        self.fails(FORBIDDEN, "usage", token="reader")
+        self.fails(FORBIDDEN, "usage", "--user", tc.OWNER_EMAIL, token="reader")
+
     def test_purge_by_user_own_objects(self):
         out = self.ok("purge", "--user", tc.READER_EMAIL, token="reader")  # a user may purge their own
         self.assertEqual(out, "purged 1 object (4.9 KiB)\n")
