@@ -61,8 +61,12 @@ int apply_txn(apply_ctx_t *a, apply_body_fn body, void *arg)
     a->txn = NULL;
     if (rc != MDB_SUCCESS) {
         discard_deltas(a);
+        if (a->leases_changed)
+            lease_reload(s); /* the lease table ran ahead of a commit that failed */
+        a->leases_changed = false;
         return rc;
     }
+    a->leases_changed = false;
     index_apply(&s->index, a->deltas, a->ndeltas);
     a->ndeltas = 0;
     atomic_fetch_add(&s->commits, 1);
@@ -519,6 +523,11 @@ int apply_op(apply_ctx_t *a, op_t *op)
         return drop_chunk(a, op);
     case OP_SET_SIZE:
         return set_size(a, op);
+    case OP_LEASE_PUT:
+    case OP_LEASE_EXTEND:
+    case OP_LEASE_PIN:
+    case OP_LEASE_END:
+        return apply_lease_op(a, op);
     }
     return EINVAL;
 }

@@ -11,7 +11,9 @@
  * touching chunk pages to rebuild the index and to list the transient
  * objects, which the writer removes before the store is used. Chunk payloads
  * are not read at open (that would read the whole cache): their checksums
- * catch damage on the read that meets it.
+ * catch damage on the read that meets it. Both scans also check the lease
+ * databases, when the store has them (lease.c): every record sound, every
+ * pin of a lease that exists; the shallow one loads the lease table.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -258,6 +260,8 @@ int check_scan(store_t *s, bool deep, bool build_index, char *why, size_t why_le
     rc = deep ? scan_freelist(&sc) : STORE_OK;
     if (rc == STORE_OK)
         rc = scan_records(&sc);
+    if (rc == STORE_OK)
+        rc = lease_check(s, sc.txn, build_index, why, why_len);
     mdb_txn_abort(sc.txn);
     if (rc == STORE_OK && build_index) {
         index_load(&s->index, sc.entries, sc.n);

@@ -24,8 +24,8 @@
 #define FORMAT_SIZE 32
 #define FORMAT_DAMAGED 0x1u /* the writer found damage it could not repair: rebuild at next open */
 
-/* Room for the three databases plus one spare; LMDB sizes a per-transaction array by this. */
-#define ENV_MAX_DBS 4
+/* Room for the five databases plus one spare; LMDB sizes a per-transaction array by this. */
+#define ENV_MAX_DBS 6
 /* Reader slots: one per concurrent read call, across all threads. */
 #define ENV_MAX_READERS 512
 
@@ -89,7 +89,7 @@ static int check_format(store_t *s, MDB_txn *txn, char *why, size_t why_len)
     return STORE_OK;
 }
 
-/* Opens our three databases, or finds the environment empty and marks the store fresh. */
+/* Opens our databases, or finds the environment empty and marks the store fresh. */
 static int open_databases(store_t *s, MDB_txn *txn, char *why, size_t why_len)
 {
     MDB_dbi main_dbi;
@@ -109,6 +109,9 @@ static int open_databases(store_t *s, MDB_txn *txn, char *why, size_t why_len)
         (rc = mdb_dbi_open(txn, "meta", 0, &s->dbi_meta)) != MDB_SUCCESS ||
         (rc = mdb_dbi_open(txn, "chunks", 0, &s->dbi_chunks)) != MDB_SUCCESS)
         return fail(rc, why, why_len, "opening the store's databases");
+    /* A store from before leases has no lease databases: sound, and the writer adds them (lease.c). */
+    if ((rc = lease_open_databases(s, txn)) != MDB_SUCCESS)
+        return fail(rc, why, why_len, "opening the lease databases");
     return check_format(s, txn, why, why_len);
 }
 
@@ -124,6 +127,7 @@ int env_open(store_t *s, unsigned extra_flags, char *why, size_t why_len)
     int rc, dead, result;
 
     s->fresh = false;
+    s->have_lease_dbs = false;
     if ((rc = mdb_env_create(&s->env)) != MDB_SUCCESS) {
         s->env = NULL;
         snprintf(why, why_len, "mdb_env_create: %s", mdb_strerror(rc));

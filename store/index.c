@@ -172,6 +172,7 @@ void index_destroy(store_index_t *ix)
     index_entry_t *e, *next;
     size_t i;
 
+    lease_table_clear(ix);
     for (e = ix->lru.next; e != &ix->lru; e = next) {
         next = e->next;
         free(e);
@@ -298,16 +299,31 @@ void index_load(store_index_t *ix, index_entry_t **entries, size_t n)
     pthread_mutex_unlock(&ix->lock);
 }
 
-/* Least recently used first, skipping pinned ones: keys whose bytes add up to at least want_bytes, at most max. */
+/* What an object is charged now, 0 when it is not cached. */
+uint64_t index_object_bytes_locked(const store_index_t *ix, const store_key_t *key)
+{
+    const index_entry_t *e = find(ix, key);
+
+    return e != NULL ? e->bytes : 0;
+}
+
+/* Whether eviction must leave key alone: a reader pinned it, or a live lease does. Under the lock. */
+static bool held_locked(store_index_t *ix, const store_key_t *key, int64_t now_ms)
+{
+    return (ix->npins > 0 && pin_link(ix, key) != NULL) || lease_table_holds_locked(&ix->leases, key, now_ms);
+}
+
+/* Least recently used first, skipping held ones: keys whose bytes add up to at least want_bytes, at most max. */
 size_t index_victims(store_index_t *ix, uint64_t want_bytes, store_key_t *out, size_t max)
 {
+    int64_t now_ms = store_wall_ms();
     index_entry_t *e;
     uint64_t sum = 0;
     size_t n = 0;
 
     pthread_mutex_lock(&ix->lock);
     for (e = ix->lru.prev; e != &ix->lru && n < max && sum < want_bytes; e = e->prev) {
-        if (ix->npins > 0 && pin_link(ix, &e->key) != NULL)
+        if (held_locked(ix, &e->key, now_ms))
             continue;
         out[n++] = e->key;
         sum += e->bytes;
@@ -433,12 +449,14 @@ uint64_t index_pinned_bytes(store_index_t *ix)
     return bytes;
 }
 
+/* Held by a reader's pin or a live lease: delete_victims asks again just before deleting. */
 bool index_pinned(store_index_t *ix, const store_key_t *key)
 {
+    int64_t now_ms = store_wall_ms();
     bool pinned;
 
     pthread_mutex_lock(&ix->lock);
-    pinned = ix->npins > 0 && pin_link(ix, key) != NULL;
+    pinned = held_locked(ix, key, now_ms);
     pthread_mutex_unlock(&ix->lock);
     return pinned;
 }

@@ -124,6 +124,10 @@ static int configure(store_t *s, const store_config_t *config)
     s->high_mark = (uint64_t)((double)s->config.budget * s->config.high_water);
     s->low_mark = (uint64_t)((double)s->config.budget * s->config.low_water);
     s->max_object_bytes = s->low_mark;
+    /* Half the budget by default: eviction keeps room to work with whatever batches pin. */
+    s->max_lease_bytes = s->config.max_lease_pinned_bytes != 0 ? s->config.max_lease_pinned_bytes
+                                                                : s->config.budget / 2;
+    s->max_lease_bytes = min_u64(s->max_lease_bytes, s->config.budget);
     s->batch_max = min_u64(WRITER_BATCH_MAX, max_u64(s->config.budget / 4, MiB));
     s->batch_max = min_u64(s->batch_max, max_u64(s->config.max_queue_bytes / 2, MiB));
     /* The file is sparse: a map much larger than the data costs address space only. */
@@ -390,4 +394,5 @@ void store_stats_get(store_t *store, store_stats_t *stats)
     stats->busy_rejections = atomic_load(&store->busy_rejections);
     stats->lost_chunks = atomic_load(&store->lost_chunks);
     stats->out_of_space = atomic_load(&store->out_of_space);
+    lease_table_stats(&store->index, store_wall_ms(), &stats->lease_count, &stats->lease_pinned_bytes);
 }

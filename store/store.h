@@ -36,7 +36,8 @@ enum {
     STORE_CORRUPT = -2,   /* checksum mismatch: treated as absent and scheduled for removal */
     STORE_BUSY = -3,      /* write queue full: the caller serves without caching */
     STORE_ERROR = -4,     /* anything else; see the log */
-    STORE_NO_SPACE = -5   /* store_open: the disk has no room even to open the store */
+    STORE_NO_SPACE = -5,  /* store_open: the disk has no room even to open the store */
+    STORE_QUOTA = -6      /* store_lease_pin: the lease's quota, or all leases' together, would be passed */
 };
 
 /* The size of an object whose length is not known yet (a body without Content-Length): see store_fill_set_size. */
@@ -76,6 +77,12 @@ typedef struct store_config {
     /* Called from store threads for notable events (rebuild, eviction errors); may be NULL. */
     void (*log)(void *ctx, int level, const char *msg);
     void *log_ctx;
+    /*
+     * What all live leases together may pin (the sum of their pinned_bytes,
+     * see store_lease_pin); 0: half the budget, so that eviction always has
+     * room to work with. Capped at the budget.
+     */
+    uint64_t max_lease_pinned_bytes;
 } store_config_t;
 
 /* Identity of a cached object: a hash of bucket and name (LMDB keys are <= 511 bytes). */
@@ -233,10 +240,86 @@ typedef struct store_stats {
     uint64_t busy_rejections;
     uint64_t lost_chunks;   /* accepted chunks that did not commit: NO_SPACE or FAILED */
     bool out_of_space;      /* the last batch with chunks could not store them: disk or map full */
+    uint64_t lease_count;        /* live (unexpired) leases */
+    uint64_t lease_pinned_bytes; /* bytes of the objects live leases pin, each object counted once */
 } store_stats_t;
 
 void store_stats_get(store_t *store, store_stats_t *stats);
 /* The last batch with chunks could not store them for lack of space (stats.out_of_space, without the rest). */
 bool store_out_of_space(store_t *store);
+
+/*
+ * Leases: what a pipeline's batch holds against eviction until it ends.
+ *
+ * A lease has an id (1 to STORE_LEASE_ID_MAX bytes, no NUL), an owner (an
+ * opaque string for the caller, at most STORE_LEASE_OWNER_MAX bytes; the
+ * store never interprets it), an expiry (unix milliseconds, wall clock), a
+ * byte quota (0: none) and a set of pinned object keys. While the lease is
+ * live (now < expires_at_ms), eviction never takes an object it pins; the
+ * moment it expires it stops pinning (every check compares with the current
+ * time), and the writer thread removes expired leases and their pins on its
+ * housekeeping rounds, within about ten seconds. Invalidation ignores leases
+ * as it ignores store_pin: a pinned object that is invalidated is gone, and
+ * its key counts again once it is filled again.
+ *
+ * Bytes: an object counts what the store charges it against the budget now
+ * (its metadata record plus the chunks present), looked up in the index at
+ * the moment of asking; a key pinned before its object is cached counts 0
+ * until the object is there. A lease's pinned_bytes is the sum over its
+ * keys. Quotas are checked when a key is pinned: the lease's pinned_bytes
+ * plus the object's bytes must not pass quota_bytes, and the sum of every
+ * live lease's pinned_bytes (an object two leases pin counts twice, so the
+ * check is conservative) plus the object's bytes must not pass
+ * max_lease_pinned_bytes; otherwise STORE_QUOTA. Objects filled after their
+ * key was pinned can take a lease past its quota: later pins are refused.
+ *
+ * Durability and cost: every lease write goes through the writer thread in
+ * its batched commits like any other write, and the call waits until the
+ * commit that decided it (one commit: at once if the writer is idle, else
+ * after the batch in progress, typically milliseconds, up to a large
+ * batch's commit time). When it returns STORE_OK the change is committed,
+ * so it survives store_close and a kill -9 of the process (not a machine
+ * crash within the next few seconds: the store flushes every ENV_SYNC_MS).
+ * Never call these from an event-loop thread's hot path: they block. The
+ * quota check walks every live lease's pins on the writer thread, which is
+ * meant for thousands of pins, not millions. Reads (get, list, keys) take a
+ * short read transaction and never wait for the writer.
+ *
+ * Codes: STORE_OK; STORE_NOT_FOUND for an unknown (or, except for
+ * store_lease_end, expired) lease; STORE_QUOTA; STORE_ERROR for a bad
+ * argument, a closing or broken store, or a commit that failed.
+ */
+#define STORE_LEASE_ID_MAX 128
+#define STORE_LEASE_OWNER_MAX 1024
+
+typedef struct store_lease {
+    char id[STORE_LEASE_ID_MAX + 1];
+    char *owner; /* freed by store_lease_free */
+    int64_t expires_at_ms;
+    uint64_t quota_bytes;    /* 0: none */
+    uint64_t pinned_objects; /* keys pinned, cached or not */
+    uint64_t pinned_bytes;   /* bytes of the pinned objects the store holds now */
+} store_lease_t;
+
+/* Creates a lease, or replaces the owner, expiry and quota of a live one (its pins stay). An expired one starts anew. */
+int store_lease_put(store_t *store, const char *id, const char *owner, int64_t expires_at_ms, uint64_t quota_bytes);
+/* Sets a live lease's expiry (any time: one in the past ends its pinning at once). */
+int store_lease_extend(store_t *store, const char *id, int64_t expires_at_ms);
+/* Pins key under the lease (a key not cached yet too). Pinning a key the lease already pins is STORE_OK. */
+int store_lease_pin(store_t *store, const char *id, const store_key_t *key);
+/* Removes the lease, expired or not, and its pins; the objects stay cached and become evictable again. */
+int store_lease_end(store_t *store, const char *id);
+/* Copies a live lease into *out (free with store_lease_free, also after an error). */
+int store_lease_get(store_t *store, const char *id, store_lease_t *out);
+void store_lease_free(store_lease_t *lease);
+/*
+ * Calls fn for every live lease until it returns false. Collected first and
+ * called with no transaction open, so fn may call the store.
+ */
+typedef bool (*store_lease_fn)(void *ctx, const store_lease_t *lease);
+int store_lease_list(store_t *store, store_lease_fn fn, void *ctx);
+/* Calls fn with every key the lease pins (expired or not: a batch's outputs), collected first; fn may call the store. */
+typedef bool (*store_lease_key_fn)(void *ctx, const store_key_t *key);
+int store_lease_keys(store_t *store, const char *id, store_lease_key_fn fn, void *ctx);
 
 #endif

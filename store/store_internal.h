@@ -10,6 +10,12 @@
  *             -> one chunk value (chunk.c). Big-endian so that an object's
  *             chunks sort together, by generation then index: one range scan
  *             finds them all, and versions never mix.
+ *   "leases"  lease id (1..128 bytes) -> the lease's record (lease.c).
+ *   "lease_pins" id length (1) + id + key hash (32) -> empty: one per pinned
+ *             key, so a lease's pins sort together and one range scan (or
+ *             one range delete) finds them all.
+ * The two lease databases came after layout version 1 without changing it:
+ * a store without them is sound, and the writer adds them at start-up.
  *
  * What every commit keeps true, and store_open verifies: a chunk exists only
  * for the generation its object's metadata record names, and that record's
@@ -88,6 +94,30 @@ typedef struct pin {
     uint32_t count;
 } pin_t;
 
+/* ---- lease_table.c: leases in memory, guarded by the index's lock (eviction asks under it) ---- */
+
+typedef struct lease_pin_node {
+    struct lease_pin_node *chain; /* next in its key bucket */
+    struct lease_pin_node *next;  /* next pin of the same lease */
+    struct lease_mem *lease;
+    store_key_t key;
+} lease_pin_node_t;
+
+typedef struct lease_mem {
+    struct lease_mem *next;
+    char id[STORE_LEASE_ID_MAX + 1];
+    int64_t expires_at_ms;
+    uint64_t quota_bytes;
+    lease_pin_node_t *pins;
+} lease_mem_t;
+
+typedef struct lease_table {
+    lease_mem_t *head;         /* every lease, live or expired and not yet removed */
+    lease_pin_node_t **buckets; /* pins by key; NULL until the first pin */
+    size_t nbuckets;            /* a power of two */
+    size_t npins;
+} lease_table_t;
+
 /* An object's recency, taken from the index to be written into its record. */
 typedef struct recency {
     store_key_t key;
@@ -108,6 +138,7 @@ typedef struct store_index {
     size_t npin_buckets; /* a power of two */
     size_t npins;        /* keys pinned */
     pin_t *pin_free;     /* unpinned nodes, reused so that pinning rarely allocates */
+    struct lease_table leases; /* lease_table.c */
 } store_index_t;
 
 int index_init(store_index_t *ix, size_t expected_objects);
@@ -123,10 +154,41 @@ void index_pin(store_index_t *ix, const store_key_t *key);
 void index_unpin(store_index_t *ix, const store_key_t *key);
 bool index_pinned(store_index_t *ix, const store_key_t *key);
 uint64_t index_pinned_bytes(store_index_t *ix);
+uint64_t index_object_bytes_locked(const store_index_t *ix, const store_key_t *key);
+
+/* Wall-clock unix milliseconds: lease expiry is the caller's unix time. */
+int64_t store_wall_ms(void);
+/* Under ix->lock: whether a live lease pins key. The eviction check (index_victims, delete_victims). */
+bool lease_table_holds_locked(const lease_table_t *t, const store_key_t *key, int64_t now_ms);
+/* The rest take ix->lock themselves; only the writer thread changes the table. */
+int lease_table_set(store_index_t *ix, const char *id, int64_t expires_at_ms, uint64_t quota_bytes);
+void lease_table_drop(store_index_t *ix, const char *id);
+int lease_table_pin(store_index_t *ix, const char *id, const store_key_t *key);
+void lease_table_bytes(store_index_t *ix, const char *id, int64_t now_ms, uint64_t *lease_bytes, uint64_t *all_bytes);
+void lease_table_stats(store_index_t *ix, int64_t now_ms, uint64_t *count, uint64_t *bytes);
+size_t lease_table_expired(store_index_t *ix, int64_t now_ms, char (*ids)[STORE_LEASE_ID_MAX + 1], size_t max);
+void lease_table_clear(store_index_t *ix);
 
 /* ---- writer.c: the queue and the writer thread ---- */
 
-typedef enum { OP_FILL_BEGIN, OP_CHUNK_PUT, OP_META_UPDATE, OP_INVALIDATE, OP_DROP_CHUNK, OP_SET_SIZE } op_kind_t;
+typedef enum {
+    OP_FILL_BEGIN,
+    OP_CHUNK_PUT,
+    OP_META_UPDATE,
+    OP_INVALIDATE,
+    OP_DROP_CHUNK,
+    OP_SET_SIZE,
+    OP_LEASE_PUT,    /* data: a lease record (lease.c), id in lease_id */
+    OP_LEASE_EXTEND, /* data: the new expiry, le64 */
+    OP_LEASE_PIN,    /* key: the object */
+    OP_LEASE_END
+} op_kind_t;
+
+/* Lease ops have a caller waiting for their result: never carried over to a later batch (writer.c). */
+static inline bool op_is_lease(int kind)
+{
+    return kind >= OP_LEASE_PUT && kind <= OP_LEASE_END;
+}
 
 /* One queued write; a single allocation with its data, owned by the queue until committed. */
 typedef struct op {
@@ -140,6 +202,8 @@ typedef struct op {
     store_chunk_outcome_t outcome;
     store_chunk_done_fn done; /* may be NULL */
     void *done_ctx;
+    char lease_id[STORE_LEASE_ID_MAX + 1]; /* lease ops */
+    int *result;        /* lease ops: the caller's, who waits for the commit (writer_wait) */
     uint64_t seq;       /* position in the queue, for store_sync */
     int64_t queued_ms;  /* when it was queued (monotonic) */
     size_t charge;      /* bytes it counts against max_queue_bytes */
@@ -169,6 +233,7 @@ bool writer_would_refuse(store_t *s, size_t len);
 int writer_enqueue(store_t *s, op_t *op, bool refusable);
 int writer_enqueue_seq(store_t *s, op_t *op, bool refusable, uint64_t *seq);
 int writer_sync(store_t *s);
+void writer_wait(store_t *s, uint64_t seq);
 
 /* ---- hide.c: removals readers must see before the writer commits them ---- */
 
@@ -213,6 +278,7 @@ typedef struct apply_ctx {
     unsigned char *scratch; /* a metadata record being rewritten */
     size_t scratch_cap;
     bool skip_chunks; /* out of space despite eviction: apply all but chunk puts */
+    bool leases_changed; /* the lease table was changed ahead of the commit: reload it if that fails */
 } apply_ctx_t;
 
 typedef int (*apply_body_fn)(apply_ctx_t *a, void *arg);
@@ -225,6 +291,15 @@ int apply_confirm_chunk(apply_ctx_t *a, op_t *op);
 int apply_delete_object(apply_ctx_t *a, const store_key_t *key);
 int apply_recency(apply_ctx_t *a, const recency_t *r);
 int apply_create_layout(apply_ctx_t *a, void *unused);
+
+/* ---- lease.c: leases in LMDB, applied on the writer thread ---- */
+
+int apply_lease_op(apply_ctx_t *a, op_t *op);
+int apply_create_lease_layout(apply_ctx_t *a, void *unused);
+void lease_reload(store_t *s);
+void lease_sweep(store_t *s, apply_ctx_t *a);
+int lease_check(store_t *s, MDB_txn *txn, bool load, char *why, size_t why_len);
+int lease_open_databases(store_t *s, MDB_txn *txn);
 
 /* ---- evict.c: eviction and persisted recency, on the writer thread ---- */
 
@@ -301,6 +376,9 @@ struct store {
     int dir_fd; /* holds the flock that keeps other processes out */
     MDB_env *env;
     MDB_dbi dbi_info, dbi_meta, dbi_chunks;
+    MDB_dbi dbi_leases, dbi_lease_pins;
+    bool have_lease_dbs;     /* both lease databases exist: false for a store from before leases, until start-up */
+    uint64_t max_lease_bytes; /* config.max_lease_pinned_bytes, default filled in */
     size_t psize;
     bool fresh; /* a new environment: the writer creates the layout first */
     /* Transient objects the scan at open found, for the writer's first commit to remove; then freed. */

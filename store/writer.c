@@ -285,6 +285,12 @@ static void report_chunks(store_t *s, op_t *ops, bool lost, store_chunk_outcome_
         atomic_fetch_add(&s->lost_chunks, not_stored);
 }
 
+/* Ops a lost batch carries over: not chunk puts (reported lost), not lease ops (their callers were told). */
+static bool carried(const op_t *op)
+{
+    return op->kind != OP_CHUNK_PUT && !op_is_lease(op->kind);
+}
+
 /*
  * Marks a batch committed (or lost), wakes store_sync, and frees its ops;
  * a lost batch's ops other than chunk puts go to the carry list instead
@@ -298,6 +304,10 @@ static void finish_batch(store_t *s, batch_t *b, bool lost, carry_t *carry)
 
     if (b->head == NULL)
         return;
+    /* A lost lease op's caller hears STORE_ERROR (whatever apply noted) as it wakes: never carried, it is done. */
+    for (op = b->head; lost && op != NULL; op = op->next)
+        if (op_is_lease(op->kind))
+            *op->result = STORE_ERROR;
     pthread_mutex_lock(&w->lock);
     w->queued_bytes -= b->charge;
     if (b->last_seq > w->committed_seq)
@@ -308,14 +318,14 @@ static void finish_batch(store_t *s, batch_t *b, bool lost, carry_t *carry)
     pthread_mutex_unlock(&w->lock);
     for (op = b->head; op != NULL; op = next) {
         next = op->next;
-        if (lost && op->kind != OP_CHUNK_PUT && carry != NULL && carry->n < CARRY_MAX) {
+        if (lost && carried(op) && carry != NULL && carry->n < CARRY_MAX) {
             op->next = NULL;
             *carry->tail = op;
             carry->tail = &op->next;
             carry->n++;
             continue;
         }
-        dropped += lost && op->kind != OP_CHUNK_PUT;
+        dropped += lost && carried(op);
         free(op);
     }
     if (dropped > 0)
@@ -416,6 +426,15 @@ static bool start_up(store_t *s, apply_ctx_t *a)
 
     if (s->fresh && (rc = apply_txn(a, apply_create_layout, NULL)) != MDB_SUCCESS)
         store_log_msg(s, STORE_LOG_ERROR, "store %s: creating the databases failed: %s", s->path, mdb_strerror(rc));
+    /* A fresh store, or one from before leases: a failure here leaves lease calls refused, not the store. */
+    if (rc == MDB_SUCCESS && !s->have_lease_dbs) {
+        int lrc = apply_txn(a, apply_create_lease_layout, NULL);
+        if (lrc == MDB_SUCCESS)
+            s->have_lease_dbs = true;
+        else
+            store_log_msg(s, STORE_LOG_ERROR, "store %s: adding the lease databases failed: %s", s->path,
+                          mdb_strerror(lrc));
+    }
     if (rc == MDB_SUCCESS)
         rc = remove_transient(s, a);
     pthread_mutex_lock(&w->lock);
@@ -451,6 +470,7 @@ static bool writer_round(store_t *s, writer_local_t *wl)
     keep_within_budget(s, &wl->a);
     now = store_now_ms();
     if (last || now >= wl->next_persist) {
+        lease_sweep(s, &wl->a); /* expired leases pin nothing already: this only reclaims their records */
         persist_recency(s, &wl->a);
         wl->next_persist = now + RECENCY_PERSIST_MS;
     }
@@ -627,6 +647,26 @@ int writer_enqueue_seq(store_t *s, op_t *op, bool refusable, uint64_t *seq)
     if (rc == STORE_BUSY)
         atomic_fetch_add(&s->busy_rejections, 1);
     return rc;
+}
+
+/*
+ * Waits until the op queued as seq was decided: its batch committed or was
+ * lost. Like store_sync it makes the batch due at once; what became of the
+ * op is the op's to say (lease ops: their result).
+ */
+void writer_wait(store_t *s, uint64_t seq)
+{
+    writer_t *w = &s->writer;
+
+    pthread_mutex_lock(&w->lock);
+    if (w->committed_seq < seq) {
+        w->sync_waiters++;
+        pthread_cond_signal(&w->wake);
+        while (w->committed_seq < seq)
+            pthread_cond_wait(&w->done, &w->lock);
+        w->sync_waiters--;
+    }
+    pthread_mutex_unlock(&w->lock);
 }
 
 /* Waits until everything queued before the call has committed (or was lost: STORE_ERROR). */

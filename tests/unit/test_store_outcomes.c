@@ -5,12 +5,7 @@
  * read; a full map or disk is logged once, not once per batch; pinned
  * objects are not evicted; and fills of unknown length get their size later.
  *
- * Disk faults are injected by interposing pwrite and writev, the calls LMDB
- * writes its pages with (no WRITEMAP): while armed, every write of at least
- * INJECT_MIN_BYTES fails with the armed errno. Only a write holding a chunk's
- * overflow pages is that large, so metadata-only commits, and LMDB's meta
- * pages, still go through: the disk is full for chunks and has room for
- * records, which is what a nearly full disk looks like.
+ * Disk faults are injected as write_faults.h describes.
  */
 #include <dlfcn.h>
 #include <errno.h>
@@ -19,53 +14,11 @@
 #include <sys/wait.h>
 
 #include "test_store_util.h"
+#include "write_faults.h"
 
 /* Far longer than any test: the writer commits only for store_sync or store_close. */
 #define NEVER_MS 600000
 #define OBJ ((uint64_t)STORE_CHUNK_SIZE) /* one full chunk */
-
-/* ---- write-fault injection ---- */
-
-#define INJECT_MIN_BYTES ((size_t)512 * 1024)
-
-static _Atomic int inject_errno; /* 0: writes go through */
-static ssize_t (*real_pwrite)(int, const void *, size_t, off_t);
-static ssize_t (*real_writev)(int, const struct iovec *, int);
-
-/* Resolved in main, before any thread writes. */
-static void inject_init(void)
-{
-    *(void **)&real_pwrite = dlsym(RTLD_NEXT, "pwrite");
-    *(void **)&real_writev = dlsym(RTLD_NEXT, "writev");
-    if (real_pwrite == NULL || real_writev == NULL) {
-        fprintf(stderr, "cannot find pwrite/writev: %s\n", dlerror());
-        exit(2);
-    }
-}
-
-static bool inject_now(size_t bytes)
-{
-    int err = atomic_load(&inject_errno);
-
-    if (err == 0 || bytes < INJECT_MIN_BYTES)
-        return false;
-    errno = err;
-    return true;
-}
-
-ssize_t pwrite(int fd, const void *buf, size_t count, off_t offset)
-{
-    return inject_now(count) ? -1 : real_pwrite(fd, buf, count, offset);
-}
-
-ssize_t writev(int fd, const struct iovec *iov, int iovcnt)
-{
-    size_t bytes = 0;
-
-    for (int i = 0; i < iovcnt; i++)
-        bytes += iov[i].iov_len;
-    return inject_now(bytes) ? -1 : real_writev(fd, iov, iovcnt);
-}
 
 /* ---- the log, counted by what it says ---- */
 
