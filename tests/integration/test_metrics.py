@@ -72,7 +72,16 @@ class MetricsTest(tc.CacheTestCase):
         self.assertEqual(self.get(self.media("absent.bin"), OWNER).status, 404)
         r = self.get(self.xml("f.bin"), OWNER, method="PUT", body=b"new")
         self.assertEqual(r.status, 200)
-        after = parse_metrics(self.metrics().decode())
+        # A request is counted when larder disposes of it, which may be just after its client had the answer.
+        scrapes = []
+
+        def settled():
+            scrapes.append(parse_metrics(self.metrics().decode()))
+            return sample(scrapes[-1], "larder_requests_total", route="xml", method="PUT", status="200") > \
+                sample(before, "larder_requests_total", route="xml", method="PUT", status="200")
+
+        harness.wait_until(settled, timeout=10)
+        after = scrapes[-1]
 
         def grew(name, **labels):
             return sample(after, name, **labels) - sample(before, name, **labels)

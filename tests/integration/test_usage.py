@@ -53,6 +53,10 @@ class UsageTest(tc.CacheTestCase):
             upstream[e["identity"]] = upstream.get(e["identity"], 0) + e["bytes"]
         self.settle()
         for who in (tc.OWNER_EMAIL, tc.READER_EMAIL):
+            # A request is counted when larder disposes of it, which may be just after its client had the answer.
+            moved = sent[who]["served"] + sent[who]["fetched"]
+            harness.wait_until(lambda: sum(self.usage(who)[k] - before[who][k] for k in ("served_bytes", "fetched_bytes"))
+                               >= moved, timeout=10)
             now = self.usage(who)
             self.assertEqual(now["user"], who)
             self.assertEqual(now["served_bytes"] - before[who]["served_bytes"], sent[who]["served"], who)
