@@ -222,7 +222,7 @@ static int quota_check(store_t *s, const char *id, const lease_rec_t *r, uint64_
 {
     uint64_t lease_bytes, all_bytes;
 
-    lease_table_bytes(&s->index, id, store_wall_ms(), &lease_bytes, &all_bytes);
+    lease_table_bytes(&s->index, id, store_wall_ms(), index_object_bytes_locked, &lease_bytes, &all_bytes);
     if (r->quota_bytes != 0 && lease_bytes + obj_bytes > r->quota_bytes)
         return STORE_QUOTA;
     if (all_bytes + obj_bytes > s->max_lease_bytes)

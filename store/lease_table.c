@@ -168,12 +168,12 @@ int lease_table_pin(store_index_t *ix, const char *id, const store_key_t *key)
     return rc;
 }
 
-static uint64_t lease_bytes_locked(const store_index_t *ix, const lease_mem_t *l)
+static uint64_t lease_bytes_locked(const store_index_t *ix, const lease_mem_t *l, object_bytes_fn object_bytes)
 {
     uint64_t bytes = 0;
 
     for (const lease_pin_node_t *p = l->pins; p != NULL; p = p->next)
-        bytes += index_object_bytes_locked(ix, &p->key);
+        bytes += object_bytes(ix, &p->key);
     return bytes;
 }
 
@@ -181,14 +181,15 @@ static uint64_t lease_bytes_locked(const store_index_t *ix, const lease_mem_t *l
  * For the quota check: the bytes lease id pins now, and the sum of every
  * live lease's (an object pinned by two counts twice). Walks every pin.
  */
-void lease_table_bytes(store_index_t *ix, const char *id, int64_t now_ms, uint64_t *lease_bytes, uint64_t *all_bytes)
+void lease_table_bytes(store_index_t *ix, const char *id, int64_t now_ms, object_bytes_fn object_bytes,
+                       uint64_t *lease_bytes, uint64_t *all_bytes)
 {
     *lease_bytes = *all_bytes = 0;
     pthread_mutex_lock(&ix->lock);
     for (const lease_mem_t *l = ix->leases.head; l != NULL; l = l->next) {
         if (!live(l, now_ms))
             continue;
-        uint64_t bytes = lease_bytes_locked(ix, l);
+        uint64_t bytes = lease_bytes_locked(ix, l, object_bytes);
         *all_bytes += bytes;
         if (strcmp(l->id, id) == 0)
             *lease_bytes = bytes;
@@ -206,7 +207,8 @@ static bool first_live_holder(const lease_table_t *t, const lease_pin_node_t *p,
 }
 
 /* For store_stats: live leases, and the bytes of the distinct objects they pin. */
-void lease_table_stats(store_index_t *ix, int64_t now_ms, uint64_t *count, uint64_t *bytes)
+void lease_table_stats(store_index_t *ix, int64_t now_ms, object_bytes_fn object_bytes, uint64_t *count,
+                       uint64_t *bytes)
 {
     const lease_table_t *t = &ix->leases;
 
@@ -218,7 +220,7 @@ void lease_table_stats(store_index_t *ix, int64_t now_ms, uint64_t *count, uint6
         (*count)++;
         for (const lease_pin_node_t *p = l->pins; p != NULL; p = p->next)
             if (first_live_holder(t, p, now_ms))
-                *bytes += index_object_bytes_locked(ix, &p->key);
+                *bytes += object_bytes(ix, &p->key);
     }
     pthread_mutex_unlock(&ix->lock);
 }

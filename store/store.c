@@ -394,5 +394,6 @@ void store_stats_get(store_t *store, store_stats_t *stats)
     stats->busy_rejections = atomic_load(&store->busy_rejections);
     stats->lost_chunks = atomic_load(&store->lost_chunks);
     stats->out_of_space = atomic_load(&store->out_of_space);
-    lease_table_stats(&store->index, store_wall_ms(), &stats->lease_count, &stats->lease_pinned_bytes);
+    lease_table_stats(&store->index, store_wall_ms(), index_object_bytes_locked, &stats->lease_count,
+                      &stats->lease_pinned_bytes);
 }

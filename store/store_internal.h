@@ -164,8 +164,12 @@ bool lease_table_holds_locked(const lease_table_t *t, const store_key_t *key, in
 int lease_table_set(store_index_t *ix, const char *id, int64_t expires_at_ms, uint64_t quota_bytes);
 void lease_table_drop(store_index_t *ix, const char *id);
 int lease_table_pin(store_index_t *ix, const char *id, const store_key_t *key);
-void lease_table_bytes(store_index_t *ix, const char *id, int64_t now_ms, uint64_t *lease_bytes, uint64_t *all_bytes);
-void lease_table_stats(store_index_t *ix, int64_t now_ms, uint64_t *count, uint64_t *bytes);
+/* What the index charges an object, asked under its lock (index_object_bytes_locked): the table keeps no sizes. */
+typedef uint64_t (*object_bytes_fn)(const store_index_t *ix, const store_key_t *key);
+void lease_table_bytes(store_index_t *ix, const char *id, int64_t now_ms, object_bytes_fn object_bytes,
+                       uint64_t *lease_bytes, uint64_t *all_bytes);
+void lease_table_stats(store_index_t *ix, int64_t now_ms, object_bytes_fn object_bytes, uint64_t *count,
+                       uint64_t *bytes);
 size_t lease_table_expired(store_index_t *ix, int64_t now_ms, char (*ids)[STORE_LEASE_ID_MAX + 1], size_t max);
 void lease_table_clear(store_index_t *ix);
 

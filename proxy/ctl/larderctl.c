@@ -11,7 +11,6 @@
 
 #include <curl/curl.h>
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,34 +63,6 @@ typedef struct cli {
     ctl_args_t args;
     bool help_word; /* `larderctl help [COMMAND]` */
 } cli_t;
-
-static void report(const ctl_t *ctl, const char *kind, const char *fmt, va_list ap)
-{
-    char text[1024], line[1024];
-    int n = vsnprintf(text, sizeof(text), fmt, ap);
-    one_line(text, n < 0 ? 0 : (size_t)n < sizeof(text) ? (size_t)n : sizeof(text) - 1, line, sizeof(line));
-    const char *command = ctl != NULL ? ctl->command : NULL;
-    /* stderr is where a failure is told; if even that write fails there is nowhere left to say so */
-    (void)fprintf(stderr, "larderctl: %s%s%s%s\n", command != NULL ? command : "", command != NULL ? ": " : "", kind,
-                  line);
-}
-
-int ctl_fail(const ctl_t *ctl, int code, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    report(ctl, "", fmt, ap);
-    va_end(ap);
-    return code;
-}
-
-void ctl_warn(const ctl_t *ctl, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    report(ctl, "warning: ", fmt, ap);
-    va_end(ap);
-}
 
 static const ctl_command_t *find_command(const char *name)
 {

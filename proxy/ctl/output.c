@@ -1,10 +1,13 @@
 /*
- * output.c - how larderctl prints. Sizes use binary units with one decimal
+ * output.c - how larderctl prints: figures, JSON, and its one-line errors
+ * (ctl_fail, ctl_warn). Sizes use binary units with one decimal
  * because that is what `store.budget` and the rest of larder's settings are
  * written in, so a figure here can be compared with the configuration.
  */
+#include "larderctl.h"
 #include "output.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 
 void format_bytes(uint64_t bytes, char *out, size_t cap)
@@ -42,4 +45,34 @@ void one_line(const char *text, size_t len, char *out, size_t cap)
         out[i] = c < 0x20 || c == 0x7f ? ' ' : (char)c;
     }
     out[n] = '\0';
+}
+
+/* --- the one-line error --- */
+
+static void report(const ctl_t *ctl, const char *kind, const char *fmt, va_list ap)
+{
+    char text[1024], line[1024];
+    int n = vsnprintf(text, sizeof(text), fmt, ap);
+    one_line(text, n < 0 ? 0 : (size_t)n < sizeof(text) ? (size_t)n : sizeof(text) - 1, line, sizeof(line));
+    const char *command = ctl != NULL ? ctl->command : NULL;
+    /* stderr is where a failure is told; if even that write fails there is nowhere left to say so */
+    (void)fprintf(stderr, "larderctl: %s%s%s%s\n", command != NULL ? command : "", command != NULL ? ": " : "", kind,
+                  line);
+}
+
+int ctl_fail(const ctl_t *ctl, int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    report(ctl, "", fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+void ctl_warn(const ctl_t *ctl, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    report(ctl, "warning: ", fmt, ap);
+    va_end(ap);
 }
