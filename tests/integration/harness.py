@@ -493,6 +493,19 @@ def gcloud_env(tmp, larder, token):
     return env
 
 
+
+def open_files_under(larder, directory):
+    """The files under directory larder has open (a name ends in " (deleted)" once unlinked)."""
+    found = []
+    for fd in os.listdir("/proc/%d/fd" % larder.proc.pid):
+        try:
+            target = os.readlink("/proc/%d/fd/%s" % (larder.proc.pid, fd))
+        except OSError:
+            continue
+        if target.startswith(directory + "/"):
+            found.append(target)
+    return found
+
 def main():
     """unittest.main for a test file: every test runs; a failure (a failed stop() in tearDownClass too)
     exits 1; otherwise a test that skipped (a tool it needs is missing) makes the file print SKIP with

@@ -207,6 +207,35 @@ class CacheTestCase(harness.LarderTestCase):
         self.assertEqual(status, 200, body)
         return json.loads(body)
 
+    def restart_larder(self, kill=False, before_start=None, check_log=False):
+        """Stops larder (SIGTERM and a clean exit, or SIGKILL), runs before_start(old) if given, then starts a
+        new one on the same store and configuration; returns it. check_log: the old one's log must agree with
+        every X-Cache its clients saw (assertLogAgrees)."""
+        cls = type(self)
+        old = cls.larder
+        if kill:
+            old.proc.kill()
+            old.proc.wait()
+            old.log.close()
+            log = old.read_log()
+            self.assertFalse(any(m in log for m in harness.SANITIZER_MARKERS), log[-4000:])
+        else:
+            old.stop()
+        if check_log:
+            self.assertLogAgrees(old)
+        try:
+            if before_start is not None:
+                before_start(old)
+        finally:
+            cls.restarts = getattr(cls, "restarts", 0) + 1
+            workdir = os.path.join(cls.workdir, "run%d" % cls.restarts)
+            os.makedirs(workdir)
+            config = dict(cls.larder_config or {})
+            config["store"] = dict(config.get("store", {}), path=old.config["store"]["path"])
+            cls.larder = harness.Larder(workdir, self.emulator.base_url, self.ca, config=config)
+            self.sent = []
+        return cls.larder
+
     def settle(self, larder=None, timeout=3.0):
         """Waits until the store's writer is idle: two identical stats readings 80 ms apart."""
         deadline = time.monotonic() + timeout

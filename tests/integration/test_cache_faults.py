@@ -28,39 +28,11 @@ def data_file(larder):
     return os.path.join(larder.config["store"]["path"], "data.mdb")
 
 
-def sanitizer_clean(log_text):
-    return not any(marker in log_text for marker in harness.SANITIZER_MARKERS)
-
-
 class FaultCase(tc.CacheTestCase):
     """A CacheTestCase whose tests may stop, kill and restart larder on the same store."""
 
     larder_config = {"cache": {"enabled": True, "default_policy": "immutable"},
                      "upstream": {"idle_timeout_ms": 2000}}
-
-    def restart_larder(self, kill=False, before_start=None):
-        """Stops larder (SIGTERM and a clean exit, or SIGKILL), then starts a new one on the same store."""
-        cls = type(self)
-        old = cls.larder
-        if kill:
-            old.proc.kill()
-            old.proc.wait()
-            old.log.close()
-            self.assertTrue(sanitizer_clean(old.read_log()), old.read_log()[-4000:])
-        else:
-            old.stop()
-        try:
-            if before_start is not None:
-                before_start(old)
-        finally:
-            cls.restarts = getattr(cls, "restarts", 0) + 1
-            workdir = os.path.join(cls.workdir, "run%d" % cls.restarts)
-            os.makedirs(workdir)
-            config = dict(cls.larder_config or {})
-            config["store"] = dict(config.get("store", {}), path=old.config["store"]["path"])
-            cls.larder = harness.Larder(workdir, self.emulator.base_url, self.ca, config=config)
-            self.sent = []
-        return cls.larder
 
     def read_sha(self, path, headers=OWNER, timeout=120):
         digest = hashlib.sha256()

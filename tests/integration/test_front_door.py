@@ -570,18 +570,6 @@ class SpillTest(OwnLarderCase):
         os.makedirs(spill, exist_ok=True)
         return spill, {"spill_dir": spill}
 
-    def spill_fds(self, larder, spill):
-        """larder's open files in spill (their names end in " (deleted)" once unlinked)."""
-        found = []
-        for fd in os.listdir("/proc/%d/fd" % larder.proc.pid):
-            try:
-                target = os.readlink("/proc/%d/fd/%s" % (larder.proc.pid, fd))
-            except OSError:
-                continue
-            if target.startswith(spill + "/"):
-                found.append(target)
-        return found
-
     def start_upload(self, larder, name, body_path):
         return subprocess.Popen(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "-X", "PUT",
                                  "-H", "Authorization: Bearer owner", "--data-binary", "@" + body_path,
@@ -601,9 +589,9 @@ class SpillTest(OwnLarderCase):
         upload = self.start_upload(larder, "spill.bin", self.body_file())
         held = lambda: self.emulator.control("GET", "faults").get("waiting") == 1  # noqa: E731
         self.assertTrue(harness.wait_until(held, 60), "the upload never reached upstream")
-        self.assertTrue(self.spill_fds(larder, spill), "no body was spilled there")
-        self.assertTrue(all(t.endswith(" (deleted)") for t in self.spill_fds(larder, spill)),
-                        self.spill_fds(larder, spill))
+        self.assertTrue(harness.open_files_under(larder, spill), "no body was spilled there")
+        self.assertTrue(all(t.endswith(" (deleted)") for t in harness.open_files_under(larder, spill)),
+                        harness.open_files_under(larder, spill))
         self.assertEqual(os.listdir(spill), [])
         self.emulator.control("POST", "release", {})
         self.assertEqual(upload.communicate(timeout=120)[0], b"200")
@@ -617,7 +605,7 @@ class SpillTest(OwnLarderCase):
         larder = self.start_larder(config)
         self.emulator.faults(match="/crash.bin", method="PUT", hold_ms=30000)
         upload = self.start_upload(larder, "crash.bin", self.body_file())
-        self.assertTrue(harness.wait_until(lambda: self.spill_fds(larder, spill), 60), "no body was spilled there")
+        self.assertTrue(harness.wait_until(lambda: harness.open_files_under(larder, spill), 60), "no body was spilled there")
         larder.proc.kill()
         larder.proc.wait()
         upload.communicate(timeout=60)

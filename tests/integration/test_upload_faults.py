@@ -57,19 +57,6 @@ def payload(size, seed):
     return random.Random(seed).randbytes(size)
 
 
-def spill_fds(larder, spill):
-    """larder's open files in spill (their names end in " (deleted)" once unlinked)."""
-    found = []
-    for fd in os.listdir("/proc/%d/fd" % larder.proc.pid):
-        try:
-            target = os.readlink("/proc/%d/fd/%s" % (larder.proc.pid, fd))
-        except OSError:
-            continue
-        if target.startswith(spill + "/"):
-            found.append(target)
-    return found
-
-
 class UploadFaultCase(tc.CacheTestCase):
     """A CacheTestCase with upload helpers, and larder restarts on the same store."""
 
@@ -182,32 +169,6 @@ class UploadFaultCase(tc.CacheTestCase):
         """r is upstream's own GCS JSON error (message is the emulator's, never larder's)."""
         self.assertGcsJsonError(r.status, r.body, status)
         self.assertEqual(json.loads(r.body)["error"]["message"], message, r.body)
-
-    # -- larder restarts ----------------------------------------------------------
-
-    def restart_larder(self, kill=False):
-        """Stops larder (SIGTERM and a clean exit, or SIGKILL), then starts a new one on the same store and
-        configuration; returns it."""
-        cls = type(self)
-        old = cls.larder
-        if kill:
-            old.proc.kill()
-            old.proc.wait()
-            old.log.close()
-            log = old.read_log()
-            self.assertFalse(any(m in log for m in harness.SANITIZER_MARKERS), log[-4000:])
-        else:
-            old.stop()
-        self.assertLogAgrees(old)
-        cls.restarts = getattr(cls, "restarts", 0) + 1
-        workdir = os.path.join(cls.workdir, "run%d" % cls.restarts)
-        os.makedirs(workdir)
-        config = dict(cls.larder_config or {})
-        config["store"] = dict(config.get("store", {}), path=old.config["store"]["path"])
-        cls.larder = harness.Larder(workdir, self.emulator.base_url, self.ca, config=config)
-        self.sent = []
-        return cls.larder
-
 
 # ==========================================================================
 # Definite refusals: passed on, and nothing changes
@@ -420,7 +381,7 @@ class CrashTest(OwnSpillDirCase):
                 timeout=120)))
         third.start()
         self.wait_held()
-        self.assertTrue(spill_fds(self.larder, self.spill), "the 33 MiB chunk was not spilled to spill_dir")
+        self.assertTrue(harness.open_files_under(self.larder, self.spill), "the 33 MiB chunk was not spilled to spill_dir")
         old = self.larder
         old.proc.send_signal(signal.SIGKILL)
         old.proc.wait()
@@ -431,7 +392,7 @@ class CrashTest(OwnSpillDirCase):
                                if e["kind"] == "upload_chunk"] == [308, 308, 308]
         self.assertTrue(harness.wait_until(chunks_done, 30), "upstream never took the held third chunk")
 
-        larder = self.restart_larder(kill=True)
+        larder = self.restart_larder(kill=True, check_log=True)
         removed = re.findall(r"removed (\d+) transient objects? \((\d+) bytes\)", larder.read_log())
         self.assertEqual(len(removed), 1, larder.read_log()[-3000:])
         self.assertEqual(int(removed[0][0]), 1, removed)
@@ -590,12 +551,12 @@ class ClientLeavesTest(OwnSpillDirCase):
                           "Content-Type: application/x-test\r\nContent-Length: %d\r\n\r\n"
                           % (self.upload_path("left.bin"), size)).encode())
             sock.sendall(payload(size // 2, 20))
-            self.assertTrue(harness.wait_until(lambda: spill_fds(self.larder, self.spill), 60),
+            self.assertTrue(harness.wait_until(lambda: harness.open_files_under(self.larder, self.spill), 60),
                             "larder never buffered 32 MiB of the body")
         finally:
             sock.close()
         self.assertEqual(self.sessions(), (0, 0))
-        larder = self.restart_larder()  # SIGTERM: once it has exited, no request of its can reach upstream
+        larder = self.restart_larder(check_log=True)  # SIGTERM: once it has exited, no request of its can reach upstream
         writes = [e for e in self.upstream_since(mark) if e["method"] != "GET"]
         self.assertEqual(writes, [], "a half-sent upload reached upstream")
         self.assertEqual(self.object_bytes("left.bin"), old)
