@@ -41,8 +41,8 @@ static store_t *open_store(const test_dir_t *d, uint64_t budget, test_log_t *log
     return s;
 }
 
-/* test_fill, transient. */
-static int fill_transient(store_t *s, const char *name, int64_t gen, uint64_t size, void *buf)
+/* test_fill, transient: the first chunks of size (STORE_SIZE_UNKNOWN: full ones, as an upload's are). */
+static int fill_transient_chunks(store_t *s, const char *name, int64_t gen, uint64_t size, uint32_t chunks, void *buf)
 {
     store_meta_t m = test_meta(name, gen, size);
     store_key_t key;
@@ -50,23 +50,20 @@ static int fill_transient(store_t *s, const char *name, int64_t gen, uint64_t si
     m.transient = true;
     test_key(&key, name);
     int rc = store_fill_begin(s, &key, &m);
-    for (uint32_t i = 0; rc == STORE_OK && i < test_num_chunks(size); i++)
+    for (uint32_t i = 0; rc == STORE_OK && i < chunks; i++)
         rc = test_put_chunk(s, name, gen, size, i, buf);
     return rc;
+}
+
+static int fill_transient(store_t *s, const char *name, int64_t gen, uint64_t size, void *buf)
+{
+    return fill_transient_chunks(s, name, gen, size, test_num_chunks(size), buf);
 }
 
 /* A transient fill of unknown length, as an upload's is, with its first full chunks in. */
 static int fill_transient_unsized(store_t *s, const char *name, int64_t gen, uint32_t full_chunks, void *buf)
 {
-    store_meta_t m = test_meta(name, gen, STORE_SIZE_UNKNOWN);
-    store_key_t key;
-
-    m.transient = true;
-    test_key(&key, name);
-    int rc = store_fill_begin(s, &key, &m);
-    for (uint32_t i = 0; rc == STORE_OK && i < full_chunks; i++)
-        rc = test_put_chunk(s, name, gen, STORE_SIZE_UNKNOWN, i, buf);
-    return rc;
+    return fill_transient_chunks(s, name, gen, STORE_SIZE_UNKNOWN, full_chunks, buf);
 }
 
 /* The object's record says transient (want) and holds every chunk of size. */
