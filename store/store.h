@@ -226,6 +226,15 @@ void store_unpin(store_t *store, const store_key_t *key);
  * shutdown), and the outcomes of its chunks reported.
  */
 int store_sync(store_t *store);
+/*
+ * store_sync without the wait: done is called once (on the writer thread,
+ * under store_chunk_done_fn's rules) after the commit that decides
+ * everything queued before the fence, committed or lost; its outcome says
+ * nothing else. For a caller on an event loop that must not act before an
+ * update it queued is readable. STORE_OK, or STORE_BUSY / STORE_ERROR as
+ * store_chunk_put (then done is never called).
+ */
+int store_fence(store_t *store, store_chunk_done_fn done, void *done_ctx);
 
 typedef struct store_stats {
     uint64_t budget;

@@ -106,6 +106,17 @@ int store_invalidate(store_t *store, const store_key_t *key)
     return op != NULL ? hide_enqueue(store, op) : STORE_ERROR;
 }
 
+int store_fence(store_t *store, store_chunk_done_fn done, void *done_ctx)
+{
+    /*
+     * An empty chunk of a key no object has: the writer drops it, and, like
+     * every chunk put, reports that only after the commit that decided it,
+     * which is also the commit of everything queued before it.
+     */
+    static const store_key_t nobody = {{0}};
+    return store_chunk_put(store, &nobody, 0, UINT32_MAX, "", 0, done, done_ctx);
+}
+
 int store_sync(store_t *store)
 {
     return writer_sync(store);

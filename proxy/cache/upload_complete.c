@@ -112,7 +112,7 @@ static void on_committed(worker_wakeup_t *wakeup)
 static void on_fence(void *ctx, uint32_t index, store_chunk_outcome_t outcome)
 {
     completion_t *c = ctx;
-    (void)index, (void)outcome; /* an empty chunk past the object's end is always dropped: only its timing counts */
+    (void)index, (void)outcome; /* only its timing counts */
     int out = FENCE_OUT;
     if (atomic_compare_exchange_strong(&c->fence, &out, FENCE_REPORTED))
         worker_wake(c->worker, &c->committed);
@@ -122,15 +122,15 @@ static void on_fence(void *ctx, uint32_t index, store_chunk_outcome_t outcome)
 
 /*
  * The client's answer waits until the new record is readable (a read right
- * after it must not find the partial one): an empty chunk queued behind the
- * update is reported only after the commit that holds it. True when queued.
+ * after it must not find the partial one): a store fence behind the update
+ * is reported only after the commit that holds it. True when queued.
  */
 static bool fence(completion_t *c)
 {
     exchange_free(c->exchange);
     c->exchange = NULL;
     atomic_store(&c->fence, FENCE_OUT);
-    if (store_chunk_put(c->cache->store, &c->key, c->generation, UINT32_MAX, "", 0, on_fence, c) == STORE_OK)
+    if (store_fence(c->cache->store, on_fence, c) == STORE_OK)
         return true;
     atomic_store(&c->fence, FENCE_NONE);
     return false;

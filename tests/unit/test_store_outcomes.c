@@ -808,6 +808,43 @@ static void in_fresh_dir(void (*test)(const test_dir_t *d))
     test_dir_remove(&d);
 }
 
+/* What a fence saw when it was reported: whether the record queued before it was readable. */
+typedef struct fence_seen {
+    store_t *store;
+    _Atomic int calls;
+    _Atomic bool record_readable;
+} fence_seen_t;
+
+static void on_fence(void *ctx, uint32_t index, store_chunk_outcome_t outcome)
+{
+    fence_seen_t *seen = ctx;
+    store_meta_t meta;
+    store_key_t key;
+    (void)index, (void)outcome;
+    test_key(&key, "f/record");
+    bool readable = store_meta_get(seen->store, &key, &meta) == STORE_OK;
+    if (readable)
+        store_meta_free(&meta);
+    atomic_store(&seen->record_readable, readable);
+    atomic_fetch_add(&seen->calls, 1);
+}
+
+/* A fence is reported once, only after the commit of what was queued before it (the writer here commits only
+ * when someone syncs, so "not before" is checked at any speed). */
+static void test_fence(const test_dir_t *d)
+{
+    store_t *s = open_store(d, 64 * TEST_MiB, NEVER_MS);
+    fence_seen_t seen = {.store = s};
+    CHECK(fill_begin(s, "f/record", 1, 10) == STORE_OK);
+    CHECK(store_fence(s, on_fence, &seen) == STORE_OK);
+    CHECK(atomic_load(&seen.calls) == 0);
+    CHECK(store_sync(s) == STORE_OK);
+    CHECK(atomic_load(&seen.calls) == 1);
+    CHECK(atomic_load(&seen.record_readable));
+    store_close(s);
+    CHECK(atomic_load(&seen.calls) == 1);
+}
+
 int main(void)
 {
     inject_init();
@@ -820,5 +857,6 @@ int main(void)
     in_fresh_dir(test_unknown_cut);
     in_fresh_dir(test_unknown_too_large);
     in_fresh_dir(test_unknown_reopen);
+    in_fresh_dir(test_fence);
     UNIT_DONE();
 }
