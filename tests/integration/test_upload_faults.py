@@ -27,6 +27,7 @@ except where "at least this long has passed" is the point (session expiry);
 everything else waits for an event (harness.wait_until, emulator holds).
 """
 
+import concurrent.futures
 import json
 import os
 import random
@@ -259,6 +260,38 @@ class NoAnswerTest(UploadFaultCase):
         self.assertTrue(harness.wait_until(lambda: self.landed("upload", "name=held.bin", 200), 30))
         self.assertLogAgrees()
 
+    def concurrent_reads(self, name, count=6):
+        """count reads of name at once; each (status, X-Cache, Content-Length, body)."""
+        with concurrent.futures.ThreadPoolExecutor(count) as pool:
+            answers = list(pool.map(lambda _: self.get(self.media(name), OWNER), range(count)))
+        return [(r.status, r.x_cache, r.header("content-length"), r.body) for r in answers]
+
+    def assertAllWhole(self, answers, data, what):
+        """Every answer a whole 200 of data: its Content-Length and its body say the same (never a short 200)."""
+        for status, x_cache, length, body in answers:
+            self.assertEqual((status, length, len(body)), (200, str(len(data)), len(data)), "%s (%s)" % (what, x_cache))
+            self.assertTrue(body == data, "%s (%s): wrong bytes" % (what, x_cache))
+
+    def test_other_readers_around_a_write_that_times_out(self):
+        """Other clients reading the object while an overwrite is held upstream, and after larder answered the
+        writer 504: each gets a whole answer of the bytes upstream has (the old ones; the write never landed
+        here), however many read at once; none gets the failed upload's bytes, or a short 200."""
+        old, new = payload(3 * MiB + 123, 8), payload(200000, 9)
+        self.cache_object("crowd.bin", old)
+        self.hold_upload("crowd.bin")
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            writer = pool.submit(self.media_upload, "crowd.bin", new)
+            self.wait_held()
+            during = self.concurrent_reads("crowd.bin")
+            self.assertEqual({x for _, x, _, _ in during}, {"PASS"}, "reads while the write is in flight go upstream")
+            self.assertAllWhole(during, old, "a read while the write was held")
+            r = writer.result(60)
+        self.assertGcsJsonError(r.status, r.body, 504)
+        self.assertAllWhole(self.concurrent_reads("crowd.bin"), old, "a read after the 504")
+        self.release()
+        self.assertTrue(harness.wait_until(lambda: self.landed("upload", "name=crowd.bin", 200), 30))
+        self.assertLogAgrees()
+
     def test_timeout_then_write_lands_reads_upstreams_bytes(self):
         """The same 504, then upstream carries the held write out after all (released): the read through
         larder returns the new bytes from upstream (a MISS), not the cached old ones; the read after is a
@@ -282,13 +315,7 @@ class UpstreamGoneTest(UploadFaultCase):
     """The emulator is killed mid-upload and a new one started on the same port (larder's upstream URL)."""
 
     def start_emulator_on(self, port):
-        cls = type(self)
-        cls.emulator_runs = getattr(cls, "emulator_runs", 0) + 1
-        workdir = os.path.join(cls.workdir, "emulator%d" % cls.emulator_runs)
-        os.makedirs(workdir)
-        # A later --port overrides the harness's "--port 0"; the server binds with SO_REUSEADDR.
-        cls.emulator = harness.Emulator(workdir, extra_args=["--port", str(port)])
-        self.assertEqual(cls.emulator.port, port)
+        type(self).emulator = harness.Emulator.again_on(self.workdir, port)
 
     def test_upstream_killed_mid_upload(self):
         """Upstream dies while it holds an overwrite (its body received, not yet carried out): the client

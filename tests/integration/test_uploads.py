@@ -284,6 +284,20 @@ class SlowCommitTest(tc.CacheTestCase):
         if not before_commit:
             print("note: the store committed before the first read; it was served from the store")
 
+    def test_many_readers_before_the_commit_each_get_the_whole_upload(self):
+        """Eight clients read a 3-chunk upload at once, right after it was confirmed and before the store
+        committed it: each a HIT of the whole object (Content-Length and body agree), none asking upstream."""
+        data = os.urandom(3 * tc.CHUNK + 4321)
+        r = self.get(upload_path(self.bucket, "crowd.bin"), OWNER, method="POST", body=data)
+        self.assertEqual(r.status, 200, r.body[:300])
+        mark = self.mark()
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda _: self.get(self.media("crowd.bin"), OWNER), range(8)))
+        for a in answers:
+            self.assertEqual((a.status, a.x_cache, a.header("content-length")), (200, "HIT", str(len(data))))
+            self.assertTrue(a.body == data, "a follower got other bytes")
+        self.assertNoUpstream(mark, "for readers of a fresh upload")
+
 
 if __name__ == "__main__":
     harness.main()
