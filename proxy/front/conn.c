@@ -12,6 +12,11 @@
  * completed. Both are counted per one-second window; a connection over
  * http2.max_requests_per_second or http2.max_resets_per_second is shut down
  * (frames already buffered still arrive, and are answered cheaply).
+ *
+ * The connection limit is the process's, but each worker can close only its
+ * own sockets. A worker that accepts over the limit with nothing idle of its
+ * own asks a worker that has an idle connection to close it (reserving that
+ * connection first, so two acceptors never count on the same one).
  */
 #include "conn.h"
 
@@ -33,6 +38,7 @@ struct conn {
     unsigned refs;
     unsigned active;    /* requests in flight */
     uint64_t idle_since_ms;
+    bool counted_idle; /* counted in the table's idle */
     bool refused;
     bool abusive;
     uint64_t window_ms; /* start of the current one-second window */
@@ -44,9 +50,16 @@ struct conn_table {
     _Atomic unsigned *open;
     h2o_linklist_t conns;
     size_t count;
+    /* Open with no request in flight; written by the owner, read by acceptors on other workers. */
+    _Atomic int idle;
+    /* Idle connections other workers reserved and want closed; any thread adds, the owner takes. */
+    _Atomic int reclaim_wanted;
+    worker_wakeup_t reclaim;
     uint64_t refused_warned_ms, abusive_warned_ms;
     unsigned refused_since_warning, abusive_since_warning;
 };
+
+static void on_reclaim_wanted(worker_wakeup_t *wakeup);
 
 conn_table_t *conn_table_create(worker_t *worker, _Atomic unsigned *open)
 {
@@ -55,6 +68,7 @@ conn_table_t *conn_table_create(worker_t *worker, _Atomic unsigned *open)
         return NULL;
     t->worker = worker;
     t->open = open;
+    t->reclaim.cb = on_reclaim_wanted;
     h2o_linklist_init_anchor(&t->conns);
     return t;
 }
@@ -63,6 +77,7 @@ void conn_table_destroy(conn_table_t *t)
 {
     if (t == NULL)
         return;
+    /* Every thread has stopped, so the reclaim wake-up cannot run; the queue goes with the worker. */
     /* Connections are closed by now; records still referenced by nothing are gone too. */
     while (!h2o_linklist_is_empty(&t->conns)) {
         conn_t *c = H2O_STRUCT_FROM_MEMBER(conn_t, link, t->conns.next);
@@ -75,6 +90,15 @@ void conn_table_destroy(conn_table_t *t)
 size_t conn_table_size(const conn_table_t *t)
 {
     return t->count;
+}
+
+/* Keeps the table's idle count (what other workers may reserve) in step with c. */
+static void set_idle(conn_t *c, bool idle)
+{
+    if (c->counted_idle == idle || c->table == NULL)
+        return;
+    c->counted_idle = idle;
+    atomic_fetch_add(&c->table->idle, idle ? 1 : -1);
 }
 
 static void conn_release(conn_t *c)
@@ -98,6 +122,7 @@ static void on_socket_close(void *data)
 {
     conn_t *c = data;
     atomic_fetch_sub(c->open, 1);
+    set_idle(c, false);
     c->sock = NULL;
     conn_release(c);
 }
@@ -120,6 +145,8 @@ void conn_register(conn_table_t *t, h2o_socket_t *sock, bool refused)
     sock->on_close.data = c;
     h2o_linklist_insert(&t->conns, &c->link);
     t->count++;
+    if (!refused)
+        set_idle(c, true);
 }
 
 bool conn_reclaim_idle(conn_table_t *t)
@@ -133,8 +160,34 @@ bool conn_reclaim_idle(conn_table_t *t)
     if (oldest == NULL)
         return false;
     shut(oldest);
+    set_idle(oldest, false);
     oldest->sock = NULL; /* being closed: not a candidate again */
     return true;
+}
+
+bool conn_reserve_idle(conn_table_t *t)
+{
+    int wanted = atomic_load(&t->reclaim_wanted);
+    do {
+        if (wanted >= atomic_load(&t->idle))
+            return false;
+    } while (!atomic_compare_exchange_weak(&t->reclaim_wanted, &wanted, wanted + 1));
+    worker_wake(t->worker, &t->reclaim);
+    return true;
+}
+
+/*
+ * The reserved connections may have turned busy since (a request arrived on
+ * them); those reservations lapse, and the process stays that many over its
+ * limit until connections close, well inside the descriptors set aside for
+ * refusals.
+ */
+static void on_reclaim_wanted(worker_wakeup_t *wakeup)
+{
+    conn_table_t *t = H2O_STRUCT_FROM_MEMBER(conn_table_t, reclaim, wakeup);
+    for (int wanted = atomic_exchange(&t->reclaim_wanted, 0); wanted > 0; wanted--)
+        if (!conn_reclaim_idle(t))
+            break;
 }
 
 void conn_close_idle(conn_table_t *t, bool all)
@@ -176,6 +229,8 @@ static void on_request_dispose(void *p)
     c->active--;
     if (c->active == 0) {
         c->idle_since_ms = worker_now_ms();
+        if (c->sock != NULL && !c->refused && !c->abusive)
+            set_idle(c, true);
         if (c->refused || c->abusive)
             shut(c);
     }
@@ -211,6 +266,7 @@ conn_verdict_t conn_request_begin(h2o_req_t *req)
     ref->req = req;
     c->refs++;
     c->active++;
+    set_idle(c, false);
     if (c->refused && c->table != NULL) {
         req->http1_is_persistent = 0;
         conn_table_t *t = c->table;

@@ -28,6 +28,11 @@ size_t conn_table_size(const conn_table_t *table);
 void conn_register(conn_table_t *table, h2o_socket_t *sock, bool refused);
 /* Shuts down the connection idle (no request in flight) the longest; false when none is. */
 bool conn_reclaim_idle(conn_table_t *table);
+/*
+ * Any thread: reserves one of this table's idle connections and asks its
+ * worker to close it; false when none is left to reserve.
+ */
+bool conn_reserve_idle(conn_table_t *table);
 /* Shutdown: closes connections with no request in flight now; with all set, every connection. */
 void conn_close_idle(conn_table_t *table, bool all);
 

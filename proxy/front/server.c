@@ -71,6 +71,7 @@ struct server {
     auth_t *auth;
     buffers_t buffers;
     _Atomic unsigned connections;
+    _Atomic unsigned workers_ready; /* workers are set up in order: those below this can be woken */
 };
 
 /* --- descriptors --- */
@@ -285,7 +286,8 @@ static void pause_accepting(worker_t *worker, int error)
 
 /*
  * At max_client_connections, an idle connection (no request in flight) is
- * closed to make room, as nginx reuses keep-alive connections; with none
+ * closed to make room, as nginx reuses keep-alive connections, this worker's
+ * own if it has one, else another worker's; with none
  * idle, the newcomer is told 503, up to a few at a time, and closed.
  */
 static bool admit(worker_t *worker, bool *refused)
@@ -297,6 +299,10 @@ static bool admit(worker_t *worker, bool *refused)
         return true;
     if (conn_reclaim_idle(worker->conns))
         return true;
+    unsigned ready = atomic_load(&server->workers_ready);
+    for (unsigned i = 1; i < ready; i++)
+        if (conn_reserve_idle(server->workers[(worker->id + i) % ready].conns))
+            return true;
     *refused = open < server->conf->max_client_connections + REFUSAL_SLOTS;
     if (!*refused)
         atomic_fetch_sub(&server->connections, 1);
@@ -603,6 +609,7 @@ static int run_workers(server_t *server)
             status = 1;
             break;
         }
+        atomic_store(&server->workers_ready, started + 1);
     }
     if (status == 0) {
         log_msg(LOG_LEVEL_INFO, "server", "larder %s ready: %u worker threads, upstream %s", LARDER_VERSION,

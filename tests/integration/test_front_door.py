@@ -657,6 +657,36 @@ class UploadTimeoutTest(OwnLarderCase):
         self.assertEqual(len(self.object_bytes("slow-upload.bin")), 32 * 1024 * 1024)
 
 
+class ConnectionLimitAcrossWorkersTest(harness.LarderTestCase):
+    """The connection limit is the process's, but each worker closes only its own sockets."""
+    larder_config = {"max_client_connections": 1, "worker_threads": 2}
+    ROUNDS = 24
+
+    def test_an_idle_connection_on_another_worker_makes_room(self):
+        """max_client_connections 1 and two workers: 24 new clients in turn, each while the previous
+        one's keep-alive connection is open and idle, are each served 200. Each lands on whichever
+        worker accepts first, so the idle connection is often the other worker's.
+
+        Fails on the old code (16f6223): a worker with no idle connection of its own answered 503
+        "Too many connections to this proxy" even though the other worker had one idle; CI saw it
+        as ConnectionLimitTest's third new client getting 503."""
+        socks = []
+        try:
+            for round_ in range(self.ROUNDS + 1):
+                s = send_get(self.larder.port, "/_larder/healthz")
+                socks.append(s)
+                status, head, body, how = read_response(s, eof_wait=0.01)
+                self.assertEqual((status, body), (200, b'{"status":"ok"}'),
+                                 "new client #%d: %s" % (round_ + 1, head))
+            self.assertTrue(all(closed_by_peer(s) for s in socks[:-1])
+                            or fu.wait_until(lambda: all(closed_by_peer(s) for s in socks[:-1]), 10),
+                            "an idle connection was not closed to make room")
+            self.assertTrue(fu.wait_until(
+                lambda: fu.server_connections(self.larder.proc.pid, self.larder.port) <= 1, 10))
+        finally:
+            close_all(socks)
+
+
 class ConnectionLimitTest(harness.LarderTestCase):
     larder_config = {"max_client_connections": 4}
     LIMIT = 4
