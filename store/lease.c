@@ -5,16 +5,24 @@
  * memory for eviction.
  *
  * Layout (store_internal.h): "leases" maps an id to its record, "lease_pins"
- * holds one empty value per (lease, key) under id length + id + key hash.
- * A record is
+ * holds one value per (lease, key) under id length + id + key hash. A
+ * lease record is
  *   "LSE1" (4) | expires_at_ms (8, le) | quota_bytes (8, le) |
  *   owner length (4, le) | owner | crc32c (4, le) of the id and all before,
- * so a record that is garbled, or filed under another id, fails its check.
+ * and a pin value, the pin's note,
+ *   "PIN1" (4) | marks (4, le) | text length (4, le) | text |
+ *   crc32c (4, le) of the pin key and all before,
+ * so a record or pin value that is garbled, or filed under another id or
+ * key, fails its check. A pin value may also be empty: the pins of stores
+ * from before notes, read as marks 0 and no text, and rewritten only when a
+ * later pin call gives them a note.
  *
- * Every write is an op for the writer thread, whose caller waits for the
- * commit that decided it (writer_wait): the result is then durable, and the
- * quota check ran on the one thread that changes leases, so two pins racing
- * for the last bytes of a quota cannot both pass.
+ * Every write is an op for the writer thread, decided by one commit and
+ * reported to the op's lease_done after it (writer.c): the result is then
+ * durable, and the quota check ran on the one thread that changes leases,
+ * so two pins racing for the last bytes of a quota cannot both pass. The
+ * blocking calls are the same ops, whose lease_done notes the result for a
+ * caller waiting in writer_wait.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -26,6 +34,9 @@
 #define LEASE_MAGIC "LSE1"
 #define LEASE_FIXED 24                   /* magic, expiry, quota, owner length */
 #define PIN_KEY_MAX (1 + STORE_LEASE_ID_MAX + STORE_KEY_SIZE)
+#define PIN_MAGIC "PIN1"
+#define PIN_FIXED 12 /* magic, marks, text length */
+#define PIN_VALUE_MAX (PIN_FIXED + STORE_PIN_NOTE_MAX + 4)
 /* Expired leases removed per commit by the sweep. */
 #define SWEEP_BATCH 64
 
@@ -43,9 +54,10 @@ static bool id_ok(const char *id)
     return id != NULL && id[0] != '\0' && strnlen(id, STORE_LEASE_ID_MAX + 1) <= STORE_LEASE_ID_MAX;
 }
 
-static uint32_t record_crc(const char *id, size_t id_len, const unsigned char *rec, size_t len)
+/* The check of a record filed under the LMDB key `under` (a lease id, or a pin key). */
+static uint32_t record_crc(const void *under, size_t under_len, const unsigned char *rec, size_t len)
 {
-    return store_crc32c(store_crc32c(0, id, id_len), rec, len);
+    return store_crc32c(store_crc32c(0, under, under_len), rec, len);
 }
 
 static size_t record_size(size_t owner_len)
@@ -93,6 +105,46 @@ static size_t pin_key_make(unsigned char *buf, const char *id, const store_key_t
         return 1 + id_len;
     memcpy(buf + 1 + id_len, key->hash, STORE_KEY_SIZE);
     return 1 + id_len + STORE_KEY_SIZE;
+}
+
+static size_t pin_value_size(size_t text_len)
+{
+    return PIN_FIXED + text_len + 4;
+}
+
+/* Encodes note as the value of pin key pk into v (pin_value_size(note->text_len) bytes). */
+static void pin_encode(unsigned char *v, const MDB_val *pk, const store_pin_note_t *note)
+{
+    size_t len = pin_value_size(note->text_len);
+
+    memcpy(v, PIN_MAGIC, 4);
+    put_le32(v + 4, note->marks);
+    put_le32(v + 8, (uint32_t)note->text_len);
+    if (note->text_len > 0)
+        memcpy(v + PIN_FIXED, note->text, note->text_len);
+    put_le32(v + len - 4, record_crc(pk->mv_data, pk->mv_size, v, len - 4));
+}
+
+/*
+ * Decodes the value found under pin key pk into *note (text pointing into
+ * data); false, with *note empty, when it is not a pin value, or not pk's.
+ * An empty value is a pin from before notes: marks 0, no text.
+ */
+static bool pin_decode(const MDB_val *pk, const void *data, size_t len, store_pin_note_t *note)
+{
+    const unsigned char *v = data;
+    size_t text_len = len >= PIN_FIXED ? get_le32(v + 8) : 0;
+
+    *note = (store_pin_note_t){.marks = 0, .text = NULL, .text_len = 0};
+    if (len == 0)
+        return true;
+    if (len < pin_value_size(0) || memcmp(v, PIN_MAGIC, 4) != 0 || text_len > STORE_PIN_NOTE_MAX ||
+        len != pin_value_size(text_len) || get_le32(v + len - 4) != record_crc(pk->mv_data, pk->mv_size, v, len - 4))
+        return false;
+    note->marks = get_le32(v + 4);
+    note->text = text_len > 0 ? (const char *)v + PIN_FIXED : NULL;
+    note->text_len = text_len;
+    return true;
 }
 
 static bool has_prefix(const MDB_val *k, const unsigned char *prefix, size_t len)
@@ -164,8 +216,8 @@ static int write_record(apply_ctx_t *a, const char *id, const void *rec, size_t 
     return lease_table_set(&a->store->index, id, r->expires_at_ms, r->quota_bytes) == 0 ? MDB_SUCCESS : ENOMEM;
 }
 
-/* Looks the lease up for an op that needs it live: *result says STORE_NOT_FOUND when it is not. */
-static int live_record(apply_ctx_t *a, const op_t *op, lease_rec_t *r, bool *found)
+/* Looks the lease up for an op that needs it live: op->result says STORE_NOT_FOUND when it is not. */
+static int live_record(apply_ctx_t *a, op_t *op, lease_rec_t *r, bool *found)
 {
     int rc = record_get(a->txn, a->store, op->lease_id, r);
 
@@ -173,7 +225,7 @@ static int live_record(apply_ctx_t *a, const op_t *op, lease_rec_t *r, bool *fou
     /* A record garbled since open is no lease: refusing this op must not lose the rest of the batch. */
     if (rc == MDB_NOTFOUND || rc == MDB_SUCCESS || rc == MDB_CORRUPTED) {
         if (!*found)
-            *op->result = STORE_NOT_FOUND;
+            op->result = STORE_NOT_FOUND;
         return MDB_SUCCESS;
     }
     return rc;
@@ -193,7 +245,7 @@ static int lease_put(apply_ctx_t *a, op_t *op)
     if (!record_decode(op->data, op->len, op->lease_id, strlen(op->lease_id), &r))
         return EINVAL; /* encoded by store_lease_put: cannot happen */
     if ((rc = write_record(a, op->lease_id, op->data, op->len, &r)) == MDB_SUCCESS)
-        *op->result = STORE_OK;
+        op->result = STORE_OK;
     return rc;
 }
 
@@ -213,8 +265,14 @@ static int lease_extend(apply_ctx_t *a, op_t *op)
     rc = write_record(a, op->lease_id, rec, record_size(r.owner_len), &r);
     free(rec);
     if (rc == MDB_SUCCESS)
-        *op->result = STORE_OK;
+        op->result = STORE_OK;
     return rc;
+}
+
+/* Whether have + more stays within limit, without overflow: more may be a caller's expect_bytes, anything. */
+static bool fits(uint64_t have, uint64_t more, uint64_t limit)
+{
+    return more <= limit && have <= limit - more;
 }
 
 /* The quota check: STORE_OK or STORE_QUOTA for pinning one more object of obj_bytes under the lease. */
@@ -223,11 +281,42 @@ static int quota_check(store_t *s, const char *id, const lease_rec_t *r, uint64_
     uint64_t lease_bytes, all_bytes;
 
     lease_table_bytes(&s->index, id, store_wall_ms(), index_object_bytes_locked, &lease_bytes, &all_bytes);
-    if (r->quota_bytes != 0 && lease_bytes + obj_bytes > r->quota_bytes)
+    if (r->quota_bytes != 0 && !fits(lease_bytes, obj_bytes, r->quota_bytes))
         return STORE_QUOTA;
-    if (all_bytes + obj_bytes > s->max_lease_bytes)
+    if (!fits(all_bytes, obj_bytes, s->max_lease_bytes))
         return STORE_QUOTA;
     return STORE_OK;
+}
+
+/*
+ * A key the lease pins already: counted, so no quota check; only the note
+ * may change (marks ORed in, a text if the pin had none), and the value is
+ * rewritten only if it does. A value garbled since open is rewritten with
+ * the op's note: it is still a pin.
+ */
+static int pin_merge(apply_ctx_t *a, op_t *op, MDB_val *k, const MDB_val *old_v)
+{
+    store_pin_note_t old, add;
+    bool sound = pin_decode(k, old_v->mv_data, old_v->mv_size, &old);
+
+    if (!pin_decode(k, op->data, op->len, &add))
+        return EINVAL; /* encoded by pin_op: cannot happen */
+    store_pin_note_t merged = old;
+    merged.marks |= add.marks;
+    if (merged.text_len == 0) {
+        merged.text = add.text;
+        merged.text_len = add.text_len;
+    }
+    if (!sound || merged.marks != old.marks || merged.text_len != old.text_len) {
+        unsigned char v[PIN_VALUE_MAX];
+        pin_encode(v, k, &merged); /* merged.text may point into LMDB's page: copied before the put */
+        MDB_val nv = {pin_value_size(merged.text_len), v};
+        int rc = mdb_put(a->txn, a->store->dbi_lease_pins, k, &nv, 0);
+        if (rc != MDB_SUCCESS)
+            return rc;
+    }
+    op->result = STORE_OK;
+    return MDB_SUCCESS;
 }
 
 static int lease_pin(apply_ctx_t *a, op_t *op)
@@ -241,25 +330,25 @@ static int lease_pin(apply_ctx_t *a, op_t *op)
 
     if (rc != MDB_SUCCESS || !found)
         return rc;
-    if ((rc = mdb_get(a->txn, s->dbi_lease_pins, &k, &v)) == MDB_SUCCESS) {
-        *op->result = STORE_OK; /* pinned already: nothing more to count */
-        return MDB_SUCCESS;
-    }
+    if ((rc = mdb_get(a->txn, s->dbi_lease_pins, &k, &v)) == MDB_SUCCESS)
+        return pin_merge(a, op, &k, &v);
     if (rc != MDB_NOTFOUND)
         return rc;
     pthread_mutex_lock(&s->index.lock);
     uint64_t obj_bytes = index_object_bytes_locked(&s->index, &op->key);
     pthread_mutex_unlock(&s->index.lock);
-    if ((*op->result = quota_check(s, op->lease_id, &r, obj_bytes)) != STORE_OK)
+    if (op->size > obj_bytes)
+        obj_bytes = op->size; /* expect_bytes: what the object will be charged once its upload is stored */
+    if ((op->result = quota_check(s, op->lease_id, &r, obj_bytes)) != STORE_OK)
         return MDB_SUCCESS;
-    v.mv_size = 0;
-    v.mv_data = NULL;
+    v.mv_size = op->len;
+    v.mv_data = op->data;
     if ((rc = mdb_put(a->txn, s->dbi_lease_pins, &k, &v, 0)) != MDB_SUCCESS)
         return rc;
     a->leases_changed = true;
     if (lease_table_pin(&s->index, op->lease_id, &op->key) != 0)
         return ENOMEM;
-    *op->result = STORE_OK;
+    op->result = STORE_OK;
     return MDB_SUCCESS;
 }
 
@@ -269,21 +358,21 @@ static int lease_end(apply_ctx_t *a, op_t *op)
     int rc = record_get(a->txn, a->store, op->lease_id, &r);
 
     if (rc == MDB_NOTFOUND) {
-        *op->result = STORE_NOT_FOUND;
+        op->result = STORE_NOT_FOUND;
         return MDB_SUCCESS;
     }
     /* A garbled record is removed all the same: ending is what the caller wants of it. */
     if (rc != MDB_SUCCESS && rc != MDB_CORRUPTED)
         return rc;
     if ((rc = remove_lease(a, op->lease_id)) == MDB_SUCCESS)
-        *op->result = STORE_OK;
+        op->result = STORE_OK;
     return rc;
 }
 
-/* Applies a lease op in the batch's transaction; its result is noted in *op->result (the commit may overrule). */
+/* Applies a lease op in the batch's transaction; its result is noted in op->result (the commit may overrule). */
 int apply_lease_op(apply_ctx_t *a, op_t *op)
 {
-    *op->result = STORE_ERROR;
+    op->result = STORE_ERROR;
     if (!a->store->have_lease_dbs)
         return MDB_SUCCESS; /* start-up could not add them: refuse, and keep the batch */
     switch (op->kind) {
@@ -409,17 +498,19 @@ static int scan_records(lease_scan_t *ls)
     return rc == MDB_NOTFOUND ? STORE_OK : scan_failed(ls, rc, "a lease record is garbled");
 }
 
-/* One pin key: well formed, of a lease that has a record; loaded into the table if asked. */
-static int scan_pin(lease_scan_t *ls, const MDB_val *k)
+/* One pin: a well-formed key, of a lease that has a record, and a sound value; loaded into the table if asked. */
+static int scan_pin(lease_scan_t *ls, const MDB_val *k, const MDB_val *v)
 {
     const unsigned char *p = k->mv_data;
     char id[STORE_LEASE_ID_MAX + 1];
+    store_pin_note_t note;
     store_key_t key;
     lease_rec_t r;
     int rc;
 
     if (k->mv_size < 2 + STORE_KEY_SIZE || p[0] == 0 || p[0] > STORE_LEASE_ID_MAX ||
-        k->mv_size != 1u + p[0] + STORE_KEY_SIZE || memchr(p + 1, '\0', p[0]) != NULL)
+        k->mv_size != 1u + p[0] + STORE_KEY_SIZE || memchr(p + 1, '\0', p[0]) != NULL ||
+        !pin_decode(k, v->mv_data, v->mv_size, &note))
         return MDB_CORRUPTED;
     memcpy(id, p + 1, p[0]);
     id[p[0]] = '\0';
@@ -438,17 +529,15 @@ static int scan_pins(lease_scan_t *ls)
     if (rc != MDB_SUCCESS)
         return scan_failed(ls, rc, "opening the lease pins");
     for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == MDB_SUCCESS; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT))
-        if (v.mv_size != 0 || (rc = scan_pin(ls, &k)) != MDB_SUCCESS) {
-            rc = rc == MDB_SUCCESS ? MDB_CORRUPTED : rc;
+        if ((rc = scan_pin(ls, &k, &v)) != MDB_SUCCESS)
             break;
-        }
     mdb_cursor_close(cur);
     return rc == MDB_NOTFOUND ? STORE_OK : scan_failed(ls, rc, "a lease pin is garbled, or of no lease");
 }
 
 /*
  * Verifies the lease databases in txn (check.c, at open): every record
- * sound, every pin well formed and of a lease that exists. With load, also
+ * sound, every pin well formed, of a lease that exists, with a sound note. With load, also
  * fills the lease table (emptied again on failure). A store without the
  * databases passes: it is from before leases.
  */
@@ -486,17 +575,93 @@ void lease_reload(store_t *s)
     mdb_txn_abort(txn);
 }
 
-/* ---- the public calls ---- */
+/* ---- the public calls: each builds its op, then queues it or waits for it ---- */
 
-/* Queues op and waits for the commit that decides it; op is the queue's from here. */
-static int submit(store_t *s, op_t *op, const char *id)
+/* A lease op for id (validated here), result STORE_ERROR until the writer decides; NULL: bad id or no memory. */
+static op_t *lease_op_new(op_kind_t kind, const char *id, const store_key_t *key, size_t len)
+{
+    static const store_key_t none = {{0}};
+
+    if (!id_ok(id))
+        return NULL;
+    op_t *op = op_new(kind, key != NULL ? key : &none, len);
+    if (op == NULL)
+        return NULL;
+    snprintf(op->lease_id, sizeof(op->lease_id), "%s", id);
+    op->result = STORE_ERROR;
+    return op;
+}
+
+static op_t *put_op(const char *id, const char *owner, int64_t expires_at_ms, uint64_t quota_bytes)
+{
+    lease_rec_t r = {.expires_at_ms = expires_at_ms, .quota_bytes = quota_bytes, .owner = owner != NULL ? owner : ""};
+
+    r.owner_len = strnlen(r.owner, STORE_LEASE_OWNER_MAX + 1);
+    if (r.owner_len > STORE_LEASE_OWNER_MAX)
+        return NULL;
+    op_t *op = lease_op_new(OP_LEASE_PUT, id, NULL, record_size(r.owner_len));
+    if (op != NULL)
+        record_encode(op->data, id, &r);
+    return op;
+}
+
+static op_t *extend_op(const char *id, int64_t expires_at_ms)
+{
+    op_t *op = lease_op_new(OP_LEASE_EXTEND, id, NULL, 8);
+
+    if (op != NULL)
+        put_le64(op->data, (uint64_t)expires_at_ms);
+    return op;
+}
+
+/* The pin value the op would write for a new pin, already sealed: the writer stores it as it is. */
+static op_t *pin_op(const char *id, const store_key_t *key, const store_pin_note_t *note, uint64_t expect_bytes)
+{
+    static const store_pin_note_t no_note = {.marks = 0, .text = NULL, .text_len = 0};
+
+    if (note == NULL)
+        note = &no_note;
+    if (key == NULL || note->text_len > STORE_PIN_NOTE_MAX || (note->text_len > 0 && note->text == NULL))
+        return NULL;
+    op_t *op = lease_op_new(OP_LEASE_PIN, id, key, pin_value_size(note->text_len));
+    if (op == NULL)
+        return NULL;
+    unsigned char pk[PIN_KEY_MAX];
+    MDB_val k = {pin_key_make(pk, id, key), pk};
+    pin_encode(op->data, &k, note);
+    op->size = expect_bytes;
+    return op;
+}
+
+/* Queues op (NULL: its builder refused the arguments) with done to be told its result; op is the queue's. */
+static int submit(store_t *s, op_t *op, store_lease_done_fn done, void *ctx, uint64_t *seq)
+{
+    if (op == NULL)
+        return STORE_ERROR;
+    op->lease_done = done;
+    op->done_ctx = ctx;
+    return writer_enqueue_seq(s, op, false, seq);
+}
+
+static int submit_async(store_t *s, op_t *op, store_lease_done_fn done, void *ctx)
+{
+    uint64_t seq;
+
+    return submit(s, op, done, ctx, &seq);
+}
+
+static void note_result(void *ctx, int result)
+{
+    *(int *)ctx = result;
+}
+
+/* Queues op and waits for the commit that decides it: the writer notes the result before it wakes us. */
+static int submit_wait(store_t *s, op_t *op)
 {
     int result = STORE_ERROR;
     uint64_t seq;
 
-    snprintf(op->lease_id, sizeof(op->lease_id), "%s", id);
-    op->result = &result;
-    if (writer_enqueue_seq(s, op, false, &seq) != STORE_OK)
+    if (submit(s, op, note_result, &result, &seq) != STORE_OK)
         return STORE_ERROR;
     writer_wait(s, seq);
     return result;
@@ -504,47 +669,46 @@ static int submit(store_t *s, op_t *op, const char *id)
 
 int store_lease_put(store_t *store, const char *id, const char *owner, int64_t expires_at_ms, uint64_t quota_bytes)
 {
-    lease_rec_t r = {.expires_at_ms = expires_at_ms, .quota_bytes = quota_bytes, .owner = owner != NULL ? owner : ""};
-    store_key_t none = {{0}};
-    op_t *op;
-
-    r.owner_len = strnlen(r.owner, STORE_LEASE_OWNER_MAX + 1);
-    if (!id_ok(id) || r.owner_len > STORE_LEASE_OWNER_MAX)
-        return STORE_ERROR;
-    if ((op = op_new(OP_LEASE_PUT, &none, record_size(r.owner_len))) == NULL)
-        return STORE_ERROR;
-    record_encode(op->data, id, &r);
-    return submit(store, op, id);
+    return submit_wait(store, put_op(id, owner, expires_at_ms, quota_bytes));
 }
 
 int store_lease_extend(store_t *store, const char *id, int64_t expires_at_ms)
 {
-    store_key_t none = {{0}};
-    op_t *op;
-
-    if (!id_ok(id) || (op = op_new(OP_LEASE_EXTEND, &none, 8)) == NULL)
-        return STORE_ERROR;
-    put_le64(op->data, (uint64_t)expires_at_ms);
-    return submit(store, op, id);
+    return submit_wait(store, extend_op(id, expires_at_ms));
 }
 
-int store_lease_pin(store_t *store, const char *id, const store_key_t *key)
+int store_lease_pin(store_t *store, const char *id, const store_key_t *key, const store_pin_note_t *note,
+                    uint64_t expect_bytes)
 {
-    op_t *op;
-
-    if (!id_ok(id) || key == NULL || (op = op_new(OP_LEASE_PIN, key, 0)) == NULL)
-        return STORE_ERROR;
-    return submit(store, op, id);
+    return submit_wait(store, pin_op(id, key, note, expect_bytes));
 }
 
 int store_lease_end(store_t *store, const char *id)
 {
-    store_key_t none = {{0}};
-    op_t *op;
+    return submit_wait(store, lease_op_new(OP_LEASE_END, id, NULL, 0));
+}
 
-    if (!id_ok(id) || (op = op_new(OP_LEASE_END, &none, 0)) == NULL)
-        return STORE_ERROR;
-    return submit(store, op, id);
+int store_lease_put_async(store_t *store, const char *id, const char *owner, int64_t expires_at_ms,
+                          uint64_t quota_bytes, store_lease_done_fn done, void *ctx)
+{
+    return submit_async(store, put_op(id, owner, expires_at_ms, quota_bytes), done, ctx);
+}
+
+int store_lease_extend_async(store_t *store, const char *id, int64_t expires_at_ms, store_lease_done_fn done,
+                             void *ctx)
+{
+    return submit_async(store, extend_op(id, expires_at_ms), done, ctx);
+}
+
+int store_lease_pin_async(store_t *store, const char *id, const store_key_t *key, const store_pin_note_t *note,
+                          uint64_t expect_bytes, store_lease_done_fn done, void *ctx)
+{
+    return submit_async(store, pin_op(id, key, note, expect_bytes), done, ctx);
+}
+
+int store_lease_end_async(store_t *store, const char *id, store_lease_done_fn done, void *ctx)
+{
+    return submit_async(store, lease_op_new(OP_LEASE_END, id, NULL, 0), done, ctx);
 }
 
 /* ---- reads: short read transactions, committed state ---- */
@@ -612,6 +776,20 @@ void store_lease_free(store_lease_t *lease)
     lease->owner = NULL;
 }
 
+/* items, of *cap elements of size bytes, with room for need > 0; NULL: no memory (items is still the caller's). */
+static void *grow_array(void *items, size_t *cap, size_t need, size_t size)
+{
+    if (need <= *cap)
+        return items;
+    size_t n = *cap > 0 ? *cap : 16;
+    while (n < need)
+        n *= 2;
+    void *grown = realloc(items, n * size);
+    if (grown != NULL)
+        *cap = n;
+    return grown;
+}
+
 typedef struct lease_list {
     store_lease_t *items;
     size_t n, cap;
@@ -627,14 +805,10 @@ static int list_add(store_t *s, MDB_txn *txn, lease_list_t *l, const MDB_val *k,
         return STORE_OK; /* garbled since open: not a lease anyone can use */
     if (store_wall_ms() >= r.expires_at_ms)
         return STORE_OK;
-    if (l->n == l->cap) {
-        size_t cap = l->cap ? l->cap * 2 : 16;
-        store_lease_t *grown = realloc(l->items, cap * sizeof(*grown));
-        if (grown == NULL)
-            return STORE_ERROR;
-        l->items = grown;
-        l->cap = cap;
-    }
+    store_lease_t *items = grow_array(l->items, &l->cap, l->n + 1, sizeof(*items));
+    if (items == NULL)
+        return STORE_ERROR;
+    l->items = items;
     memcpy(id, k->mv_data, k->mv_size);
     id[k->mv_size] = '\0';
     int rc = fill_lease(s, txn, id, &r, &l->items[l->n]);
@@ -675,12 +849,47 @@ int store_lease_list(store_t *store, store_lease_fn fn, void *ctx)
     return rc == 1 ? STORE_OK : rc;
 }
 
-typedef struct key_list {
-    store_key_t *keys;
-    size_t n, cap;
-} key_list_t;
+/* One pin as collected, its text in the list's texts (a pointer would not survive their growing). */
+typedef struct pin_entry {
+    store_key_t key;
+    uint32_t marks;
+    size_t text_off, text_len;
+} pin_entry_t;
 
-static int keys_collect(store_t *s, MDB_txn *txn, const char *id, key_list_t *kl)
+typedef struct pin_list {
+    pin_entry_t *pins;
+    size_t n, cap;
+    char *texts; /* every pin's text, copied out of LMDB */
+    size_t texts_len, texts_cap;
+} pin_list_t;
+
+static int pins_add(pin_list_t *pl, const MDB_val *k, const MDB_val *v, size_t plen)
+{
+    store_pin_note_t note;
+
+    /* A value garbled since open still names a pinned key (one the lease holds): reported without a note. */
+    (void)pin_decode(k, v->mv_data, v->mv_size, &note);
+    pin_entry_t *pins = grow_array(pl->pins, &pl->cap, pl->n + 1, sizeof(*pins));
+    if (pins == NULL)
+        return ENOMEM;
+    pl->pins = pins;
+    if (note.text_len > 0) {
+        char *texts = grow_array(pl->texts, &pl->texts_cap, pl->texts_len + note.text_len, 1);
+        if (texts == NULL)
+            return ENOMEM;
+        pl->texts = texts;
+        memcpy(texts + pl->texts_len, note.text, note.text_len);
+    }
+    pin_entry_t *e = &pins[pl->n++];
+    memcpy(e->key.hash, (const unsigned char *)k->mv_data + plen, STORE_KEY_SIZE);
+    e->marks = note.marks;
+    e->text_off = pl->texts_len;
+    e->text_len = note.text_len;
+    pl->texts_len += note.text_len;
+    return MDB_SUCCESS;
+}
+
+static int pins_collect(store_t *s, MDB_txn *txn, const char *id, pin_list_t *pl)
 {
     unsigned char prefix[PIN_KEY_MAX];
     size_t plen = pin_key_make(prefix, id, NULL);
@@ -691,26 +900,16 @@ static int keys_collect(store_t *s, MDB_txn *txn, const char *id, key_list_t *kl
     if (mdb_cursor_open(txn, s->dbi_lease_pins, &cur) != MDB_SUCCESS)
         return STORE_ERROR;
     for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == MDB_SUCCESS && has_prefix(&k, prefix, plen);
-         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-        if (kl->n == kl->cap) {
-            size_t cap = kl->cap ? kl->cap * 2 : 64;
-            store_key_t *grown = realloc(kl->keys, cap * sizeof(*grown));
-            if (grown == NULL) {
-                rc = ENOMEM;
-                break;
-            }
-            kl->keys = grown;
-            kl->cap = cap;
-        }
-        memcpy(kl->keys[kl->n++].hash, (const unsigned char *)k.mv_data + plen, STORE_KEY_SIZE);
-    }
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT))
+        if ((rc = pins_add(pl, &k, &v, plen)) != MDB_SUCCESS)
+            break;
     mdb_cursor_close(cur);
     return rc == MDB_SUCCESS || rc == MDB_NOTFOUND ? STORE_OK : STORE_ERROR;
 }
 
 int store_lease_keys(store_t *store, const char *id, store_lease_key_fn fn, void *ctx)
 {
-    key_list_t kl = {0};
+    pin_list_t pl = {0};
     MDB_txn *txn;
     lease_rec_t r;
     int rc;
@@ -721,13 +920,19 @@ int store_lease_keys(store_t *store, const char *id, store_lease_key_fn fn, void
         return rc;
     rc = record_get(txn, store, id, &r);
     if (rc == MDB_SUCCESS)
-        rc = keys_collect(store, txn, id, &kl);
+        rc = pins_collect(store, txn, id, &pl);
     else
         rc = rc == MDB_NOTFOUND ? STORE_NOT_FOUND : STORE_ERROR;
     mdb_txn_abort(txn);
-    for (size_t i = 0; rc == STORE_OK && i < kl.n; i++)
-        if (!fn(ctx, &kl.keys[i]))
+    for (size_t i = 0; rc == STORE_OK && i < pl.n; i++) {
+        const pin_entry_t *e = &pl.pins[i];
+        store_lease_pin_info_t info = {
+            .key = e->key, .marks = e->marks, .text = e->text_len > 0 ? pl.texts + e->text_off : NULL,
+            .text_len = e->text_len};
+        if (!fn(ctx, &info))
             break;
-    free(kl.keys);
+    }
+    free(pl.pins);
+    free(pl.texts);
     return rc;
 }

@@ -37,7 +37,7 @@ enum {
     STORE_BUSY = -3,      /* write queue full: the caller serves without caching */
     STORE_ERROR = -4,     /* anything else; see the log */
     STORE_NO_SPACE = -5,  /* store_open: the disk has no room even to open the store */
-    STORE_QUOTA = -6      /* store_lease_pin: the lease's quota, or all leases' together, would be passed */
+    STORE_QUOTA = -6      /* store_lease_pin(_async): the lease's quota, or all leases' together, would be passed */
 };
 
 /* The size of an object whose length is not known yet (a body without Content-Length): see store_fill_set_size. */
@@ -271,35 +271,55 @@ bool store_out_of_space(store_t *store);
  * as it ignores store_pin: a pinned object that is invalidated is gone, and
  * its key counts again once it is filled again.
  *
+ * Notes: each pin may carry a note of what the caller wants to remember of
+ * the object (store_pin_note_t), kept with the pin and handed back by
+ * store_lease_keys; the store never interprets it. Pinning a key again
+ * merges notes: the marks are ORed in, and a pin without text takes the
+ * first non-empty text it is given (a later text never replaces it), so
+ * callers that learn things about an object at different times need not
+ * read before they write.
+ *
  * Bytes: an object counts what the store charges it against the budget now
  * (its metadata record plus the chunks present), looked up in the index at
  * the moment of asking; a key pinned before its object is cached counts 0
  * until the object is there. A lease's pinned_bytes is the sum over its
- * keys. Quotas are checked when a key is pinned: the lease's pinned_bytes
- * plus the object's bytes must not pass quota_bytes, and the sum of every
- * live lease's pinned_bytes (an object two leases pin counts twice, so the
- * check is conservative) plus the object's bytes must not pass
- * max_lease_pinned_bytes; otherwise STORE_QUOTA. Objects filled after their
- * key was pinned can take a lease past its quota: later pins are refused.
+ * keys. Quotas are checked when a key is first pinned under the lease (a
+ * pin of a key it pins already only merges the note): the lease's
+ * pinned_bytes plus the object's bytes must not pass quota_bytes, and the
+ * sum of every live lease's pinned_bytes (an object two leases pin counts
+ * twice, so the check is conservative) plus the object's bytes must not
+ * pass max_lease_pinned_bytes; otherwise STORE_QUOTA. In that check the
+ * object counts max(its bytes now, expect_bytes): a writer about to store
+ * an upload of known size passes its size, so that an upload the quota
+ * cannot hold is refused before its bytes are sent rather than pinned at 0.
+ * expect_bytes is checked, not kept: later checks count the object at what
+ * the index charges it, so objects filled after their key was pinned can
+ * take a lease past its quota, and then later pins are refused.
  *
- * Durability and cost: every lease write goes through the writer thread in
- * its batched commits like any other write, and the call waits until the
- * commit that decided it (one commit: at once if the writer is idle, else
- * after the batch in progress, typically milliseconds, up to a large
- * batch's commit time). When it returns STORE_OK the change is committed,
- * so it survives store_close and a kill -9 of the process (not a machine
- * crash within the next few seconds: the store flushes every ENV_SYNC_MS).
- * Never call these from an event-loop thread's hot path: they block. The
- * quota check walks every live lease's pins on the writer thread, which is
- * meant for thousands of pins, not millions. Reads (get, list, keys) take a
- * short read transaction and never wait for the writer.
+ * Calls: every lease write goes through the writer thread in its batched
+ * commits like any other write, in the order queued (a pin queued after the
+ * put that creates its lease finds it), and is decided by one commit: at
+ * once if the writer is idle, else after the batch in progress, typically
+ * milliseconds, up to a large batch's commit time. Each write comes in two
+ * forms over the same op. The _async form queues it and returns: an
+ * event-loop thread, which must never block, hears the result through
+ * store_lease_done_fn. The blocking form waits for that commit: never call
+ * it from an event-loop thread's hot path. Either way a result of STORE_OK
+ * means the change is committed, so it survives store_close and a kill -9
+ * of the process (not a machine crash within the next few seconds: the
+ * store flushes every ENV_SYNC_MS). The quota check walks every live
+ * lease's pins on the writer thread, which is meant for thousands of pins,
+ * not millions. Reads (get, list, keys) take a short read transaction and
+ * never wait for the writer.
  *
  * Codes: STORE_OK; STORE_NOT_FOUND for an unknown (or, except for
  * store_lease_end, expired) lease; STORE_QUOTA; STORE_ERROR for a bad
  * argument, a closing or broken store, or a commit that failed.
  */
 #define STORE_LEASE_ID_MAX 128
-#define STORE_LEASE_OWNER_MAX 1024
+/* Room for a small JSON document of the caller's. */
+#define STORE_LEASE_OWNER_MAX 4096
+#define STORE_PIN_NOTE_MAX 2048
 
 typedef struct store_lease {
     char id[STORE_LEASE_ID_MAX + 1];
@@ -310,14 +330,55 @@ typedef struct store_lease {
     uint64_t pinned_bytes;   /* bytes of the pinned objects the store holds now */
 } store_lease_t;
 
+/* What a pin call asks the store to remember of the object with its pin. */
+typedef struct store_pin_note {
+    uint32_t marks;   /* bits the caller defines; a pin's marks are the OR of every pin call's */
+    const char *text; /* kept if the pin has no text yet (the first non-empty text wins); may be NULL */
+    size_t text_len;  /* <= STORE_PIN_NOTE_MAX */
+} store_pin_note_t;
+
+/*
+ * Told, on the writer thread, the result of a lease call once the commit
+ * that decided it is over (STORE_OK, STORE_NOT_FOUND, STORE_QUOTA or
+ * STORE_ERROR, exactly as the blocking call would return). It must not call
+ * the store's blocking calls; it typically hands the result to another
+ * thread. Called from store_close instead for an op the writer never took
+ * (with STORE_ERROR), so it may run after the caller started closing.
+ */
+typedef void (*store_lease_done_fn)(void *ctx, int result);
+
 /* Creates a lease, or replaces the owner, expiry and quota of a live one (its pins stay). An expired one starts anew. */
 int store_lease_put(store_t *store, const char *id, const char *owner, int64_t expires_at_ms, uint64_t quota_bytes);
 /* Sets a live lease's expiry (any time: one in the past ends its pinning at once). */
 int store_lease_extend(store_t *store, const char *id, int64_t expires_at_ms);
-/* Pins key under the lease (a key not cached yet too). Pinning a key the lease already pins is STORE_OK. */
-int store_lease_pin(store_t *store, const char *id, const store_key_t *key);
+/*
+ * Pins key under the lease (a key not cached yet too), with note (NULL: no
+ * marks, no text). Pinning a key the lease already pins is STORE_OK, and
+ * merges the note in without a quota check. expect_bytes: what the object
+ * will be charged once stored, for the quota check of a first pin (0 when
+ * unknown; see Bytes above).
+ */
+int store_lease_pin(store_t *store, const char *id, const store_key_t *key, const store_pin_note_t *note,
+                    uint64_t expect_bytes);
 /* Removes the lease, expired or not, and its pins; the objects stay cached and become evictable again. */
 int store_lease_end(store_t *store, const char *id);
+
+/*
+ * The same four without the wait. STORE_OK when queued: done (when not
+ * NULL) is then called exactly once, later, with the result (STORE_ERROR
+ * also when the commit failed, or the store closed before the op was
+ * taken: store_close returns only after every done was called). STORE_ERROR
+ * for a bad argument, no memory, or a closing or broken store: then done is
+ * never called. Never STORE_BUSY: lease ops are small and never refused.
+ */
+int store_lease_put_async(store_t *store, const char *id, const char *owner, int64_t expires_at_ms,
+                          uint64_t quota_bytes, store_lease_done_fn done, void *ctx);
+int store_lease_extend_async(store_t *store, const char *id, int64_t expires_at_ms, store_lease_done_fn done,
+                             void *ctx);
+int store_lease_end_async(store_t *store, const char *id, store_lease_done_fn done, void *ctx);
+int store_lease_pin_async(store_t *store, const char *id, const store_key_t *key, const store_pin_note_t *note,
+                          uint64_t expect_bytes, store_lease_done_fn done, void *ctx);
+
 /* Copies a live lease into *out (free with store_lease_free, also after an error). */
 int store_lease_get(store_t *store, const char *id, store_lease_t *out);
 void store_lease_free(store_lease_t *lease);
@@ -327,8 +388,19 @@ void store_lease_free(store_lease_t *lease);
  */
 typedef bool (*store_lease_fn)(void *ctx, const store_lease_t *lease);
 int store_lease_list(store_t *store, store_lease_fn fn, void *ctx);
-/* Calls fn with every key the lease pins (expired or not: a batch's outputs), collected first; fn may call the store. */
-typedef bool (*store_lease_key_fn)(void *ctx, const store_key_t *key);
+
+/* One pin as store_lease_keys reports it: the key and its merged note. */
+typedef struct store_lease_pin_info {
+    store_key_t key;
+    uint32_t marks;
+    const char *text; /* valid during the call only; NULL when none */
+    size_t text_len;
+} store_lease_pin_info_t;
+/*
+ * Calls fn with every pin of the lease (expired or not: a batch's outputs),
+ * until it returns false; collected first, so fn may call the store.
+ */
+typedef bool (*store_lease_key_fn)(void *ctx, const store_lease_pin_info_t *pin);
 int store_lease_keys(store_t *store, const char *id, store_lease_key_fn fn, void *ctx);
 
 #endif

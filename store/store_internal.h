@@ -11,7 +11,8 @@
  *             chunks sort together, by generation then index: one range scan
  *             finds them all, and versions never mix.
  *   "leases"  lease id (1..128 bytes) -> the lease's record (lease.c).
- *   "lease_pins" id length (1) + id + key hash (32) -> empty: one per pinned
+ *   "lease_pins" id length (1) + id + key hash (32) -> the pin's note
+ *             (lease.c; empty in stores from before notes): one per pinned
  *             key, so a lease's pins sort together and one range scan (or
  *             one range delete) finds them all.
  * The two lease databases came after layout version 1 without changing it:
@@ -184,11 +185,14 @@ typedef enum {
     OP_SET_SIZE,
     OP_LEASE_PUT,    /* data: a lease record (lease.c), id in lease_id */
     OP_LEASE_EXTEND, /* data: the new expiry, le64 */
-    OP_LEASE_PIN,    /* key: the object */
+    OP_LEASE_PIN,    /* key: the object; data: its pin value (lease.c); size: expect_bytes */
     OP_LEASE_END
 } op_kind_t;
 
-/* Lease ops have a caller waiting for their result: never carried over to a later batch (writer.c). */
+/*
+ * Lease ops have a caller waiting for their result, told once the commit
+ * that decided them is over: never carried over to a later batch (writer.c).
+ */
 static inline bool op_is_lease(int kind)
 {
     return kind >= OP_LEASE_PUT && kind <= OP_LEASE_END;
@@ -201,13 +205,14 @@ typedef struct op {
     store_key_t key;
     int64_t generation; /* OP_CHUNK_PUT, OP_DROP_CHUNK, OP_SET_SIZE */
     uint32_t index;     /* OP_CHUNK_PUT, OP_DROP_CHUNK */
-    uint64_t size;      /* OP_SET_SIZE */
+    uint64_t size;      /* OP_SET_SIZE; OP_LEASE_PIN: expect_bytes */
     /* OP_CHUNK_PUT: what apply_op made of it (the commit's result may overrule), told to done once decided. */
     store_chunk_outcome_t outcome;
-    store_chunk_done_fn done; /* may be NULL */
-    void *done_ctx;
+    store_chunk_done_fn done; /* OP_CHUNK_PUT; may be NULL */
+    store_lease_done_fn lease_done; /* lease ops; may be NULL */
+    void *done_ctx;                 /* done's or lease_done's */
     char lease_id[STORE_LEASE_ID_MAX + 1]; /* lease ops */
-    int *result;        /* lease ops: the caller's, who waits for the commit (writer_wait) */
+    int result;         /* lease ops: what apply_op made of it (the commit's result may overrule), for lease_done */
     uint64_t seq;       /* position in the queue, for store_sync */
     int64_t queued_ms;  /* when it was queued (monotonic) */
     size_t charge;      /* bytes it counts against max_queue_bytes */

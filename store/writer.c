@@ -27,8 +27,10 @@
  *
  * Every chunk put is told its outcome once its batch's fate is known (after
  * the commit, before store_sync's waiters wake): what apply_op made of it
- * if the batch committed, NO_SPACE or FAILED if it was lost. Chunk puts are
- * never carried, so each is reported exactly once.
+ * if the batch committed, NO_SPACE or FAILED if it was lost. Lease ops are
+ * told their result the same way (STORE_ERROR if lost), whether an
+ * event-loop caller queued them or a blocking one waits in writer_wait.
+ * Neither is ever carried, so each is reported exactly once.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -262,17 +264,21 @@ static int commit_batch(store_t *s, writer_local_t *wl, batch_t *b)
 }
 
 /*
- * Tells each chunk put in ops its outcome, now that the commit that decided
- * it succeeded or failed: on this thread, with no lock held, before the ops
- * are freed. Ops that were lost stored no chunk, whatever apply_op made of
- * them: they are all lost_as.
+ * Tells each chunk put and lease op in ops what became of it, now that the
+ * commit that decided it succeeded or failed: on this thread, with no lock
+ * held, before the ops are freed, and before finish_batch wakes
+ * writer_wait, so a blocking lease call finds its result set. Ops that were
+ * lost stored nothing, whatever apply_op made of them: chunk puts are all
+ * lost_as, lease ops STORE_ERROR.
  */
-static void report_chunks(store_t *s, op_t *ops, bool lost, store_chunk_outcome_t lost_as)
+static void report_ops(store_t *s, op_t *ops, bool lost, store_chunk_outcome_t lost_as)
 {
     uint64_t not_stored = 0;
     op_t *op;
 
     for (op = ops; op != NULL; op = op->next) {
+        if (op_is_lease(op->kind) && op->lease_done != NULL)
+            op->lease_done(op->done_ctx, lost ? STORE_ERROR : op->result);
         if (op->kind != OP_CHUNK_PUT)
             continue;
         if (lost)
@@ -285,7 +291,7 @@ static void report_chunks(store_t *s, op_t *ops, bool lost, store_chunk_outcome_
         atomic_fetch_add(&s->lost_chunks, not_stored);
 }
 
-/* Ops a lost batch carries over: not chunk puts (reported lost), not lease ops (their callers were told). */
+/* Ops a lost batch carries over: not chunk puts nor lease ops (report_ops told their callers they were lost). */
 static bool carried(const op_t *op)
 {
     return op->kind != OP_CHUNK_PUT && !op_is_lease(op->kind);
@@ -304,10 +310,6 @@ static void finish_batch(store_t *s, batch_t *b, bool lost, carry_t *carry)
 
     if (b->head == NULL)
         return;
-    /* A lost lease op's caller hears STORE_ERROR (whatever apply noted) as it wakes: never carried, it is done. */
-    for (op = b->head; lost && op != NULL; op = op->next)
-        if (op_is_lease(op->kind))
-            *op->result = STORE_ERROR;
     pthread_mutex_lock(&w->lock);
     w->queued_bytes -= b->charge;
     if (b->last_seq > w->committed_seq)
@@ -466,7 +468,7 @@ static bool writer_round(store_t *s, writer_local_t *wl)
     if (b.head != NULL && !lost)
         hide_committed(&s->hide, b.head);
     /* Before eviction runs, so that a chunk reported DURABLE is there when its caller hears of it. */
-    report_chunks(s, b.head, lost, is_space_error(rc) ? STORE_CHUNK_NO_SPACE : STORE_CHUNK_FAILED);
+    report_ops(s, b.head, lost, is_space_error(rc) ? STORE_CHUNK_NO_SPACE : STORE_CHUNK_FAILED);
     keep_within_budget(s, &wl->a);
     now = store_now_ms();
     if (last || now >= wl->next_persist) {
@@ -576,9 +578,9 @@ void writer_stop(store_t *s)
     /*
      * The writer's last round takes everything queued, so this finds nothing
      * unless the writer ended early; whatever is left still belongs to the
-     * queue, and its chunk puts are still owed an outcome.
+     * queue, and its chunk puts and lease ops are still owed an outcome.
      */
-    report_chunks(s, w->head, true, STORE_CHUNK_FAILED);
+    report_ops(s, w->head, true, STORE_CHUNK_FAILED);
     for (op = w->head; op != NULL; op = next) {
         next = op->next;
         free(op);

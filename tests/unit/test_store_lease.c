@@ -65,7 +65,7 @@ static int pin(store_t *s, const char *id, const char *name)
     store_key_t key;
 
     test_key(&key, name);
-    return store_lease_pin(s, id, &key);
+    return store_lease_pin(s, id, &key, NULL, 0);
 }
 
 /*
@@ -236,9 +236,9 @@ static bool count_lease(void *ctx, const store_lease_t *l)
     return true;
 }
 
-static bool count_key(void *ctx, const store_key_t *key)
+static bool count_key(void *ctx, const store_lease_pin_info_t *pin)
 {
-    (void)key;
+    (void)pin;
     (*(int *)ctx)++;
     return true;
 }
@@ -296,29 +296,67 @@ static void test_expiry_releases(void *buf)
     test_dir_remove(&d);
 }
 
-typedef struct key_set {
-    store_key_t keys[8];
+typedef struct seen_pin {
+    store_key_t key;
+    uint32_t marks;
+    bool has_text;
+    char text[STORE_PIN_NOTE_MAX];
+    size_t text_len;
+} seen_pin_t;
+
+typedef struct seen {
+    seen_pin_t pins[8];
     int n;
-} key_set_t;
+} seen_t;
 
-static bool collect_key(void *ctx, const store_key_t *key)
+static bool see_pin(void *ctx, const store_lease_pin_info_t *pin)
 {
-    key_set_t *ks = ctx;
+    seen_t *sn = ctx;
 
-    if (ks->n < 8)
-        ks->keys[ks->n++] = *key;
+    if (sn->n == 8 || pin->text_len > STORE_PIN_NOTE_MAX || (pin->text == NULL) != (pin->text_len == 0))
+        return false;
+    seen_pin_t *p = &sn->pins[sn->n++];
+    p->key = pin->key;
+    p->marks = pin->marks;
+    p->has_text = pin->text != NULL;
+    p->text_len = pin->text_len;
+    if (pin->text_len > 0)
+        memcpy(p->text, pin->text, pin->text_len);
     return true;
 }
 
-static bool key_in(const key_set_t *ks, const char *name)
+/* The note store_lease_keys reports for name, or NULL if the lease does not pin it. */
+static const seen_pin_t *note_of(store_t *s, const char *id, const char *name, seen_t *sn)
 {
     store_key_t key;
 
+    sn->n = 0;
+    CHECK(store_lease_keys(s, id, see_pin, sn) == STORE_OK);
     test_key(&key, name);
-    for (int i = 0; i < ks->n; i++)
-        if (memcmp(ks->keys[i].hash, key.hash, sizeof(key.hash)) == 0)
-            return true;
-    return false;
+    for (int i = 0; i < sn->n; i++)
+        if (memcmp(sn->pins[i].key.hash, key.hash, sizeof(key.hash)) == 0)
+            return &sn->pins[i];
+    return NULL;
+}
+
+static bool note_is(store_t *s, const char *id, const char *name, uint32_t marks, const char *text, size_t len)
+{
+    seen_t *sn = malloc(sizeof(*sn));
+    const seen_pin_t *p = note_of(s, id, name, sn);
+    bool ok = p != NULL && p->marks == marks && p->has_text == (text != NULL) && p->text_len == len &&
+              (len == 0 || memcmp(p->text, text, len) == 0);
+
+    free(sn);
+    return ok;
+}
+
+static int pin_note(store_t *s, const char *id, const char *name, uint32_t marks, const char *text, size_t len)
+{
+    store_pin_note_t note = {.marks = marks, .text = text, .text_len = len};
+    store_key_t key;
+
+    test_key(&key, name);
+    return store_lease_pin(s, id, &key, &note, 0);
 }
 
 static void test_restart_keeps_leases(void *buf, uint64_t charge)
@@ -326,7 +364,7 @@ static void test_restart_keeps_leases(void *buf, uint64_t charge)
     test_dir_t d;
     store_lease_t l;
     store_stats_t st;
-    key_set_t ks = {.n = 0};
+    seen_t *sn = malloc(sizeof(*sn));
     int64_t expires = wall_ms() + HOUR_MS;
 
     test_dir_make(&d, "test_store_lease");
@@ -346,8 +384,9 @@ static void test_restart_keeps_leases(void *buf, uint64_t charge)
     CHECK(l.expires_at_ms == expires && l.quota_bytes == 6 * charge);
     CHECK(l.pinned_objects == 4 && l.pinned_bytes == 3 * charge);
     store_lease_free(&l);
-    CHECK(store_lease_keys(s, "pipeline-7", collect_key, &ks) == STORE_OK);
-    CHECK(ks.n == 4 && key_in(&ks, "rrr/0") && key_in(&ks, "rrr/2") && key_in(&ks, "out/0"));
+    CHECK(note_of(s, "pipeline-7", "rrr/0", sn) != NULL && sn->n == 4);
+    CHECK(note_of(s, "pipeline-7", "rrr/2", sn) != NULL && note_of(s, "pipeline-7", "out/0", sn) != NULL);
+    free(sn);
     workload(s, buf);
     CHECK(test_cached(s, "rrr/0") && test_cached(s, "rrr/1") && test_cached(s, "rrr/2"));
     store_stats_get(s, &st);
@@ -431,6 +470,51 @@ static void test_end_releases(void *buf)
     store_close(s);
     test_dir_remove(&d);
 }
+
+static void test_notes_merge(const char *big)
+{
+    test_dir_t d;
+
+    test_dir_make(&d, "test_store_lease");
+    store_t *s = open_store(&d, 0);
+    CHECK(store_lease_put(s, "n", "o", wall_ms() + HOUR_MS, 0) == STORE_OK);
+    CHECK(pin_note(s, "n", "k/1", 1, NULL, 0) == STORE_OK);
+    CHECK(note_is(s, "n", "k/1", 1, NULL, 0));
+    CHECK(pin_note(s, "n", "k/1", 2, "first", 5) == STORE_OK);
+    CHECK(pin_note(s, "n", "k/1", 4, "second", 6) == STORE_OK);
+    CHECK(pin_note(s, "n", "k/1", 0, "", 0) == STORE_OK);
+    CHECK(note_is(s, "n", "k/1", 7, "first", 5));
+    /* An empty text is no text: the first non-empty one wins. Texts are bytes, NULs too. */
+    CHECK(pin_note(s, "n", "k/2", 0, "", 0) == STORE_OK);
+    CHECK(pin_note(s, "n", "k/2", 8, "a\0b", 3) == STORE_OK);
+    CHECK(note_is(s, "n", "k/2", 8, "a\0b", 3));
+    CHECK(pin_note(s, "n", "k/3", 0x80000000u, big, STORE_PIN_NOTE_MAX) == STORE_OK);
+    /* Bad notes are refused before anything is queued. */
+    CHECK(pin_note(s, "n", "k/4", 1, big, STORE_PIN_NOTE_MAX + 1) == STORE_ERROR);
+    CHECK(pin_note(s, "n", "k/4", 1, NULL, 3) == STORE_ERROR);
+    /* The owner may hold a small JSON document. */
+    char *owner = malloc(STORE_LEASE_OWNER_MAX + 2);
+    memset(owner, 'j', STORE_LEASE_OWNER_MAX + 1);
+    owner[STORE_LEASE_OWNER_MAX + 1] = '\0';
+    CHECK(store_lease_put(s, "n", owner, wall_ms() + HOUR_MS, 0) == STORE_ERROR);
+    owner[STORE_LEASE_OWNER_MAX] = '\0';
+    CHECK(store_lease_put(s, "n", owner, wall_ms() + HOUR_MS, 0) == STORE_OK);
+    store_close(s);
+
+    s = open_store(&d, 0);
+    CHECK(broken_copies(&d) == 0);
+    CHECK(note_is(s, "n", "k/1", 7, "first", 5));
+    CHECK(note_is(s, "n", "k/2", 8, "a\0b", 3));
+    CHECK(note_is(s, "n", "k/3", 0x80000000u, big, STORE_PIN_NOTE_MAX));
+    store_lease_t l;
+    CHECK(store_lease_get(s, "n", &l) == STORE_OK && l.pinned_objects == 3);
+    CHECK(l.owner != NULL && strcmp(l.owner, owner) == 0);
+    store_lease_free(&l);
+    store_close(s);
+    free(owner);
+    test_dir_remove(&d);
+}
+
 
 /* Opens the store's LMDB directly, as another program would. */
 static MDB_env *raw_env(const test_dir_t *d)
@@ -519,10 +603,121 @@ static void test_garbled_lease_rebuilds(void *buf)
     test_dir_remove(&d);
 }
 
+static MDB_val raw_pin_key(unsigned char *buf, const char *id, const char *name)
+{
+    store_key_t key;
+    size_t id_len = strlen(id);
+
+    test_key(&key, name);
+    buf[0] = (unsigned char)id_len;
+    memcpy(buf + 1, id, id_len);
+    memcpy(buf + 1 + id_len, key.hash, sizeof(key.hash));
+    return (MDB_val){1 + id_len + sizeof(key.hash), buf};
+}
+
+typedef enum { SET_EMPTY, FLIP_BYTE, COPY_FROM_OTHER, TRUNCATE, VALUE_SIZE } raw_act_t;
+
+/* Does act to the pin value of (id, name) in the closed store; VALUE_SIZE returns the value's size. */
+static size_t raw_pin(const test_dir_t *d, const char *id, const char *name, const char *other, raw_act_t act)
+{
+    MDB_env *env = raw_env(d);
+    unsigned char kb[256], ob[256], copy[STORE_PIN_NOTE_MAX + 64];
+    MDB_val k = raw_pin_key(kb, id, name), v = {0, NULL};
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    size_t size = 0;
+
+    CHECK(mdb_txn_begin(env, NULL, 0, &txn) == 0);
+    CHECK(mdb_dbi_open(txn, "lease_pins", 0, &dbi) == 0);
+    if (act == COPY_FROM_OTHER) {
+        MDB_val ok = raw_pin_key(ob, id, other);
+        CHECK(mdb_get(txn, dbi, &ok, &v) == 0);
+    } else if (act != SET_EMPTY) {
+        CHECK(mdb_get(txn, dbi, &k, &v) == 0);
+    }
+    size = v.mv_size;
+    CHECK(size <= sizeof(copy));
+    if (size > 0 && size <= sizeof(copy))
+        memcpy(copy, v.mv_data, size);
+    v.mv_data = copy;
+    if (act == FLIP_BYTE)
+        copy[size / 2] ^= 0x20;
+    if (act == TRUNCATE)
+        v.mv_size--;
+    if (act != VALUE_SIZE)
+        CHECK(mdb_put(txn, dbi, &k, &v, 0) == 0);
+    CHECK(mdb_txn_commit(txn) == 0);
+    mdb_env_close(env);
+    return size;
+}
+
+/* A closed store in a new directory whose lease id pins n/0 and n/1, each with a note. */
+static void make_noted_store(test_dir_t *d, const char *id)
+{
+    test_dir_make(d, "test_store_lease");
+    store_t *s = open_store(d, 0);
+    CHECK(store_lease_put(s, id, "o", wall_ms() + HOUR_MS, 0) == STORE_OK);
+    CHECK(pin_note(s, id, "n/0", 1, "note of n/0", 11) == STORE_OK);
+    CHECK(pin_note(s, id, "n/1", 2, "note of n/1", 11) == STORE_OK);
+    store_close(s);
+}
+
+/* A store from before notes: its pins' values are empty. They read as no note, and take one later. */
+static void test_old_empty_pins(void)
+{
+    test_dir_t d;
+    store_lease_t l;
+
+    make_noted_store(&d, "old");
+    raw_pin(&d, "old", "n/0", NULL, SET_EMPTY);
+    raw_pin(&d, "old", "n/1", NULL, SET_EMPTY);
+    raw_pin(&d, "old", "n/2", NULL, SET_EMPTY); /* written as the old code did */
+
+    store_t *s = open_store(&d, 0);
+    CHECK(broken_copies(&d) == 0);
+    CHECK(store_lease_get(s, "old", &l) == STORE_OK && l.pinned_objects == 3);
+    store_lease_free(&l);
+    CHECK(note_is(s, "old", "n/0", 0, NULL, 0));
+    CHECK(note_is(s, "old", "n/2", 0, NULL, 0));
+    CHECK(pin_note(s, "old", "n/0", 1, "now", 3) == STORE_OK);
+    CHECK(pin_note(s, "old", "n/1", 0, NULL, 0) == STORE_OK); /* nothing to add: left as it is */
+    CHECK(note_is(s, "old", "n/0", 1, "now", 3));
+    store_close(s);
+    CHECK(raw_pin(&d, "old", "n/1", NULL, VALUE_SIZE) == 0);
+
+    s = open_store(&d, 0);
+    CHECK(broken_copies(&d) == 0);
+    CHECK(note_is(s, "old", "n/0", 1, "now", 3));
+    CHECK(note_is(s, "old", "n/1", 0, NULL, 0));
+    store_close(s);
+    test_dir_remove(&d);
+}
+
+/* A pin value garbled (act) fails the check at open: the store is moved aside, as for a garbled lease record. */
+static void test_garbled_pin(raw_act_t act)
+{
+    test_dir_t d;
+    store_lease_t l;
+
+    make_noted_store(&d, "g");
+    raw_pin(&d, "g", "n/0", "n/1", act); /* COPY_FROM_OTHER: a sound value, filed under the wrong key */
+    lease_log.quiet = 1;
+    store_t *s = open_store(&d, 0);
+    lease_log.quiet = 0;
+    CHECK(broken_copies(&d) == 1);
+    CHECK(store_lease_get(s, "g", &l) == STORE_NOT_FOUND);
+    store_lease_free(&l);
+    store_close(s);
+    test_dir_remove(&d);
+}
+
 int main(void)
 {
     void *buf = test_alloc_chunk();
+    char *big = malloc(STORE_PIN_NOTE_MAX + 1);
 
+    for (int i = 0; i <= STORE_PIN_NOTE_MAX; i++)
+        big[i] = (char)('a' + i % 26);
     test_log_init(&lease_log);
     uint64_t charge = object_charge(buf);
     CHECK(charge > OBJ);
@@ -535,6 +730,12 @@ int main(void)
     test_end_releases(buf);
     test_old_store_opens(buf);
     test_garbled_lease_rebuilds(buf);
+    test_notes_merge(big);
+    test_old_empty_pins();
+    test_garbled_pin(FLIP_BYTE);
+    test_garbled_pin(COPY_FROM_OTHER);
+    test_garbled_pin(TRUNCATE);
+    free(big);
     free(buf);
     UNIT_DONE();
 }

@@ -13,7 +13,8 @@
  * only when someone waits.
  *
  * With the reload in apply_txn (store/apply.c) taken out, the EIO case
- * fails: the table goes on counting the lost pin.
+ * fails: the table goes on counting the lost pin. The same holds for a pin
+ * queued with store_lease_pin_async, whose done must hear STORE_ERROR once.
  */
 #include <dlfcn.h>
 #include <errno.h>
@@ -43,7 +44,7 @@ static int pin(store_t *s, const char *id, const char *name)
     store_key_t key;
 
     test_key(&key, name);
-    return store_lease_pin(s, id, &key);
+    return store_lease_pin(s, id, &key, NULL, 0);
 }
 
 /* Queues (without committing: the interval is NEVER_MS) a fill of name with its one chunk. */
@@ -98,6 +99,61 @@ static void test_lost_pin_rolls_back(const test_dir_t *d, void *buf)
     store_close(s);
 }
 
+/* What an async call's done was told: how often, and the last result. */
+typedef struct told {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int n;
+    int result;
+} told_t;
+
+static void on_done(void *ctx, int result)
+{
+    told_t *t = ctx;
+
+    pthread_mutex_lock(&t->lock);
+    t->n++;
+    t->result = result;
+    pthread_cond_broadcast(&t->cond);
+    pthread_mutex_unlock(&t->lock);
+}
+
+static void test_lost_async_pin(const test_dir_t *d, void *buf)
+{
+    store_config_t c = test_config(d, 64 * TEST_MiB, &fault_log);
+    told_t t = {.n = 0, .result = 1};
+    store_key_t key;
+    store_lease_t l;
+    store_t *s = NULL;
+
+    pthread_mutex_init(&t.lock, NULL);
+    pthread_cond_init(&t.cond, NULL);
+    test_key(&key, "held/0");
+    c.commit_interval_ms = NEVER_MS;
+    CHECK(store_open(&s, &c) == STORE_OK);
+    queue_fill(s, "held/0", buf);
+    CHECK(store_lease_put(s, "job", "o", wall_ms() + HOUR_MS, 0) == STORE_OK);
+
+    fault_log.quiet = 1;
+    atomic_store(&inject_errno, EIO);
+    queue_fill(s, "other/0", buf);
+    CHECK(store_lease_pin_async(s, "job", &key, NULL, 0, on_done, &t) == STORE_OK);
+    CHECK(store_sync(s) == STORE_ERROR);
+    atomic_store(&inject_errno, 0);
+    fault_log.quiet = 0;
+    pthread_mutex_lock(&t.lock);
+    while (t.n == 0)
+        pthread_cond_wait(&t.cond, &t.lock);
+    CHECK(t.result == STORE_ERROR);
+    pthread_mutex_unlock(&t.lock);
+    CHECK(store_lease_get(s, "job", &l) == STORE_OK && l.pinned_objects == 0);
+    store_lease_free(&l);
+    store_close(s);
+    CHECK(t.n == 1); /* never carried to a later batch: told once */
+    pthread_cond_destroy(&t.cond);
+    pthread_mutex_destroy(&t.lock);
+}
+
 int main(void)
 {
     void *buf = test_alloc_chunk();
@@ -107,6 +163,9 @@ int main(void)
     test_log_init(&fault_log);
     test_dir_make(&d, "test_store_lease_faults");
     test_lost_pin_rolls_back(&d, buf);
+    test_dir_remove(&d);
+    test_dir_make(&d, "test_store_lease_faults");
+    test_lost_async_pin(&d, buf);
     test_dir_remove(&d);
     free(buf);
     UNIT_DONE();
