@@ -84,6 +84,14 @@ static inline bool cache_same_key(const store_key_t *a, const store_key_t *b)
     return memcmp(a->hash, b->hash, sizeof(a->hash)) == 0;
 }
 
+static inline size_t cache_list_length(const h2o_linklist_t *anchor)
+{
+    size_t n = 0;
+    for (const h2o_linklist_t *l = anchor->next; l != anchor; l = l->next)
+        n++;
+    return n;
+}
+
 static inline cache_stripe_t *cache_stripe_of(cache_t *cache, const store_key_t *key)
 {
     return &cache->stripes[key->hash[0] % CACHE_STRIPES];

@@ -11,6 +11,7 @@
  * reads next is exactly what upstream would send. If it fails, the entry
  * stays as it was: hits then carry what the write's answer told.
  */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +35,8 @@ struct completion {
     worker_t *worker;
     worker_wakeup_t committed;  /* the fence after the new record committed: on the loop */
     _Atomic int fence;          /* fence_state_t */
+    /* Held by the writer from REPORTED until its wake-up is queued, so shutdown never frees c in between. */
+    pthread_mutex_t fence_lock;
     exchange_t *exchange;
     store_key_t key;
     int64_t generation;
@@ -55,6 +58,7 @@ static void completion_free(completion_t *c)
     byte_buffer_dispose(&c->body);
     free(c->owner);
     free(c->authorization);
+    pthread_mutex_destroy(&c->fence_lock);
     free(c);
 }
 
@@ -114,9 +118,12 @@ static void on_fence(void *ctx, uint32_t index, store_chunk_outcome_t outcome)
     completion_t *c = ctx;
     (void)index, (void)outcome; /* only its timing counts */
     int out = FENCE_OUT;
-    if (atomic_compare_exchange_strong(&c->fence, &out, FENCE_REPORTED))
+    pthread_mutex_lock(&c->fence_lock);
+    bool reported = atomic_compare_exchange_strong(&c->fence, &out, FENCE_REPORTED);
+    if (reported)
         worker_wake(c->worker, &c->committed);
-    else
+    pthread_mutex_unlock(&c->fence_lock);
+    if (!reported)
         completion_free(c); /* abandoned: unlinked, told, and without an exchange by then: only memory is left */
 }
 
@@ -179,6 +186,10 @@ void upload_complete_start(cache_t *cache, worker_t *worker, const char *authori
         return;
     size_t credentials_len = strlen(authorization);
     completion_t *c = calloc(1, sizeof(*c));
+    if (c != NULL && pthread_mutex_init(&c->fence_lock, NULL) != 0) {
+        free(c);
+        c = NULL;
+    }
     char query[48];
     snprintf(query, sizeof(query), "generation=%lld", (long long)generation);
     char *url = target_json_object_url(cache->conf->upstream.base_url, bucket, name, query);
@@ -223,7 +234,10 @@ void upload_complete_stop(cache_t *cache, worker_t *worker)
             wait->on_done(wait);
         }
         int out = FENCE_OUT;
-        if (atomic_compare_exchange_strong(&c->fence, &out, FENCE_ABANDONED))
+        pthread_mutex_lock(&c->fence_lock);
+        bool abandoned = atomic_compare_exchange_strong(&c->fence, &out, FENCE_ABANDONED);
+        pthread_mutex_unlock(&c->fence_lock);
+        if (abandoned)
             continue; /* the fence's outcome (store_close reports it at the latest) frees it */
         worker_wake_cancel(worker, &c->committed); /* not out, or reported and its wake-up still queued */
         completion_free(c);
@@ -232,9 +246,5 @@ void upload_complete_stop(cache_t *cache, worker_t *worker)
 
 size_t upload_complete_running(cache_t *cache, worker_t *worker)
 {
-    size_t n = 0;
-    h2o_linklist_t *list = &cache->home_completions[worker->id];
-    for (h2o_linklist_t *l = list->next; l != list; l = l->next)
-        n++;
-    return n;
+    return cache_list_length(&cache->home_completions[worker->id]);
 }
