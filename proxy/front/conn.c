@@ -39,6 +39,7 @@ struct conn {
     unsigned active;    /* requests in flight */
     uint64_t idle_since_ms;
     bool counted_idle; /* counted in the table's idle */
+    bool guest;        /* accepted during the drain (an admin listener's): answered once, then closed */
     bool refused;
     bool abusive;
     uint64_t window_ms; /* start of the current one-second window */
@@ -50,6 +51,7 @@ struct conn_table {
     _Atomic unsigned *open;
     h2o_linklist_t conns;
     size_t count;
+    size_t guests;
     /* Open with no request in flight; written by the owner, read by acceptors on other workers. */
     _Atomic int idle;
     /* Idle connections other workers reserved and want closed; any thread adds, the owner takes. */
@@ -92,6 +94,11 @@ size_t conn_table_size(const conn_table_t *t)
     return t->count;
 }
 
+size_t conn_table_members(const conn_table_t *t)
+{
+    return t->count - t->guests;
+}
+
 /* Keeps the table's idle count (what other workers may reserve) in step with c. */
 static void set_idle(conn_t *c, bool idle)
 {
@@ -108,6 +115,7 @@ static void conn_release(conn_t *c)
     if (c->table != NULL && h2o_linklist_is_linked(&c->link)) {
         h2o_linklist_unlink(&c->link);
         c->table->count--;
+        c->table->guests -= c->guest;
     }
     free(c);
 }
@@ -127,7 +135,7 @@ static void on_socket_close(void *data)
     conn_release(c);
 }
 
-void conn_register(conn_table_t *t, h2o_socket_t *sock, bool refused)
+void conn_register(conn_table_t *t, h2o_socket_t *sock, bool refused, bool guest)
 {
     conn_t *c = calloc(1, sizeof(*c));
     if (c == NULL) {
@@ -140,12 +148,14 @@ void conn_register(conn_table_t *t, h2o_socket_t *sock, bool refused)
     c->sock = sock;
     c->refs = 1;
     c->refused = refused;
+    c->guest = guest;
     c->idle_since_ms = worker_now_ms();
     sock->on_close.cb = on_socket_close;
     sock->on_close.data = c;
     h2o_linklist_insert(&t->conns, &c->link);
     t->count++;
-    if (!refused)
+    t->guests += guest;
+    if (!refused && !guest)
         set_idle(c, true);
 }
 
@@ -194,7 +204,7 @@ void conn_close_idle(conn_table_t *t, bool all)
 {
     for (h2o_linklist_t *l = t->conns.next; l != &t->conns; l = l->next) {
         conn_t *c = H2O_STRUCT_FROM_MEMBER(conn_t, link, l);
-        if (all || c->active == 0)
+        if (all || (c->active == 0 && !c->guest))
             shut(c);
     }
 }
@@ -231,7 +241,7 @@ static void on_request_dispose(void *p)
         c->idle_since_ms = worker_now_ms();
         if (c->sock != NULL && !c->refused && !c->abusive)
             set_idle(c, true);
-        if (c->refused || c->abusive)
+        if (c->refused || c->abusive || c->guest)
             shut(c);
     }
     conn_release(c);
@@ -277,6 +287,8 @@ conn_verdict_t conn_request_begin(h2o_req_t *req)
     }
     if (c->abusive || c->refused)
         return c->abusive ? CONN_ABUSIVE : CONN_REFUSED;
+    if (c->guest)
+        req->http1_is_persistent = 0;
     if (req->version >= 0x200 && c->table != NULL && over_rate(c, c->table->worker->conf)) {
         c->abusive = true;
         conn_table_t *t = c->table;

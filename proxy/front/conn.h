@@ -20,12 +20,16 @@ typedef struct conn conn_t;
 conn_table_t *conn_table_create(worker_t *worker, _Atomic unsigned *open);
 void conn_table_destroy(conn_table_t *table);
 size_t conn_table_size(const conn_table_t *table);
+/* The connections other than the drain's guests (see conn_register). */
+size_t conn_table_members(const conn_table_t *table);
 
 /*
  * Registers an accepted socket (sets its on_close). refused: the connection
  * is over max_client_connections; its requests get a 503 and it is closed.
+ * guest: accepted during the drain (on an admin listener); it is closed
+ * after its request, and the drain neither waits for it nor sweeps it as idle.
  */
-void conn_register(conn_table_t *table, h2o_socket_t *sock, bool refused);
+void conn_register(conn_table_t *table, h2o_socket_t *sock, bool refused, bool guest);
 /* Shuts down the connection idle (no request in flight) the longest; false when none is. */
 bool conn_reclaim_idle(conn_table_t *table);
 /*

@@ -327,7 +327,7 @@ static void on_accept(h2o_socket_t *listen_sock, const char *err)
             h2o_socket_close(sock);
             continue;
         }
-        conn_register(worker->conns, sock, refused);
+        conn_register(worker->conns, sock, refused, worker->stopping);
         h2o_accept(&lctx->accept_ctx, sock);
     }
 }
@@ -407,26 +407,30 @@ static int worker_init(worker_t *worker, server_t *server, unsigned id)
     return 0;
 }
 
-static void stop_listening(worker_t *worker)
+/* Closes the client-facing listeners, and with admin_too the admin ones as well. */
+static void stop_listening(worker_t *worker, bool admin_too)
 {
     worker_disarm(&worker->accept_resume);
     for (size_t i = 0; i < worker->server->num_listeners; i++) {
+        if (!admin_too && worker->conf->listeners[i].admin)
+            continue;
         if (worker->contexts[i].listen_sock != NULL)
             h2o_socket_close(worker->contexts[i].listen_sock);
         worker->contexts[i].listen_sock = NULL;
     }
 }
 
-static bool drained(worker_t *worker)
+/* guests: whether the admin connections accepted during the drain count too. */
+static bool drained(worker_t *worker, bool guests)
 {
-    return conn_table_size(worker->conns) == 0 &&
+    return (guests ? conn_table_size(worker->conns) : conn_table_members(worker->conns)) == 0 &&
            (worker->cache == NULL || cache_worker_fills(worker->cache, worker) == 0);
 }
 
 /* Runs the loop until the worker has nothing open, or until deadline (0: no deadline); true when drained. */
 static bool run_until_drained(worker_t *worker, uint64_t deadline, bool sweep_idle)
 {
-    while (!drained(worker)) {
+    while (!drained(worker, !sweep_idle)) {
         uint64_t now = worker_now_ms();
         if (deadline != 0 && now >= deadline)
             return false;
@@ -437,13 +441,24 @@ static bool run_until_drained(worker_t *worker, uint64_t deadline, bool sweep_id
     return true;
 }
 
+/*
+ * Admin listeners go on accepting while the drain lasts, so that a load
+ * balancer's health check hears /readyz answer 503 ("draining") rather than
+ * a refused connection it may take for a network fault; each such
+ * connection is answered once and closed, and none delays the exit.
+ */
 static void drain(worker_t *worker)
 {
-    stop_listening(worker);
+    stop_listening(worker, false);
     for (size_t i = 0; i < worker->server->num_listeners; i++)
         h2o_context_request_shutdown(&worker->contexts[i].h2o);
-    if (run_until_drained(worker, worker_now_ms() + worker->conf->shutdown_grace_ms, true))
+    bool drained_in_grace = run_until_drained(worker, worker_now_ms() + worker->conf->shutdown_grace_ms, true);
+    stop_listening(worker, true);
+    if (drained_in_grace) {
+        conn_close_idle(worker->conns, true); /* the health checks still open */
+        run_until_drained(worker, worker_now_ms() + CLOSE_WAIT_MS, false);
         return;
+    }
     /* The grace is over: cut what is left, visibly, and wait for h2o to close it. */
     conn_close_idle(worker->conns, true);
     if (worker->cache != NULL)

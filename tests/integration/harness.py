@@ -256,10 +256,12 @@ class Emulator:
 class Larder:
     """larder as a subprocess with a plain and a TLS listener."""
 
-    def __init__(self, workdir, upstream, tls, config=None, args=(), wrapper=(), plain_listener=None):
+    def __init__(self, workdir, upstream, tls, config=None, args=(), wrapper=(), plain_listener=None,
+                 admin_listener=False):
         """wrapper: a command prefix larder is run under, e.g. ["nsenter", "-t", PID, "-m"] to run
         it in another mount namespace; it must exec larder, so that proc is larder itself.
-        plain_listener: more settings for the plain listener, e.g. {"h2c": True}."""
+        plain_listener: more settings for the plain listener, e.g. {"h2c": True}.
+        admin_listener: also a plain listener marked "admin" on self.admin_port."""
         self.workdir = workdir
         self.port, self.tls_port = free_ports(2)
         self.tls = tls
@@ -284,6 +286,10 @@ class Larder:
                 cfg[key].update(value)
             else:
                 cfg[key] = value
+        self.admin_port = None
+        if admin_listener:
+            self.admin_port = free_port()
+            cfg["listeners"].append({"address": "127.0.0.1", "port": self.admin_port, "admin": True})
         self.config = cfg
         self.config_path = os.path.join(workdir, "larder.json")
         with open(self.config_path, "w") as f:

@@ -170,10 +170,10 @@ class OwnLarderCase(unittest.TestCase):
                 larder.proc.wait()
             larder.log.close()
 
-    def start_larder(self, config=None):
+    def start_larder(self, config=None, **options):
         directory = os.path.join(self.workdir, "%s-%d" % (self._testMethodName, len(self.larders)))
         os.makedirs(directory)
-        larder = harness.Larder(directory, self.emulator.base_url, self.ca, config=config)
+        larder = harness.Larder(directory, self.emulator.base_url, self.ca, config=config, **options)
         self.larders.append(larder)
         return larder
 
@@ -521,6 +521,63 @@ class ShutdownTest(OwnLarderCase):
         test_slow_download_default_grace, which does run there."""
         larder = self.start_larder({"shutdown_grace_ms": 1000})
         self.slow_download_is_cut_visibly(larder, 1)
+
+    def test_readyz_answers_503_while_draining(self):
+        """SIGTERM during a slow download: while larder drains, its admin listener goes on answering
+        /readyz (and /_larder/readyz) 503 with the reason "draining", each on a connection it then
+        closes; larder still exits 0 once the download ends.
+
+        Fails on the old code (e3d1ec4): every listener stopped accepting at SIGTERM, so the health
+        check's connection was never answered and it never saw the 503 the endpoint is documented to give."""
+        larder = self.start_larder(admin_listener=True)
+        status, _, body, _ = read_response(send_get(larder.admin_port, "/readyz"))
+        self.assertEqual((status, json.loads(body)["status"]), (200, "ready"))
+        sock, head, rest = self.start_download(larder, "draining.bin", 32 * MiB)
+        reader = SlowReader(sock, head, rest)
+        reader.start()
+        fu.wait_until(lambda: len(reader.raw) > 256 * 1024 or reader.ended, 20)
+        answers = []
+
+        def ask():
+            if len(answers) >= 3:
+                time.sleep(0.05)
+                return
+            try:
+                s = send_get(larder.admin_port, "/readyz" if len(answers) % 2 == 0 else "/_larder/readyz")
+            except OSError as e:
+                answers.append(("refused", str(e)))
+                return
+            self.socks.append(s)
+            status, _, body, how = read_response(s, eof_wait=5)
+            answers.append((status, body, how))
+
+        def draining():
+            try:
+                s = send_get(larder.admin_port, "/readyz", timeout=2)
+            except OSError:
+                return False
+            self.socks.append(s)
+            return read_response(s, timeout=2)[0] == 503
+
+        sent_at = time.monotonic()
+        larder.proc.send_signal(signal.SIGTERM)
+        try:
+            # A health check that connected just before a worker began draining may be closed as idle, which
+            # proves nothing either way: wait for the first 503, then every later check must get one.
+            began = fu.wait_until(draining, DEFAULT_GRACE_S)
+            while began and len(answers) < 3 and larder.proc.poll() is None:
+                ask()
+        finally:
+            reader.hurry.set()
+        self.terminate(larder, DEFAULT_GRACE_S + EXIT_MARGIN_S, sent_at=sent_at)
+        reader.join(30)
+        self.assertEqual(len(answers), 3, "larder exited before three health checks were answered: %r" % answers)
+        for status, body, how in answers:
+            self.assertEqual(status, 503, answers)
+            doc = json.loads(body)
+            self.assertEqual(doc["status"], "unready")
+            self.assertIn("draining", doc["reason"])
+            self.assertIn(how, ("eof", "reset"), "a health check's connection stayed open during the drain")
 
     def test_quick_download_completes_during_the_grace(self):
         """A 12 MiB download under way at SIGTERM (head received, body mostly unsent) completes whole,
