@@ -94,6 +94,13 @@ typedef struct conf {
     } store;
 
     struct {
+        uint64_t max_pinned_bytes; /* what all batches together may pin; 0: half of store.budget */
+        uint64_t default_quota;    /* a batch created without a quota gets this one; 0: none of its own */
+        unsigned default_ttl;      /* seconds, for a batch created without a ttl */
+        unsigned max_ttl;          /* seconds: a longer ttl is refused */
+    } batches;
+
+    struct {
         bool enabled;
         uint64_t max_object_size;    /* larger objects stream through uncached */
         bool honor_no_store;         /* upstream "Cache-Control: private"/"no-store" responses are not stored */
@@ -156,5 +163,10 @@ void log_msg(log_level_t level, const char *component, const char *fmt, ...) __a
 /* Writes one prebuilt line (already formatted by the caller) atomically. */
 void log_write_line(const char *line, size_t len);
 log_format_t log_format(void);
+
+/* A duration: "90", "90s", "5m", "2h" or "1d", in seconds. */
+bool conf_parse_seconds(const char *s, uint64_t *out);
+/* A size: "1048576", "512KiB", "10GiB"..., in bytes. */
+bool conf_parse_size(const char *s, uint64_t *out);
 
 #endif

@@ -51,8 +51,6 @@ int conf_replace_string(char **field, const char *s, size_t len, conf_err_t *err
 
 /* conf_parse.c: pure checks and conversions of text, no errors reported. */
 bool conf_parse_uint(const char *s, uint64_t *out);
-bool conf_parse_size(const char *s, uint64_t *out);
-bool conf_parse_seconds(const char *s, uint64_t *out);
 bool conf_parse_bool(const char *s, bool *out);
 bool conf_url_valid(const char *s, size_t *keep_len);
 bool conf_hostname_valid(const char *s, size_t len);

@@ -12,6 +12,8 @@
  *   GET /_larder/v1/usage[?user=U]  cached, served, fetched and pinned bytes,
  *                          of one user (admins, or the user) or of everyone
  *                          (admins)
+ *   /_larder/v1/batches[/ID[:extend]]  batches: create, list, show, extend
+ *                          and end them (batches.c)
  *   POST /_larder/v1/purge {"user": U} | {"bucket": B, "prefix": P} |
  *                          {"object": "gs://B/O"} | {"all": true}: drops
  *                          those cached objects, answers how many and their
@@ -28,6 +30,7 @@
 #include <string.h>
 
 #include "access_log.h"
+#include "admin_common.h"
 #include "cache.h"
 #include "caller.h"
 #include "gcs_error.h"
@@ -36,16 +39,21 @@
 #include "target.h"
 #include "usage.h"
 
-static void send_admin_json(h2o_req_t *req, const char *body, size_t len)
+void admin_send_json(h2o_req_t *req, const char *body, size_t len)
 {
-    req->res.status = 200;
-    req->res.reason = "OK";
+    admin_send_json_as(req, 200, "OK", body, len);
+}
+
+void admin_send_json_as(h2o_req_t *req, int status, const char *reason, const char *body, size_t len)
+{
+    req->res.status = status;
+    req->res.reason = reason;
     req->res.content_length = len;
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("application/json"));
     h2o_send_inline(req, body, len);
 }
 
-static void log_answer(h2o_req_t *req, const char *identity, const char *access, const char *why)
+void admin_log(h2o_req_t *req, const char *identity, const char *access, const char *why)
 {
     access_log_local_answer(req, ROUTE_ADMIN, identity, access, why);
 }
@@ -104,7 +112,7 @@ static void answer_readyz(h2o_req_t *req, worker_t *worker)
     req->res.content_length = (size_t)n;
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("application/json"));
     h2o_send_inline(req, copy, (size_t)n);
-    log_answer(req, NULL, NULL, why);
+    admin_log(req, NULL, NULL, why);
 }
 
 static void answer_metrics(h2o_req_t *req, worker_t *worker)
@@ -125,20 +133,20 @@ static void answer_metrics(h2o_req_t *req, worker_t *worker)
 static void answer_stats(h2o_req_t *req, worker_t *worker)
 {
     h2o_iovec_t body = stats_json(req, worker);
-    send_admin_json(req, body.base, body.len);
+    admin_send_json(req, body.base, body.len);
 }
 
 typedef void (*admin_endpoint_fn)(h2o_req_t *req, worker_t *worker);
 
 /* The caller's name for the log; NULL (and answered 401 or 503) when its credentials were not accepted. */
-static const char *accepted_caller(caller_t *caller)
+const char *admin_accepted_caller(caller_t *caller)
 {
     h2o_req_t *req = caller->req;
     const auth_identity_t *who = &caller->identity;
     const char *identity = who->name[0] != '\0' ? h2o_strdup(&req->pool, who->name, SIZE_MAX).base : "";
     if (who->kind == AUTH_INVALID || who->kind == AUTH_UNAVAILABLE) {
         caller_refuse(caller, ERROR_FORMAT_JSON);
-        log_answer(req, identity, "unauthenticated", "admin endpoint: credentials not accepted");
+        admin_log(req, identity, "unauthenticated", "admin endpoint: credentials not accepted");
         return NULL;
     }
     return identity;
@@ -148,8 +156,8 @@ static const char *accepted_caller(caller_t *caller)
  * Whether the caller may act: an admin, or (own_user not NULL) the user the
  * request is about. Answers 403 when not; the access name for the log in *access.
  */
-static bool permitted(caller_t *caller, const char *own_user, const char *identity, const char *refusal,
-                      const char **access)
+bool admin_permitted(caller_t *caller, const char *own_user, const char *identity, const char *refusal,
+                     const char **access)
 {
     const auth_identity_t *who = &caller->identity;
     bool own = own_user != NULL && who->kind == AUTH_IDENTIFIED && strcmp(own_user, who->name) == 0;
@@ -157,7 +165,7 @@ static bool permitted(caller_t *caller, const char *own_user, const char *identi
     if (own || auth_is_admin(caller->worker->auth, who))
         return true;
     gcs_error_send(caller->req, ERROR_FORMAT_JSON, GCS_ERROR_FORBIDDEN, refusal);
-    log_answer(caller->req, identity, "denied", "admin endpoint: not allowed");
+    admin_log(caller->req, identity, "denied", "admin endpoint: not allowed");
     return false;
 }
 
@@ -169,13 +177,13 @@ typedef struct admin_only {
 static void on_admin_caller(caller_t *caller)
 {
     admin_only_t *a = H2O_STRUCT_FROM_MEMBER(admin_only_t, caller, caller);
-    const char *identity = accepted_caller(caller), *access;
+    const char *identity = admin_accepted_caller(caller), *access;
     if (identity == NULL ||
-        !permitted(caller, NULL, identity, "Only the identities in auth.admins may read larder's statistics and metrics.",
+        !admin_permitted(caller, NULL, identity, "Only the identities in auth.admins may read larder's statistics and metrics.",
                    &access))
         return;
     a->answer(caller->req, caller->worker);
-    log_answer(caller->req, identity, access, NULL);
+    admin_log(caller->req, identity, access, NULL);
 }
 
 static void on_admin_dispose(void *p)
@@ -205,9 +213,9 @@ static void on_usage_caller(caller_t *caller)
     usage_request_t *u = H2O_STRUCT_FROM_MEMBER(usage_request_t, caller, caller);
     h2o_req_t *req = caller->req;
     worker_t *worker = caller->worker;
-    const char *identity = accepted_caller(caller), *access;
+    const char *identity = admin_accepted_caller(caller), *access;
     if (identity == NULL ||
-        !permitted(caller, u->user, identity,
+        !admin_permitted(caller, u->user, identity,
                    "Only the identities in auth.admins may read others' usage; a user may read their own.", &access))
         return;
     user_usage_t totals;
@@ -219,11 +227,11 @@ static void on_usage_caller(caller_t *caller)
     }
     if (body.base == NULL) {
         gcs_error_send(req, ERROR_FORMAT_JSON, GCS_ERROR_INTERNAL, "The usage could not be read.");
-        log_answer(req, identity, access, "usage: failed");
+        admin_log(req, identity, access, "usage: failed");
         return;
     }
-    send_admin_json(req, body.base, body.len);
-    log_answer(req, identity, access, NULL);
+    admin_send_json(req, body.base, body.len);
+    admin_log(req, identity, access, NULL);
 }
 
 static void on_usage_dispose(void *ptr)
@@ -283,30 +291,30 @@ static void on_purge_caller(caller_t *caller)
     purge_request_t *p = H2O_STRUCT_FROM_MEMBER(purge_request_t, caller, caller);
     h2o_req_t *req = caller->req;
     worker_t *worker = caller->worker;
-    const char *identity = accepted_caller(caller);
+    const char *identity = admin_accepted_caller(caller);
     if (identity == NULL)
         return;
     cache_purge_filter_t filter;
     const char *invalid = purge_filter_of(p->body, &req->pool, &filter);
     if (invalid != NULL) {
         gcs_error_send(req, ERROR_FORMAT_JSON, GCS_ERROR_BAD_REQUEST, invalid);
-        log_answer(req, identity, NULL, "purge: bad request");
+        admin_log(req, identity, NULL, "purge: bad request");
         return;
     }
     const char *access;
-    if (!permitted(caller, filter.owner, identity,
+    if (!admin_permitted(caller, filter.owner, identity,
                    "Only the identities in auth.admins may purge, but a user their own objects ({\"user\"}).", &access))
         return;
     uint64_t objects = 0, bytes = 0;
     if (worker->cache != NULL && cache_purge(worker->cache, &filter, &objects, &bytes) != STORE_OK) {
         gcs_error_send(req, ERROR_FORMAT_JSON, GCS_ERROR_INTERNAL, "The purge could not read the whole store.");
-        log_answer(req, identity, "admin", "purge: store scan failed");
+        admin_log(req, identity, "admin", "purge: store scan failed");
         return;
     }
     char *body = h2o_mem_alloc_pool(&req->pool, 96);
     int n = snprintf(body, 96, "{\"objects\":%" PRIu64 ",\"bytes\":%" PRIu64 "}", objects, bytes);
-    send_admin_json(req, body, (size_t)n);
-    log_answer(req, identity, access, NULL);
+    admin_send_json(req, body, (size_t)n);
+    admin_log(req, identity, access, NULL);
 }
 
 static void on_purge_dispose(void *ptr)
@@ -320,7 +328,7 @@ static void answer_purge(h2o_req_t *req)
 {
     if (!h2o_memis(req->method.base, req->method.len, H2O_STRLIT("POST"))) {
         gcs_error_send(req, ERROR_FORMAT_JSON, GCS_ERROR_METHOD_NOT_ALLOWED, NULL);
-        log_answer(req, NULL, NULL, "purge: not a POST");
+        admin_log(req, NULL, NULL, "purge: not a POST");
         return;
     }
     purge_request_t *p = h2o_mem_alloc_shared(&req->pool, sizeof(*p), on_purge_dispose);
@@ -334,18 +342,25 @@ static bool path_is(h2o_req_t *req, const char *path)
     return h2o_memis(req->path_normalized.base, req->path_normalized.len, path, strlen(path));
 }
 
+static bool path_starts(h2o_req_t *req, const char *prefix)
+{
+    size_t len = strlen(prefix);
+    const h2o_iovec_t *p = &req->path_normalized;
+    return p->len >= len && memcmp(p->base, prefix, len) == 0 && (p->len == len || p->base[len] == '/');
+}
+
 void admin_answer(h2o_req_t *req, worker_t *worker, bool admin_listener)
 {
     static const char health[] = "{\"status\":\"ok\"}";
     if (path_is(req, "/_larder/healthz") || (admin_listener && path_is(req, "/healthz"))) {
-        send_admin_json(req, health, sizeof(health) - 1);
-        log_answer(req, NULL, NULL, NULL);
+        admin_send_json(req, health, sizeof(health) - 1);
+        admin_log(req, NULL, NULL, NULL);
     } else if (path_is(req, "/_larder/readyz") || (admin_listener && path_is(req, "/readyz"))) {
         answer_readyz(req, worker);
     } else if (path_is(req, "/_larder/metrics") || (admin_listener && path_is(req, "/metrics"))) {
         if (admin_listener) {
             answer_metrics(req, worker);
-            log_answer(req, NULL, "admin", NULL);
+            admin_log(req, NULL, "admin", NULL);
         } else {
             admins_only(req, answer_metrics);
         }
@@ -353,15 +368,17 @@ void admin_answer(h2o_req_t *req, worker_t *worker, bool admin_listener)
         answer_usage(req);
     } else if (path_is(req, "/_larder/v1/purge")) {
         answer_purge(req);
+    } else if (path_starts(req, "/_larder/v1/batches")) {
+        batches_answer(req);
     } else if (path_is(req, "/_larder/stats")) {
         if (admin_listener) {
             answer_stats(req, worker);
-            log_answer(req, NULL, "admin", NULL);
+            admin_log(req, NULL, "admin", NULL);
         } else {
             admins_only(req, answer_stats);
         }
     } else {
         gcs_error_send(req, ERROR_FORMAT_JSON, GCS_ERROR_NOT_FOUND, "No such larder endpoint.");
-        log_answer(req, NULL, NULL, "no such larder endpoint");
+        admin_log(req, NULL, NULL, "no such larder endpoint");
     }
 }

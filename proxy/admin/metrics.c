@@ -116,8 +116,11 @@ static void store_gauges(byte_buffer_t *out, cache_t *cache)
           cache != NULL);
     gauge(out, "larder_store_bytes", "Bytes the store holds: chunk payload plus metadata.", g.store.used_bytes);
     gauge(out, "larder_store_budget_bytes", "The store's byte budget (store.budget).", g.store.budget);
-    gauge(out, "larder_store_pinned_bytes", "Bytes of the objects pinned now, which eviction skips.",
+    gauge(out, "larder_store_pinned_bytes", "Bytes of the objects live batches pin, which eviction skips.",
+          g.store.lease_pinned_bytes);
+    gauge(out, "larder_store_serving_pinned_bytes", "Bytes of the objects responses in progress hold against eviction.",
           g.store.pinned_bytes);
+    gauge(out, "larder_batches", "Live batches (leases).", g.store.lease_count);
     gauge(out, "larder_store_objects", "Objects the store holds.", g.store.objects);
     gauge(out, "larder_store_chunks", "Chunks the store holds.", g.store.chunks);
     counter(out, "larder_store_evictions_total", "Objects evicted to stay within the budget.",
@@ -174,6 +177,8 @@ static void users(byte_buffer_t *out, worker_t *worker)
         } figures[] = {
             {"larder_user_cached_bytes", "gauge", "Bytes the store holds of the objects each user owns.",
              offsetof(user_usage_entry_t, cached_bytes)},
+            {"larder_user_pinned_bytes", "gauge", "Bytes each user's live batches pin against eviction.",
+             offsetof(user_usage_entry_t, pinned_bytes)},
             {"larder_user_served_bytes_total", "counter", "Bytes served to each user from the cache.",
              offsetof(user_usage_entry_t, served_bytes)},
             {"larder_user_fetched_bytes_total", "counter", "Bytes sent to each user as they came from upstream.",

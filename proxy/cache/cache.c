@@ -7,6 +7,7 @@
 #include "fetch.h"
 #include "forward.h"
 #include "gcs_error.h"
+#include "lease_call.h"
 #include "read.h"
 #include "route.h"
 #include "state.h"
@@ -43,6 +44,7 @@ int cache_open(cache_t **out, const conf_t *conf, buffers_t *buffers)
     }
     if ((cache->home_fetches = calloc(conf->worker_threads, sizeof(*cache->home_fetches))) == NULL ||
         (cache->home_completions = calloc(conf->worker_threads, sizeof(*cache->home_completions))) == NULL ||
+        (cache->home_lease_calls = calloc(conf->worker_threads, sizeof(*cache->home_lease_calls))) == NULL ||
         (cache->sessions = upload_sessions_new()) == NULL) {
         cache_close(cache);
         return -1;
@@ -50,6 +52,7 @@ int cache_open(cache_t **out, const conf_t *conf, buffers_t *buffers)
     for (unsigned i = 0; i < conf->worker_threads; i++) {
         h2o_linklist_init_anchor(&cache->home_fetches[i]);
         h2o_linklist_init_anchor(&cache->home_completions[i]);
+        h2o_linklist_init_anchor(&cache->home_lease_calls[i]);
     }
     store_config_t config = {
         .path = conf->store.path,
@@ -57,6 +60,7 @@ int cache_open(cache_t **out, const conf_t *conf, buffers_t *buffers)
         .high_water = conf->store.high_water_percent / 100.0,
         .low_water = conf->store.low_water_percent / 100.0,
         .commit_interval_ms = conf->store.commit_interval_ms,
+        .max_lease_pinned_bytes = conf->batches.max_pinned_bytes,
         /* Chunks queued to the writer are copies of what fills hold: part of the same memory bound. */
         .max_queue_bytes = (size_t)(conf->max_buffer_memory / 4),
         .log = store_log,
@@ -98,6 +102,7 @@ void cache_close(cache_t *cache)
         pthread_mutex_destroy(&cache->stripes[i].lock);
     free(cache->home_fetches);
     free(cache->home_completions);
+    free(cache->home_lease_calls);
     pthread_mutex_destroy(&cache->recent_lock);
     free(cache);
 }
@@ -106,7 +111,7 @@ void cache_close(cache_t *cache)
 
 size_t cache_worker_fills(cache_t *cache, worker_t *worker)
 {
-    size_t n = upload_complete_running(cache, worker);
+    size_t n = upload_complete_running(cache, worker) + lease_calls_running(cache, worker);
     for (h2o_linklist_t *l = cache->home_fetches[worker->id].next; l != &cache->home_fetches[worker->id]; l = l->next)
         n++;
     return n;
@@ -115,6 +120,7 @@ size_t cache_worker_fills(cache_t *cache, worker_t *worker)
 void cache_worker_stop(cache_t *cache, worker_t *worker)
 {
     upload_complete_stop(cache, worker);
+    lease_calls_stop(cache, worker);
     h2o_linklist_t *list = &cache->home_fetches[worker->id];
     while (!h2o_linklist_is_empty(list)) {
         h2o_linklist_t *first = list->next;

@@ -61,8 +61,61 @@ typedef struct cache_purge_filter {
  */
 int cache_purge(cache_t *cache, const cache_purge_filter_t *filter, uint64_t *objects, uint64_t *bytes);
 
+/* Drops one cached object and stops its fills (a deletion larder made upstream). */
+void cache_drop(cache_t *cache, const char *bucket, const char *name);
+
 /* Calls fn for every cached object an owner holds (of owner only, when not NULL): one scan of the store. */
 typedef void (*cache_owned_fn)(void *ctx, const char *owner, uint64_t bytes);
 int cache_owned(cache_t *cache, const char *owner, cache_owned_fn fn, void *ctx);
+
+/* --- batches (batch.c): a pipeline's lease on what it reads and writes --- */
+
+/* What a batch's pin of an object says it did with it (marks, OR-ed over the batch's requests). */
+#define CACHE_BATCH_READ 1u
+#define CACHE_BATCH_WRITTEN 2u
+#define CACHE_BATCH_ID_MAX STORE_LEASE_ID_MAX
+
+typedef struct cache_batch {
+    char id[CACHE_BATCH_ID_MAX + 1];
+    const char *owner;       /* the identity that created it */
+    int64_t created_ms, ttl_ms, expires_at_ms; /* unix ms; ttl: what a heartbeat extends by */
+    uint64_t quota_bytes;    /* 0: only the global bound */
+    uint64_t pinned_objects, pinned_bytes;
+    size_t nscratch;
+    const char **scratch;    /* "gs://B/P": where its intermediate outputs go */
+} cache_batch_t;
+
+/* Letters, digits and "._~-", 1 to CACHE_BATCH_ID_MAX bytes: safe in a path and a header. */
+bool cache_batch_id_valid(const char *id, size_t len);
+/* A live batch, its strings in pool. STORE_OK, STORE_NOT_FOUND (unknown or expired) or STORE_ERROR. */
+int cache_batch_get(cache_t *cache, h2o_mem_pool_t *pool, const char *id, cache_batch_t *out);
+/* Every live batch (strings in pool, valid for the call). */
+typedef bool (*cache_batch_fn)(void *ctx, const cache_batch_t *batch);
+int cache_batch_list(cache_t *cache, h2o_mem_pool_t *pool, cache_batch_fn fn, void *ctx);
+/* Whether gs://bucket/name is under one of the batch's scratch prefixes. */
+bool cache_batch_is_scratch(const cache_batch_t *batch, const char *bucket, const char *name);
+/* Every object the batch pinned, with what it did with it and the bytes the store holds of it now. */
+typedef bool (*cache_batch_object_fn)(void *ctx, const char *bucket, const char *name, uint32_t marks, uint64_t bytes);
+int cache_batch_objects(cache_t *cache, const char *id, cache_batch_object_fn fn, void *ctx);
+/* RFC 3339 in UTC, with milliseconds: "2026-11-27T15:40:36.123Z". */
+void cache_batch_time(int64_t unix_ms, char out[32]);
+
+/*
+ * Changes, decided by the store's writer in a commit: done runs on worker's
+ * loop with the store's result (STORE_OK, STORE_NOT_FOUND, STORE_QUOTA or
+ * STORE_ERROR). NULL: not even queued, and done is never called. Cancel
+ * (lease_call_cancel) when the request goes away first.
+ */
+typedef struct lease_call lease_call_t;
+typedef void (*cache_batch_done_fn)(void *ctx, int result);
+lease_call_t *cache_batch_put(cache_t *cache, worker_t *worker, const cache_batch_t *batch, cache_batch_done_fn done,
+                              void *ctx);
+lease_call_t *cache_batch_extend(cache_t *cache, worker_t *worker, const char *id, int64_t expires_at_ms,
+                                 cache_batch_done_fn done, void *ctx);
+lease_call_t *cache_batch_end(cache_t *cache, worker_t *worker, const char *id, cache_batch_done_fn done, void *ctx);
+/* Pins gs://bucket/name into the batch; expect_bytes: what it will hold (an upload's size), 0 when unknown. */
+lease_call_t *cache_batch_pin(cache_t *cache, worker_t *worker, const char *id, const char *bucket, const char *name,
+                              uint32_t marks, uint64_t expect_bytes, cache_batch_done_fn done, void *ctx);
+void lease_call_cancel(lease_call_t *call);
 
 #endif

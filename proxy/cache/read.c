@@ -14,6 +14,9 @@
  *                  REVALIDATE) or following it
  *   SENDING        the response started; a send is out
  *   WAITING_BYTES  the response started; a fetch owes the next bytes
+ *   PINNING        in a batch (X-Larder-Batch): the caller may read the
+ *                  entry; the response waits for the pin's commit, then
+ *                  serves it (batch_use.h)
  *   FORWARDED      handed to the pass-through forwarder, which logs it
  *   DONE           the final send went out
  *
@@ -36,6 +39,7 @@
 
 #include "access.h"
 #include "access_log.h"
+#include "batch_use.h"
 #include "caller.h"
 #include "conditional.h"
 #include "entry.h"
@@ -63,6 +67,7 @@ typedef enum {
     READ_AWAITING_HEAD,
     READ_SENDING,
     READ_WAITING_BYTES,
+    READ_PINNING,
     READ_FORWARDED,
     READ_DONE
 } read_state_t;
@@ -83,6 +88,8 @@ typedef struct cache_read {
     bool by_metadata;      /* revalidating an XML read without ETag through the JSON API */
     bool refreshing;       /* fetching one byte to learn headers a 304 did not carry */
     unsigned plans;
+    batch_use_t batch;     /* X-Larder-Batch */
+    bool batch_pinned;
 
     /* The entry being served (or revalidated). */
     store_meta_t meta;
@@ -159,6 +166,7 @@ static void on_dispose(void *p)
 {
     cache_read_t *r = p;
     caller_dispose(&r->caller);
+    batch_use_dispose(&r->batch);
     if (r->access.decided && r->state != READ_FORWARDED)
         auth_decision_count(r->worker->auth, r->access.decision);
     detach(r);
@@ -537,15 +545,22 @@ static void serve_media(cache_read_t *r)
     r->buf_cap = size != 0 ? size : 1;
     r->chunk_index = -1;
     store_pin(r->cache->store, &r->key);
-    store_touch(r->cache->store, &r->key);
     r->pinned = true;
     start_response(r);
     step(r);
 }
 
+static void pin_into_batch(cache_read_t *r);
+
 static void serve(cache_read_t *r, const char *state)
 {
     r->cache_state = state;
+    if (r->batch.id != NULL && !r->batch_pinned) {
+        pin_into_batch(r);
+        return;
+    }
+    batch_use_advertise(&r->batch, r->req);
+    store_touch(r->cache->store, &r->key); /* every answer from the entry is a use: HEADs, 304s, metadata */
     if (r->entry_fill != NULL) {
         attach(r, r->entry_fill);
         fetch_release(r->entry_fill);
@@ -555,6 +570,30 @@ static void serve(cache_read_t *r, const char *state)
         serve_metadata(r);
     else
         serve_media(r);
+}
+
+static void on_batch_pinned(batch_use_t *use, int result)
+{
+    cache_read_t *r = H2O_STRUCT_FROM_MEMBER(cache_read_t, batch, use);
+    if (result == STORE_OK) {
+        r->batch_pinned = true;
+        serve(r, r->cache_state);
+        return;
+    }
+    detach(r);
+    r->state = READ_DONE;
+    r->error = result == STORE_QUOTA ? "batch quota" : "pin into the batch failed";
+    batch_use_refuse(&r->batch, r->req, result, error_format(r));
+}
+
+/* The caller may read the entry: pin it into the request's batch before anything is sent. */
+static void pin_into_batch(cache_read_t *r)
+{
+    r->state = READ_PINNING;
+    r->batch.on_pinned = on_batch_pinned;
+    uint64_t expect = r->have_meta && r->meta.size != STORE_SIZE_UNKNOWN ? r->meta.size : 0;
+    if (!batch_use_pin(&r->batch, r->req, r->creq.bucket, r->creq.name, CACHE_BATCH_READ, expect))
+        on_batch_pinned(&r->batch, STORE_ERROR);
 }
 
 /* --- planning --- */
@@ -913,6 +952,12 @@ static void on_caller_known(caller_t *caller)
         caller_refuse(caller, error_format(r));
         return;
     }
+    if (!batch_use_check(&r->batch, r->req, &caller->identity, error_format(r))) {
+        r->cache_state = "PASS";
+        r->state = READ_DONE;
+        r->error = "batch refused";
+        return;
+    }
     plan(r);
 }
 
@@ -932,5 +977,6 @@ void cache_read_start(h2o_req_t *req, const target_t *target, const cache_reques
     r->sub.wakeup.cb = on_fetch_wakeup;
     r->sub.on_unfilled = on_unfilled;
     store_key_make(&r->key, creq->bucket, strlen(creq->bucket), creq->name, strlen(creq->name));
+    batch_use_parse(&r->batch, req);
     caller_identify(&r->caller, req, on_caller_known);
 }

@@ -20,6 +20,8 @@
  *                started it, and the registry of fills in progress
  *   invalidate.c dropping a cached object, and the fills of it
  *   purge.c      dropping every object a filter names (owner, bucket, prefix)
+ *   batch.c      batches: a pipeline's lease on what it reads and writes
+ *   lease_call.c a store lease call made from a loop, answered on it
  *   entry.c      turning an upstream response head into an entry (the store's
  *                metadata plus the record kept with it), and a 304 into an
  *                updated entry
@@ -71,6 +73,7 @@ struct cache {
     _Atomic unsigned detached;             /* fills running with no client waiting */
     h2o_linklist_t *home_fetches;          /* per worker id: fills whose exchange runs on that worker's loop */
     h2o_linklist_t *home_completions;      /* per worker id: upload_complete.c's metadata GETs on that loop */
+    h2o_linklist_t *home_lease_calls;      /* per worker id: lease_call.c's calls waiting for the store */
     pthread_mutex_t recent_lock;
     recent_record_t *recent;               /* records queued to the store but maybe not committed yet */
     upload_sessions_t *sessions;           /* resumable and XML multipart uploads in progress */

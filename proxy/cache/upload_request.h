@@ -40,6 +40,7 @@ typedef struct upload_request {
     const char *media_type; /* the Content-Type those bytes came with; NULL when none */
     json_t *metadata;    /* the multipart upload's metadata part, a resumable start's or compose's body; pool-owned */
     const char *session; /* a resumable upload_id or an XML UploadId, decoded */
+    const char *batch;   /* the batch (X-Larder-Batch) the caller was allowed to use; NULL: none */
     struct upload_wait *wait; /* told when an entry made from a partial answer is whole; may be NULL */
 } upload_request_t;
 

@@ -69,6 +69,7 @@ typedef struct upload_session {
     int64_t last_used_ms;
     char *bucket, *name, *owner;
     char *authorization;   /* the start's credentials: its chunks may carry none (the session URL is one) */
+    char *batch;           /* the batch (X-Larder-Batch) the start was in, checked then; NULL: none */
     json_t *facts;         /* what the start said of the object: contentType, metadata, ... */
     bool resource_whole;   /* the start asked for no fields= selection */
     pending_t *pending;    /* resumable */
@@ -288,6 +289,7 @@ static void session_free(store_t *store, upload_session_t *s)
     free(s->name);
     free(s->owner);
     free(s->authorization);
+    free(s->batch);
     free(s);
 }
 
@@ -380,6 +382,23 @@ static upload_session_t *claim_session(cache_t *cache, const char *id)
     return found;
 }
 
+bool upload_session_object(cache_t *cache, const char *id, h2o_mem_pool_t *pool, const char **bucket,
+                           const char **name, const char **batch)
+{
+    upload_sessions_t *t = cache->sessions;
+    bool found = false;
+    pthread_mutex_lock(&t->lock);
+    for (upload_session_t *s = t->list; s != NULL && !found; s = s->next)
+        if (id != NULL && strcmp(s->id, id) == 0) {
+            found = true;
+            *bucket = h2o_strdup(pool, s->bucket, SIZE_MAX).base;
+            *name = h2o_strdup(pool, s->name, SIZE_MAX).base;
+            *batch = s->batch != NULL ? h2o_strdup(pool, s->batch, SIZE_MAX).base : NULL;
+        }
+    pthread_mutex_unlock(&t->lock);
+    return found;
+}
+
 static void release_session(cache_t *cache, upload_session_t *s)
 {
     pthread_mutex_lock(&cache->sessions->lock);
@@ -414,6 +433,7 @@ static upload_session_t *session_new(const upload_request_t *u, const char *id, 
     s->name = strdup(u->name);
     s->owner = strdup(u->owner);
     s->authorization = u->authorization != NULL ? strdup(u->authorization) : NULL;
+    s->batch = u->batch != NULL ? strdup(u->batch) : NULL;
     s->facts = facts;
     s->resource_whole = target_param(u->target, "fields") == NULL;
     if (s->id == NULL || s->bucket == NULL || s->name == NULL || s->owner == NULL) {

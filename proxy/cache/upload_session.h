@@ -23,4 +23,11 @@ void upload_session_chunk_persisted(const upload_request_t *u, const h2o_headers
 /* Anything else upstream answered a session's request: 404 and 410 end the session; the rest leave it be. */
 void upload_session_refused(const upload_request_t *u, int status);
 
+/*
+ * The object a session (by its id) is writing, and the batch its start was in
+ * (NULL: none), copied into pool; false when no such session is kept.
+ */
+bool upload_session_object(cache_t *cache, const char *id, h2o_mem_pool_t *pool, const char **bucket,
+                           const char **name, const char **batch);
+
 #endif

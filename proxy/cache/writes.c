@@ -18,6 +18,12 @@
  *                session; every other object named is invalidated when the
  *                write may have taken effect, and all are unmarked.
  *
+ * In a batch (X-Larder-Batch), the caller must be allowed to use it before
+ * anything goes upstream, and a write that would pass the batch's quota is
+ * refused (507) before it is made; once upstream confirmed it, the object
+ * is pinned into the batch, marked written, and the answer waits for that
+ * pin's commit (batch_use.h).
+ *
  * "May have taken effect": a 2xx, or no answer at all (a timeout, a reset:
  * the object's state is unknown). A definite refusal (a 4xx, a 5xx with an
  * error body, a resumable session's 308) leaves the cached copy as it was,
@@ -29,6 +35,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "batch_use.h"
 #include "caller.h"
 #include "forward.h"
 #include "invalidate.h"
@@ -36,6 +43,7 @@
 #include "state.h"
 #include "upload.h"
 #include "upload_complete.h"
+#include "upload_session.h"
 #include "writes.h"
 
 #define MAX_WRITE_KEYS 64
@@ -58,6 +66,8 @@ typedef struct cache_write {
     forward_t *forward;
     upload_request_t upload;
     upload_wait_t completion; /* the answer waits for the entry to be made whole (upload_complete.c) */
+    batch_use_t batch_use;    /* X-Larder-Batch */
+    unsigned holds;           /* what the answer still waits for: the entry's completion, the batch pin */
     write_key_t keys[MAX_WRITE_KEYS];
     size_t nkeys;
     bool batch;
@@ -169,6 +179,80 @@ static bool holds(void *ctx, int status, const h2o_headers_t *headers)
     return (status >= 200 && status < 300) || status == 308;
 }
 
+static void release_one(cache_write_t *w)
+{
+    if (w->holds > 0 && --w->holds == 0)
+        forward_release(w->forward);
+}
+
+static void on_written_pinned(batch_use_t *use, int result)
+{
+    cache_write_t *w = H2O_STRUCT_FROM_MEMBER(cache_write_t, batch_use, use);
+    if (result == STORE_OK)
+        batch_use_advertise(use, w->req);
+    else /* the write happened: its answer stands, and says the object is not held for the batch */
+        h2o_add_header_by_str(&w->req->pool, &w->req->res.headers, H2O_STRLIT("x-larder-batch-pin"), 0, NULL,
+                              H2O_STRLIT(result == STORE_QUOTA ? "refused: over quota" : "failed"));
+    release_one(w);
+}
+
+/*
+ * The object a confirmed write made: the request names it, or, for a
+ * resumable upload's last PUT, its session (kept from the start) or else the
+ * answer. A resumable upload joins the batch its start was in, where the
+ * caller's right to it was checked: its PUTs carry no identity of their own,
+ * and some clients (gcloud) send no extra headers with them.
+ */
+static bool object_written(cache_write_t *w, const char *body, size_t len, const char **bucket, const char **name)
+{
+    switch (w->upload.kind) {
+    case UPLOAD_JSON:
+    case UPLOAD_XML_PUT:
+    case UPLOAD_XML_MULTIPART_COMPLETE:
+    case UPLOAD_COPY:
+    case UPLOAD_XML_COPY:
+    case UPLOAD_COMPOSE:
+        *bucket = w->upload.bucket;
+        *name = w->upload.name;
+        return *bucket != NULL && *name != NULL;
+    case UPLOAD_RESUMABLE_CHUNK: {
+        const char *batch;
+        if (upload_session_object(w->cache, w->upload.session, &w->req->pool, bucket, name, &batch)) {
+            w->batch_use.id = batch;
+            return batch != NULL;
+        }
+        w->batch_use.id = NULL; /* not checked: a session larder does not keep is pinned nowhere */
+        json_t *root = json_loadb(body, len, 0, NULL);
+        const char *b = json_string_value(json_object_get(root, "bucket"));
+        const char *n = json_string_value(json_object_get(root, "name"));
+        *bucket = b != NULL ? h2o_strdup(&w->req->pool, b, SIZE_MAX).base : NULL;
+        *name = n != NULL ? h2o_strdup(&w->req->pool, n, SIZE_MAX).base : NULL;
+        json_decref(root);
+        return *bucket != NULL && *name != NULL;
+    }
+    default:
+        return false;
+    }
+}
+
+/* Upstream took a write in a batch: its object joins the batch, before the client hears of it. */
+static void pin_written(cache_write_t *w, int status, const char *body, size_t len)
+{
+    bool resumable = w->upload.kind == UPLOAD_RESUMABLE_CHUNK; /* its batch is its session's */
+    if (!(status >= 200 && status < 300) || (w->batch_use.id == NULL && !resumable))
+        return;
+    const char *bucket, *name;
+    if (!object_written(w, body, len, &bucket, &name) || w->batch_use.id == NULL)
+        return;
+    w->batch_use.on_pinned = on_written_pinned;
+    uint64_t expect = w->upload.kind == UPLOAD_JSON || w->upload.kind == UPLOAD_XML_PUT ? w->upload.media.len : 0;
+    if (batch_use_pin(&w->batch_use, w->req, bucket, name, CACHE_BATCH_WRITTEN, expect))
+        w->holds++;
+    else
+        h2o_add_header_by_str(&w->req->pool, &w->req->res.headers, H2O_STRLIT("x-larder-batch-pin"), 0, NULL,
+                              H2O_STRLIT("failed"));
+}
+
 /* The object a JSON answer returns (a rewrite wraps it): invalidated, the write having made a new version. */
 static void invalidate_returned(cache_write_t *w, const char *body, size_t len)
 {
@@ -205,6 +289,8 @@ static void on_whole(void *ctx, h2o_req_t *req, int status, const h2o_headers_t 
      * metadata GET: the client's answer waits for it, so that what it reads next is exactly upstream's.
      */
     forward_hold(w->forward);
+    w->holds = 1;
+    pin_written(w, status, body, len);
     store_key_t made;
     if (upload_answered(&w->upload, status, headers, body, len, &made)) {
         for (size_t i = 0; i < w->nkeys; i++)
@@ -213,14 +299,15 @@ static void on_whole(void *ctx, h2o_req_t *req, int status, const h2o_headers_t 
     } else if (status >= 200 && status < 300 && len > 0) {
         invalidate_returned(w, body, len);
     }
-    if (w->completion.completion == NULL)
-        forward_release(w->forward);
+    if (w->completion.completion != NULL)
+        w->holds++;
+    release_one(w);
 }
 
 static void on_completed(upload_wait_t *wait)
 {
     cache_write_t *w = H2O_STRUCT_FROM_MEMBER(cache_write_t, completion, wait);
-    forward_release(w->forward);
+    release_one(w);
 }
 
 static const char *on_end(void *ctx, h2o_req_t *req, int status, bool complete)
@@ -257,6 +344,18 @@ static void forward_write(cache_write_t *w)
                                        .identity = h2o_strdup(&w->req->pool, who->name, SIZE_MAX).base});
 }
 
+/* A write that would take its batch past a quota is refused before it is made (507). */
+static bool batch_room_for(cache_write_t *w)
+{
+    bool sized = w->upload.kind == UPLOAD_JSON || w->upload.kind == UPLOAD_XML_PUT;
+    if (w->batch_use.id == NULL || !sized || w->upload.media.len == 0)
+        return true;
+    if (batch_use_has_room(&w->batch_use, w->req, w->upload.media.len))
+        return true;
+    batch_use_refuse(&w->batch_use, w->req, STORE_QUOTA, w->target->route.error_format);
+    return false;
+}
+
 static void on_caller_known(caller_t *caller)
 {
     cache_write_t *w = H2O_STRUCT_FROM_MEMBER(cache_write_t, caller, caller);
@@ -266,6 +365,12 @@ static void on_caller_known(caller_t *caller)
         caller_refuse(caller, w->target->route.error_format); /* GCS answers a bad token 401 */
         return;
     }
+    if (!batch_use_check(&w->batch_use, w->req, &caller->identity, w->target->route.error_format) ||
+        !batch_room_for(w)) {
+        w->state = WRITE_ANSWERED;
+        return;
+    }
+    w->upload.batch = w->batch_use.id; /* a resumable session remembers it for its last PUT */
     /* An identity larder could not check (HMAC, a signed URL, tokeninfo down) owns nothing: every read of the
      * entry asks upstream first, so it is safe to keep, and saves moving the bytes again. */
     w->upload.owner = h2o_strdup(&w->req->pool, caller_owner_name(caller), SIZE_MAX).base;
@@ -276,6 +381,7 @@ static void on_dispose(void *p)
 {
     cache_write_t *w = p;
     caller_dispose(&w->caller);
+    batch_use_dispose(&w->batch_use);
     upload_complete_forget(&w->completion);
     if (w->state == WRITE_FORWARDED) /* the request went before forwarding ended: on_end was called already */
         for (size_t i = 0; i < w->nkeys; i++)
@@ -290,6 +396,7 @@ void cache_write_start(h2o_req_t *req, const target_t *target)
     w->cache = worker_of(req)->cache;
     w->target = target;
     w->batch = target->route.api == ROUTE_BATCH;
+    batch_use_parse(&w->batch_use, req);
     h2o_iovec_t boundary;
     if (w->batch) {
         if (multipart_boundary(header_of(&req->headers, H2O_TOKEN_CONTENT_TYPE), &boundary))

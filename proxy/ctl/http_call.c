@@ -187,6 +187,10 @@ static int status_exit_code(long status)
         return CTL_UNAUTHENTICATED;
     case 403:
         return CTL_FORBIDDEN;
+    case 404:
+        return CTL_NOT_FOUND;
+    case 409:
+        return CTL_CONFLICT;
     default:
         return CTL_SERVER_ERROR;
     }
@@ -222,14 +226,26 @@ json_t *http_answer_json(const ctl_t *ctl, const char *path, const http_answer_t
     return doc;
 }
 
+static int default_refusal(const ctl_t *ctl, const char *path, const http_answer_t *answer, const void *ctx)
+{
+    (void)ctx;
+    return http_answer_check(ctl, path, answer);
+}
+
 int http_call_json(const ctl_t *ctl, const char *method, const char *path, const char *json_body, json_t **out)
+{
+    return http_call_json_with(ctl, method, path, json_body, default_refusal, NULL, out);
+}
+
+int http_call_json_with(const ctl_t *ctl, const char *method, const char *path, const char *json_body,
+                        http_refusal_fn refusal, const void *ctx, json_t **out)
 {
     *out = NULL;
     http_answer_t answer;
     int rc = http_call(ctl, method, path, json_body, &answer);
     if (rc != CTL_OK)
         return rc;
-    rc = http_answer_check(ctl, path, &answer);
+    rc = refusal(ctl, path, &answer, ctx);
     if (rc == CTL_OK) {
         *out = http_answer_json(ctl, path, &answer);
         rc = *out != NULL ? CTL_OK : CTL_SERVER_ERROR;

@@ -28,6 +28,10 @@ json_t *http_answer_json(const ctl_t *ctl, const char *path, const http_answer_t
 
 /* http_call, http_answer_check and http_answer_json in one: a request whose success is a JSON object. */
 int http_call_json(const ctl_t *ctl, const char *method, const char *path, const char *json_body, json_t **out);
+/* The same, with the command's own reading of a refusal (CTL_OK for a success; else it writes the line). */
+typedef int (*http_refusal_fn)(const ctl_t *ctl, const char *path, const http_answer_t *answer, const void *ctx);
+int http_call_json_with(const ctl_t *ctl, const char *method, const char *path, const char *json_body,
+                        http_refusal_fn refusal, const void *ctx, json_t **out);
 
 void http_answer_dispose(http_answer_t *answer);
 

@@ -1,7 +1,8 @@
 /*
  * larderctl.c - larderctl's entry point: the subcommand table, the command
  * line (global options before or after the subcommand, the subcommand's own
- * after it), --help, and the server's address and timeout.
+ * after it; a group's subcommand after the group's name, its operand after
+ * that), --help, and the server's address and timeout.
  *
  * Adding a subcommand is one cmd_NAME.c defining a ctl_command_t and one line
  * in `commands` below; parsing, help, the token and the exit codes are here
@@ -19,8 +20,7 @@
 #include "token.h"
 
 static const ctl_command_t *const commands[] = {&ctl_cmd_status, &ctl_cmd_health, &ctl_cmd_metrics, &ctl_cmd_usage,
-                                                &ctl_cmd_purge};
-#define COMMAND_COUNT (sizeof(commands) / sizeof(commands[0]))
+                                                &ctl_cmd_purge,  &ctl_cmd_batch,  NULL};
 
 static const char DEFAULT_URL[] = "http://127.0.0.1:8080";
 #define DEFAULT_TIMEOUT_S 30
@@ -41,34 +41,38 @@ static const char GLOBAL_HELP[] =
     "  --token-file FILE  the token is FILE's first line (keep it chmod 600)\n"
     "                     without either flag the token is $LARDER_TOKEN, else none\n"
     "  --timeout SECONDS  give up on a request after this long; default 30\n"
-    "  --json             print the server's JSON instead (status, health, purge)\n"
+    "  --json             print the server's JSON instead (every command but metrics)\n"
     "  -h, --help         help; `larderctl COMMAND --help` for a command's\n"
     "\n"
     "Exit codes:\n"
     "  0  ok\n"
     "  1  local failure: out of memory, the output could not be written\n"
-    "  2  usage error: bad flags or arguments, --all without --yes, an unreadable token file\n"
+    "  2  usage error: bad flags or arguments (a missing ID, --all without --yes), an unreadable token file\n"
     "  3  could not reach the server: connection refused, DNS, TLS, timeout\n"
     "  4  authentication failed (401): the token was not accepted\n"
     "  5  forbidden (403): not allowed for this identity, or no token given\n"
     "  6  not ready (health): alive, but /_larder/readyz answered 503\n"
     "  7  any other error from the server: its status and message are printed\n"
+    "  8  not found (404): no such batch\n"
+    "  9  conflict (409): a batch with that id is live already\n"
     "\n"
     "Errors are one line on stderr, starting \"larderctl: \".\n";
 
 /* What the command line says, before it is checked against the environment. */
 typedef struct cli {
-    const ctl_command_t *command;
+    const ctl_command_t *command; /* a group's subcommand once one is named */
+    char name[64];                /* "batch create": a subcommand's name in messages (ctl->command) */
     const char *globals[G_COUNT]; /* NULL when absent, "" for a flag given */
     ctl_args_t args;
     bool help_word; /* `larderctl help [COMMAND]` */
 } cli_t;
 
-static const ctl_command_t *find_command(const char *name)
+/* name's entry in a NULL-terminated table of commands, or NULL. */
+static const ctl_command_t *find_command(const ctl_command_t *const *table, const char *name)
 {
-    for (size_t i = 0; i < COMMAND_COUNT; i++)
-        if (strcmp(commands[i]->name, name) == 0)
-            return commands[i];
+    for (size_t i = 0; table[i] != NULL; i++)
+        if (strcmp(table[i]->name, name) == 0)
+            return table[i];
     return NULL;
 }
 
@@ -100,9 +104,21 @@ static int unknown_option(const ctl_t *ctl, const cli_t *cli, const char *arg)
 {
     int len = (int)strcspn(arg, "=");
     if (cli->command != NULL)
-        return ctl_fail(ctl, CTL_USAGE, "unknown option %.*s (see larderctl %s --help)", len, arg, cli->command->name);
+        return ctl_fail(ctl, CTL_USAGE, "unknown option %.*s (see larderctl %s --help)", len, arg, ctl->command);
     return ctl_fail(ctl, CTL_USAGE, "unknown option %.*s (see larderctl --help; a command's options go after it)", len,
                     arg);
+}
+
+/* A repeating option's value: its slot keeps the first, args->repeated every one. */
+static int add_repeated(const ctl_t *ctl, ctl_args_t *args, const ctl_option_t *opt, const char **slot,
+                        const char *value)
+{
+    if (args->nrepeated == CTL_MAX_REPEATED)
+        return ctl_fail(ctl, CTL_USAGE, "--%s is given more than %d times", opt->name, CTL_MAX_REPEATED);
+    args->repeated[args->nrepeated++] = value;
+    if (*slot == NULL)
+        *slot = value;
+    return CTL_OK;
 }
 
 /* --NAME, --NAME=VALUE or --NAME VALUE at argv[*i]; moves *i past a separate value. */
@@ -114,7 +130,10 @@ static int take_option(const ctl_t *ctl, cli_t *cli, int argc, char **argv, int 
     const char **slot = option_slot(cli, name, len, &opt);
     if (slot == NULL)
         return unknown_option(ctl, cli, arg);
-    if (*slot != NULL)
+    /* the command's own options are found first, so a name it repeats is always its own option */
+    bool repeats = cli->command != NULL && cli->command->repeating != NULL &&
+                   strcmp(cli->command->repeating, opt->name) == 0;
+    if (*slot != NULL && !repeats)
         return ctl_fail(ctl, CTL_USAGE, "--%s given twice", opt->name);
     if (!opt->takes_value) {
         if (eq != NULL)
@@ -122,29 +141,47 @@ static int take_option(const ctl_t *ctl, cli_t *cli, int argc, char **argv, int 
         *slot = "";
         return CTL_OK;
     }
-    if (eq != NULL) {
-        *slot = eq + 1;
-        return CTL_OK;
-    }
     /* A value that looks like the next option is most likely a forgotten value: --token --url X */
-    if (*i + 1 >= argc || strncmp(argv[*i + 1], "--", 2) == 0)
+    if (eq == NULL && (*i + 1 >= argc || strncmp(argv[*i + 1], "--", 2) == 0))
         return ctl_fail(ctl, CTL_USAGE, "--%s needs a value (--%s=VALUE for one that starts with --)", opt->name,
                         opt->name);
-    *slot = argv[++*i];
+    const char *value = eq != NULL ? eq + 1 : argv[++*i];
+    if (repeats)
+        return add_repeated(ctl, &cli->args, opt, slot, value);
+    *slot = value;
     return CTL_OK;
 }
 
-/* A word that is not an option: the subcommand, `help`, or the subcommand `help` is asked about. */
+/* The word after a group's name: one of its commands, named "GROUP COMMAND" in messages from here on. A group
+ * has no options, so nothing given so far is indexed by the group's option table. */
+static int take_subcommand(ctl_t *ctl, cli_t *cli, const char *word)
+{
+    const ctl_command_t *group = cli->command, *command = find_command(group->subcommands, word);
+    if (command == NULL)
+        return ctl_fail(ctl, CTL_USAGE, "unknown command '%s' (see larderctl %s --help)", word, group->name);
+    (void)snprintf(cli->name, sizeof(cli->name), "%s %s", group->name, command->name);
+    cli->command = command;
+    ctl->command = cli->name;
+    return CTL_OK;
+}
+
+/* A word that is not an option: the subcommand (or a group's), `help`, the subcommand `help` is asked about, or
+ * the subcommand's operand. */
 static int take_word(ctl_t *ctl, cli_t *cli, const char *word)
 {
     if (cli->command == NULL && !cli->help_word && strcmp(word, "help") == 0) {
         cli->help_word = true;
         return CTL_OK;
     }
+    if (cli->command != NULL && cli->command->subcommands != NULL)
+        return take_subcommand(ctl, cli, word);
+    if (cli->command != NULL && cli->command->operand != NULL && cli->args.operand == NULL) {
+        cli->args.operand = word;
+        return CTL_OK;
+    }
     if (cli->command != NULL)
-        return ctl_fail(ctl, CTL_USAGE, "unexpected argument '%s' (see larderctl %s --help)", word,
-                        cli->command->name);
-    cli->command = find_command(word);
+        return ctl_fail(ctl, CTL_USAGE, "unexpected argument '%s' (see larderctl %s --help)", word, ctl->command);
+    cli->command = find_command(commands, word);
     if (cli->command == NULL)
         return ctl_fail(ctl, CTL_USAGE, "unknown command '%s' (see larderctl --help)", word);
     ctl->command = cli->command->name;
@@ -172,25 +209,30 @@ static int parse_command_line(ctl_t *ctl, cli_t *cli, int argc, char **argv)
     return CTL_OK;
 }
 
-static void print_global_help(void)
+static void print_command_list(const ctl_command_t *const *table)
 {
-    printf("usage: larderctl [GLOBAL OPTIONS] COMMAND [OPTIONS]\n"
-           "\n"
-           "A command-line client for larder's admin API (/_larder/...).\n"
-           "\n"
-           "Commands:\n");
-    for (size_t i = 0; i < COMMAND_COUNT; i++)
-        printf("  %-9s %s\n", commands[i]->name, commands[i]->summary);
-    printf("\n%s", GLOBAL_HELP);
+    printf("Commands:\n");
+    for (size_t i = 0; table[i] != NULL; i++)
+        printf("  %-9s %s\n", table[i]->name, table[i]->summary);
 }
 
 static void print_help(const ctl_command_t *command)
 {
     if (command == NULL) {
-        print_global_help();
+        printf("usage: larderctl [GLOBAL OPTIONS] COMMAND [OPTIONS]\n"
+               "\n"
+               "A command-line client for larder's admin API (/_larder/...).\n"
+               "\n");
+        print_command_list(commands);
+        printf("\n%s", GLOBAL_HELP);
         return;
     }
-    printf("%s\n%s", command->help, GLOBAL_HELP);
+    printf("%s\n", command->help);
+    if (command->subcommands != NULL) {
+        print_command_list(command->subcommands);
+        printf("\n");
+    }
+    printf("%s", GLOBAL_HELP);
 }
 
 /* ctl->url from --url, else LARDER_URL, else the default: an http(s) URL of a server, no query or fragment. */
@@ -244,15 +286,30 @@ static int resolve_timeout(ctl_t *ctl, const char *flag)
     return CTL_OK;
 }
 
-/* Everything the subcommand needs from the command line and the environment, checked. */
-static int prepare(ctl_t *ctl, const cli_t *cli)
+/* A command that can run: not a group without its subcommand, and with its operand. */
+static int check_command(const ctl_t *ctl, const cli_t *cli)
 {
     if (cli->command == NULL)
         return ctl_fail(ctl, CTL_USAGE, "no command given (see larderctl --help)");
+    if (cli->command->subcommands != NULL)
+        return ctl_fail(ctl, CTL_USAGE, "no command given (see larderctl %s --help)", ctl->command);
+    const char *operand = cli->command->operand;
+    if (operand != NULL && (cli->args.operand == NULL || cli->args.operand[0] == '\0'))
+        return ctl_fail(ctl, CTL_USAGE, "%s %s (see larderctl %s --help)",
+                        cli->args.operand == NULL ? "missing" : "empty", operand, ctl->command);
+    return CTL_OK;
+}
+
+/* Everything the subcommand needs from the command line and the environment, checked. */
+static int prepare(ctl_t *ctl, const cli_t *cli)
+{
+    int rc = check_command(ctl, cli);
+    if (rc != CTL_OK)
+        return rc;
     ctl->json = cli->globals[G_JSON] != NULL;
     if (ctl->json && !cli->command->has_json)
-        return ctl_fail(ctl, CTL_USAGE, "--json is not available for %s", cli->command->name);
-    int rc = resolve_url(ctl, cli->globals[G_URL]);
+        return ctl_fail(ctl, CTL_USAGE, "--json is not available for %s", ctl->command);
+    rc = resolve_url(ctl, cli->globals[G_URL]);
     if (rc == CTL_OK)
         rc = resolve_timeout(ctl, cli->globals[G_TIMEOUT]);
     if (rc == CTL_OK)

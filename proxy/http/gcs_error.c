@@ -38,6 +38,9 @@ static const struct error_kind_info error_kinds[] = {
     [GCS_ERROR_ACCESS_UNDECIDED] = {503, "Service Unavailable", "backendError", "ServiceUnavailable",
                                     "The proxy could not check the caller's access; retry later."},
     [GCS_ERROR_FORBIDDEN] = {403, "Forbidden", "forbidden", "AccessDenied", "Access denied."},
+    [GCS_ERROR_CONFLICT] = {409, "Conflict", "conflict", "Conflict", "The resource already exists."},
+    [GCS_ERROR_INSUFFICIENT_STORAGE] = {507, "Insufficient Storage", "insufficientStorage", "InsufficientStorage",
+                                        "Pinning this object would pass the batch's quota of pinned bytes."},
 };
 
 int gcs_error_status(gcs_error_kind_t kind)

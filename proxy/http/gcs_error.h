@@ -27,7 +27,9 @@ typedef enum {
     GCS_ERROR_INTERNAL,
     GCS_ERROR_UNAUTHENTICATED, /* an invalid or expired token, as GCS answers it */
     GCS_ERROR_ACCESS_UNDECIDED, /* the caller's right could not be checked (tokeninfo or upstream unreachable) */
-    GCS_ERROR_FORBIDDEN
+    GCS_ERROR_FORBIDDEN,
+    GCS_ERROR_CONFLICT,
+    GCS_ERROR_INSUFFICIENT_STORAGE /* a batch's pin would pass its quota, or all batches' */
 } gcs_error_kind_t;
 
 /*

@@ -7,6 +7,7 @@
  * cached bytes are counted once, for the object's owner (cache/purge.c's
  * scan reports those).
  */
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -114,11 +115,22 @@ const user_usage_entry_t *user_usage_find(const user_usage_t *u, const char *use
     return e->user != NULL ? e : NULL;
 }
 
-void user_usage_add_cached(user_usage_t *u, const char *user, uint64_t bytes)
+/* Adds bytes to the figure at offset (cached_bytes or pinned_bytes) of user's entry in a table of totals. */
+static void add_total(user_usage_t *u, const char *user, size_t offset, uint64_t bytes)
 {
     pthread_mutex_lock(&u->lock);
     user_usage_entry_t *e = entry_of(u, user);
     if (e != NULL)
-        e->cached_bytes += bytes;
+        *(uint64_t *)((char *)e + offset) += bytes;
     pthread_mutex_unlock(&u->lock);
+}
+
+void user_usage_add_pinned(user_usage_t *u, const char *user, uint64_t bytes)
+{
+    add_total(u, user, offsetof(user_usage_entry_t, pinned_bytes), bytes);
+}
+
+void user_usage_add_cached(user_usage_t *u, const char *user, uint64_t bytes)
+{
+    add_total(u, user, offsetof(user_usage_entry_t, cached_bytes), bytes);
 }

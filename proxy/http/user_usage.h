@@ -17,6 +17,7 @@ typedef struct user_usage_entry {
     uint64_t served_bytes;  /* sent to the user from the cache: hits, and reads upstream confirmed (304) */
     uint64_t fetched_bytes; /* sent to the user as they came from upstream: misses and reads passed through */
     uint64_t cached_bytes;  /* only in a table of totals: what the store holds that the user owns */
+    uint64_t pinned_bytes;  /* only in a table of totals: what the user's live batches pin */
 } user_usage_entry_t;
 
 /* One worker's figures. Written by its own thread; the lock lets another thread read them. */
@@ -36,5 +37,6 @@ void user_usage_add_into(user_usage_t *u, const char *user, user_usage_t *into);
 const user_usage_entry_t *user_usage_find(const user_usage_t *u, const char *user);
 /* Adds cached bytes to user's entry in a table of totals (made when absent). */
 void user_usage_add_cached(user_usage_t *u, const char *user, uint64_t bytes);
+void user_usage_add_pinned(user_usage_t *u, const char *user, uint64_t bytes);
 
 #endif

@@ -304,8 +304,11 @@ void exchange_take_body(exchange_t *x, byte_buffer_t *spare)
 
 /* --- the request --- */
 
+/* Hop-by-hop headers, and larder's own (X-Larder-Batch...), which are for larder and never for upstream. */
 static bool is_request_hop_by_hop(const h2o_iovec_t *name)
 {
+    if (name->len >= 9 && h2o_lcstris(name->base, 9, H2O_STRLIT("x-larder-")))
+        return true;
     static const char *const names[] = {"host", "connection", "keep-alive", "proxy-connection", "te", "trailer",
                                         "transfer-encoding", "upgrade", "http2-settings", "content-length", "expect",
                                         "proxy-authorization"};

@@ -990,7 +990,7 @@ LOGGED_HEADERS = ("If-None-Match", "If-Match", "If-Modified-Since", "Range", "Ac
                   "x-goog-if-metageneration-match", "x-goog-storage-class", "x-goog-encryption-algorithm",
                   "x-goog-encryption-key", "x-goog-encryption-key-sha256", "x-goog-encryption-kms-key-name")
 # Every header with one of these prefixes is logged too (custom metadata).
-LOGGED_HEADER_PREFIXES = ("x-goog-meta-",)
+LOGGED_HEADER_PREFIXES = ("x-goog-meta-", "x-larder-")  # larder's own headers must never arrive
 
 
 class Counters:

@@ -12,6 +12,15 @@ an unreachable URL or a server that never answers (3), bad flags (2),
 --all without --yes (2, and nothing purged), a missing token file (2), an
 error answer with a GCS message (7).
 
+batch: each of create, show, ls, extend and rm round-trips against
+/_larder/v1/batches (what it prints checked against the API's own answer),
+create without --id prints a generated id and nothing else, objects read and
+written with X-Larder-Batch show up in show and in rm's totals, rm
+--delete-outputs deletes the scratch outputs upstream, and an upstream that
+refuses those deletions is one line naming how many (7, the batch kept).
+Errors: no such batch for show, extend and rm (7), a taken id (7), a ttl or
+quota the server refuses (7, its message), a missing ID (2), a bad token (4).
+
 larderctl is found next to LARDER_BIN (ctest builds both), or at
 LARDERCTL_BIN; the test SKIPs, saying so, when it is not there.
 """
@@ -22,22 +31,35 @@ import socket
 import stat
 import subprocess
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 import harness  # noqa: E402
+import test_batches  # noqa: E402  (rfc3339_ms only)
 import test_cache as tc  # noqa: E402  (helpers only)
 import test_metrics  # noqa: E402  (parse_metrics only)
 import test_purge  # noqa: E402  (its fixture)
 
-OWNER, READER = tc.OWNER, tc.READER
+OWNER, READER, OTHER = tc.OWNER, tc.READER, tc.OTHER
 BAD_TOKEN = "not-a-token-3f9c1e"
 
 # The documented exit codes (larderctl --help, README "larderctl").
-OK, USAGE, UNREACHABLE, UNAUTHENTICATED, FORBIDDEN, NOT_READY, SERVER_ERROR = 0, 2, 3, 4, 5, 6, 7
+OK, USAGE, UNREACHABLE, UNAUTHENTICATED, FORBIDDEN, NOT_READY, SERVER_ERROR, NOT_FOUND, CONFLICT = \
+    0, 2, 3, 4, 5, 6, 7, 8, 9
 
 
 def larderctl_bin():
     return os.environ.get("LARDERCTL_BIN") or os.path.join(os.path.dirname(harness.larder_bin()), "larderctl")
+
+
+def size_text(n):
+    """larderctl's format_bytes: "512 B", "2.9 KiB", "10.0 GiB"."""
+    if n < 1024:
+        return "%d B" % n
+    value, units = n / 1024, ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"]
+    while value >= 1023.95 and len(units) > 1:
+        value, units = value / 1024, units[1:]
+    return "%.1f %s" % (value, units[0])
 
 
 def closed_port():
@@ -79,6 +101,15 @@ class CtlCalls:
         self.assertEqual(len(lines), 1, (args, err))
         self.assertTrue(lines[0].startswith("larderctl: "), (args, err))
         return lines[0]
+
+    def server_message(self, method, path, headers, body=None):
+        """error.message of larder's own answer to the request larderctl makes: what larderctl must print."""
+        if body is not None:
+            headers = dict(headers, **{"Content-Type": "application/json"})
+        _, _, answer = self.larder.request(method, path, body=body, headers=headers)
+        message = json.loads(answer)["error"]["message"]
+        self.assertTrue(message)
+        return message
 
 
 class LarderctlTest(CtlCalls, test_purge.PurgeFixture):
@@ -168,15 +199,6 @@ class LarderctlTest(CtlCalls, test_purge.PurgeFixture):
 
     # -- errors: one line, the documented code ---------------------------------------------------
 
-    def server_message(self, method, path, headers, body=None):
-        """error.message of larder's own answer to the request larderctl makes: what larderctl must print."""
-        if body is not None:
-            headers = dict(headers, **{"Content-Type": "application/json"})
-        _, _, answer = self.larder.request(method, path, body=body, headers=headers)
-        message = json.loads(answer)["error"]["message"]
-        self.assertTrue(message)
-        return message
-
     def test_refusals_by_the_server(self):
         line = self.fails(FORBIDDEN, "status")  # no token at all
         self.assertIn("status: 403 Forbidden: " + self.server_message("GET", "/_larder/stats", {}), line)
@@ -193,11 +215,11 @@ class LarderctlTest(CtlCalls, test_purge.PurgeFixture):
         self.assertNotIn("no token given", line)
         self.fails(FORBIDDEN, "purge", "--user", tc.OWNER_EMAIL, token="reader")  # not their own
         # Another error from larder: its GCS error message and the status (a URL with a path under /_larder/).
-        line = self.fails(SERVER_ERROR, "status", token="owner", url=self.larder.url + "/_larder/nowhere")
+        line = self.fails(NOT_FOUND, "status", token="owner", url=self.larder.url + "/_larder/nowhere")
         nowhere = self.server_message("GET", "/_larder/nowhere/_larder/stats", OWNER)
         self.assertIn("status: 404 Not Found: " + nowhere, line)
         # Something that is not larder at all (the emulator: an XML 404): the status and the URL.
-        line = self.fails(SERVER_ERROR, "status", token="owner", url=self.emulator.base_url)
+        line = self.fails(NOT_FOUND, "status", token="owner", url=self.emulator.base_url)
         self.assertIn("404 Not Found from %s/_larder/stats" % self.emulator.base_url, line)
         self.assertEqual(self.cached(), set(self.sizes), "a refused purge dropped something")
 
@@ -325,6 +347,255 @@ class LarderctlReadinessTest(CtlCalls, tc.CacheTestCase):
         self.assertEqual(self.get(self.media("r.bin"), OWNER).status, 200)
         self.assertEqual(self.ok("health"), "alive, ready\n")
 
+
+class LarderctlBatchTest(CtlCalls, tc.CacheTestCase):
+    """larderctl batch against /_larder/v1/batches; each test starts with no batches at all."""
+
+    larder_config = {"cache": {"default_policy": "ttl:300"}}
+
+    def setUp(self):
+        super().setUp()
+        for b in self.api("GET", "", OWNER)["batches"]:  # owner@ is an admin: it lists everyone's
+            self.larder.request("DELETE", "/_larder/v1/batches/" + b["id"], headers=OWNER)
+        self.assertEqual(self.api("GET", "", OWNER), {"batches": []})
+
+    def api(self, method, path, headers):
+        """The API's own answer (200), to check what larderctl printed against."""
+        status, _, answer = self.larder.request(method, "/_larder/v1/batches" + path, headers=headers)
+        self.assertEqual(status, 200, answer[:300])
+        return json.loads(answer)
+
+    def shown(self, batch_id, token="reader"):
+        """`batch show ID --json`, which must be the API's answer."""
+        doc = json.loads(self.ok("batch", "show", batch_id, "--json", token=token))
+        self.assertEqual(doc, self.api("GET", "/" + batch_id, {"Authorization": "Bearer " + token}))
+        return doc
+
+    @staticmethod
+    def batch_fields(doc):
+        """The fields of a batch that create, extend and ls answer (show adds its objects and written totals)."""
+        return {k: v for k, v in doc.items()
+                if k not in ("objects", "objects_truncated", "written_objects", "written_bytes")}
+
+    def upload(self, batch_id, name, data):
+        """Writes name through larder in the batch, as owner@ (the bucket's owner: reader@ may not write)."""
+        r = self.get("/upload/storage/v1/b/%s/o?uploadType=media&name=%s" % (self.bucket, name),
+                     dict(OWNER, **{"X-Larder-Batch": batch_id, "Content-Type": "application/octet-stream"}),
+                     method="POST", body=data)
+        self.assertEqual(r.status, 200, r)
+
+    def assertExpiresIn(self, doc, seconds, before):
+        expires = test_batches.rfc3339_ms(doc["expires_at"])
+        self.assertGreaterEqual(expires, before + seconds * 1000 - 1000, doc)
+        self.assertLessEqual(expires, time.time() * 1000 + seconds * 1000 + 1000, doc)
+
+    def test_create_show_ls_extend_rm(self):
+        scratch = ["gs://%s/tmp/n42/" % self.bucket, "gs://%s/tmp/n42-b/" % self.bucket]
+        before = time.time() * 1000
+        out = self.ok("batch", "create", "--id", "nightly-42", "--ttl", "10m", "--scratch", scratch[0],
+                      "--scratch=" + scratch[1], "--quota", "10GiB", token="reader")
+        self.assertEqual(out, "nightly-42\n")
+        doc = self.shown("nightly-42")
+        self.assertExpiresIn(doc, 600, before)
+        self.assertEqual({k: v for k, v in doc.items() if k not in ("created_at", "expires_at")},
+                         {"id": "nightly-42", "owner": tc.READER_EMAIL, "ttl": 600, "scratch_prefixes": scratch,
+                          "quota_bytes": 10 << 30, "pinned_objects": 0, "pinned_bytes": 0, "objects": [],
+                          "objects_truncated": False, "written_objects": 0, "written_bytes": 0})
+        self.assertEqual(self.ok("batch", "show", "nightly-42", token="reader"),
+                         "id:       nightly-42\n"
+                         "owner:    reader@example.com\n"
+                         "created:  %s\n"
+                         "expires:  %s\n"
+                         "ttl:      600 s\n"
+                         "scratch:  %s\n"
+                         "scratch:  %s\n"
+                         "quota:    10.0 GiB\n"
+                         "pinned:   0 objects (0 B)\n"
+                         "written:  0 objects (0 B)\n"
+                         "objects:  none\n" % (doc["created_at"], doc["expires_at"], scratch[0], scratch[1]))
+
+        self.assertEqual(self.ok("batch", "ls", token="reader"),
+                         "nightly-42               reader@example.com           expires %s, pinned 0 objects (0 B)\n"
+                         % doc["expires_at"])
+        self.assertEqual(json.loads(self.ok("batch", "ls", "--json", token="reader")),
+                         {"batches": [self.batch_fields(doc)]})
+        self.assertEqual(self.ok("batch", "ls", token="other"), "", "another user sees reader's batch")
+        self.assertEqual([line.split()[0] for line in self.ok("batch", "ls", token="owner").splitlines()],
+                         ["nightly-42"])  # an admin sees everyone's
+
+        # extend prints the new expiry and nothing else: TTL from now, or the batch's own ttl from now.
+        before = time.time() * 1000
+        out = self.ok("batch", "extend", "nightly-42", "--ttl", "1h", token="reader")
+        doc = self.shown("nightly-42")
+        self.assertEqual(out, doc["expires_at"] + "\n")
+        self.assertExpiresIn(doc, 3600, before)
+        self.assertEqual(doc["ttl"], 600)
+        before = time.time() * 1000
+        out = self.ok("batch", "extend", "nightly-42", token="reader")
+        doc = self.shown("nightly-42")
+        self.assertEqual(out, doc["expires_at"] + "\n")
+        self.assertExpiresIn(doc, 600, before)
+        before = time.time() * 1000
+        out = json.loads(self.ok("batch", "extend", "nightly-42", "--ttl", "7200", "--json", token="reader"))
+        doc = self.shown("nightly-42")
+        self.assertEqual(out, self.batch_fields(doc))
+        self.assertExpiresIn(doc, 7200, before)
+
+        out = self.ok("batch", "rm", "nightly-42", token="reader")
+        self.assertEqual(out, "ended nightly-42: pinned 0 objects (0 B), wrote 0 objects (0 B)\n")
+        self.assertEqual(self.api("GET", "", READER), {"batches": []})
+        self.assertEqual(self.ok("batch", "ls", token="reader"), "")
+
+    def test_create_with_a_generated_id(self):
+        out = self.ok("batch", "create", token="reader")
+        self.assertRegex(out, r"^b-[0-9a-f]{16}\n$")
+        first = out[:-1]
+        doc = self.shown(first)
+        self.assertEqual((doc["owner"], doc["ttl"], doc["scratch_prefixes"], doc["quota_bytes"]),
+                         (tc.READER_EMAIL, 3600, [], 0))  # batches.default_ttl, and no quota of its own
+        self.assertEqual(self.ok("batch", "show", first, token="reader").splitlines()[4:],
+                         ["ttl:      3600 s", "quota:    none", "pinned:   0 objects (0 B)",
+                          "written:  0 objects (0 B)", "objects:  none"])
+        created = json.loads(self.ok("batch", "create", "--json", token="reader"))
+        self.assertRegex(created["id"], r"^b-[0-9a-f]{16}$")
+        self.assertNotEqual(created["id"], first)
+        self.assertEqual(created, self.batch_fields(self.shown(created["id"])))
+        self.assertEqual(sorted(b["id"] for b in self.api("GET", "", READER)["batches"]),
+                         sorted([first, created["id"]]))
+        ended = json.loads(self.ok("batch", "rm", first, "--json", token="reader"))
+        self.assertEqual(ended, dict(self.batch_fields(doc), written_objects=0, written_bytes=0, outputs_deleted=0))
+
+    def test_objects_read_and_written_then_rm_delete_outputs(self):
+        self.assertEqual(self.ok("batch", "create", "--id", "run-1", "--scratch", "gs://%s/tmp/run-1/" % self.bucket,
+                                 token="owner"), "run-1\n")
+        self.put_object("in/a", data=b"a" * 3000)
+        r = self.get(self.media("in/a"), dict(OWNER, **{"X-Larder-Batch": "run-1"}))
+        self.assertEqual((r.status, r.x_cache), (200, "MISS"), r)
+        self.upload("run-1", "tmp/run-1/part-0", b"p" * 4000)  # a scratch output
+        self.upload("run-1", "out/final", b"f" * 5000)         # written in the batch, not under its scratch prefix
+        self.settle()
+        doc = self.shown("run-1", token="owner")
+        self.assertEqual(sorted((o["url"], o["bytes"], o["read"], o["written"]) for o in doc["objects"]),
+                         [("gs://%s/in/a" % self.bucket, 3000, True, False),
+                          ("gs://%s/out/final" % self.bucket, 5000, False, True),
+                          ("gs://%s/tmp/run-1/part-0" % self.bucket, 4000, False, True)])
+        # Pinned bytes are what the store holds of them: the data and its metadata.
+        self.assertEqual((doc["pinned_objects"], doc["written_objects"], doc["written_bytes"]), (3, 2, 9000))
+        self.assertGreaterEqual(doc["pinned_bytes"], 12000)
+        pinned = size_text(doc["pinned_bytes"])
+        sizes = {3000: "2.9 KiB", 4000: "3.9 KiB", 5000: "4.9 KiB"}
+        marks = {(True, False): "read", (False, True): "written"}
+        objects = ["  %-10s %-12s %s" % (sizes[o["bytes"]], marks[(o["read"], o["written"])], o["url"])
+                   for o in doc["objects"]]  # in the server's order
+        self.assertEqual(self.ok("batch", "show", "run-1", token="owner").splitlines()[5:],
+                         ["scratch:  gs://%s/tmp/run-1/" % self.bucket, "quota:    none",
+                          "pinned:   3 objects (%s)" % pinned, "written:  2 objects (8.8 KiB)", "objects:"] + objects)
+        self.assertEqual(self.ok("batch", "ls", token="owner"),
+                         "run-1                    owner@example.com            expires %s, pinned 3 objects (%s)\n"
+                         % (doc["expires_at"], pinned))
+
+        out = self.ok("batch", "rm", "run-1", "--delete-outputs", token="owner")
+        self.assertEqual(out, "ended run-1: pinned 3 objects (%s), wrote 2 objects (8.8 KiB), deleted 1 output\n"
+                         % pinned)
+        self.assertEqual(self.direct(self.media("tmp/run-1/part-0"), OWNER).status, 404, "the output stayed")
+        for name, data in (("out/final", b"f" * 5000), ("in/a", b"a" * 3000)):
+            self.assertEqual(self.object_bytes(name), data, name)
+        self.assertEqual(self.api("GET", "", OWNER), {"batches": []})
+
+    def test_rm_delete_outputs_upstream_refuses(self):
+        """Upstream refuses the deletions: one line with how many, exit 7, and the batch stays for a retry."""
+        self.ok("batch", "create", "--id", "keep", "--scratch", "gs://%s/tmp/k/" % self.bucket, token="owner")
+        self.upload("keep", "tmp/k/0", b"0" * 1000)
+        self.upload("keep", "tmp/k/1", b"1" * 2000)
+        self.settle()
+        self.emulator.faults(method="DELETE", fail_nth={"n": 1, "status": 403, "count": 1000})
+        try:
+            line = self.fails(SERVER_ERROR, "batch", "rm", "keep", "--delete-outputs", token="owner")
+        finally:
+            self.emulator.clear_faults()
+        doc = self.shown("keep", token="owner")
+        first = doc["objects"][0]["url"]  # in the server's order
+        self.assertEqual(line, "larderctl: batch rm: 502 Bad Gateway: upstream did not delete 2 outputs (first %s: "
+                               "403); the batch stays, and rm --delete-outputs can be retried" % first)
+        for name, data in (("tmp/k/0", b"0" * 1000), ("tmp/k/1", b"1" * 2000)):
+            self.assertEqual(self.object_bytes(name), data, name)
+        out = self.ok("batch", "rm", "keep", "--delete-outputs", token="owner")
+        self.assertEqual((doc["pinned_objects"], doc["written_objects"], doc["written_bytes"]), (2, 2, 3000))
+        self.assertEqual(out, "ended keep: pinned 2 objects (%s), wrote 2 objects (2.9 KiB), deleted 2 outputs\n"
+                         % size_text(doc["pinned_bytes"]))
+        for name in ("tmp/k/0", "tmp/k/1"):
+            self.assertEqual(self.direct(self.media(name), OWNER).status, 404, name)
+
+    def test_errors(self):
+        for args in (("show", "nope"), ("extend", "nope"), ("extend", "nope", "--ttl", "5m"), ("rm", "nope"),
+                     ("rm", "nope", "--delete-outputs")):
+            line = self.fails(NOT_FOUND, "batch", *args, token="reader")
+            self.assertEqual(line, "larderctl: batch %s: no such batch 'nope'" % args[0])
+        self.assertEqual(self.ok("batch", "create", "--id", "mine", token="reader"), "mine\n")
+        for command in ("show", "extend", "rm"):  # someone else's batch is as unknown as no batch
+            line = self.fails(NOT_FOUND, "batch", command, "mine", token="other")
+            self.assertEqual(line, "larderctl: batch %s: no such batch 'mine'" % command)
+        for token in ("reader", "other"):  # a live batch's id is taken for everyone
+            line = self.fails(CONFLICT, "batch", "create", "--id", "mine", "--ttl", "5m", token=token)
+            self.assertEqual(line, "larderctl: batch create: batch 'mine' exists")
+        # What the server refuses in a body: its message.
+        for args, body in ((("--ttl", "soon"), {"ttl": "soon"}), (("--ttl", "400d"), {"ttl": "400d"}),
+                           (("--quota", "lots"), {"quota_bytes": "lots"}),
+                           (("--scratch", "b/p"), {"scratch_prefixes": ["b/p"]}),
+                           (("--id", "has space"), {"id": "has space"})):
+            line = self.fails(SERVER_ERROR, "batch", "create", *args, token="reader")
+            message = self.server_message("POST", "/_larder/v1/batches", READER, json.dumps(body).encode())
+            self.assertEqual(line, "larderctl: batch create: 400 Bad Request: " + message, args)
+        line = self.fails(SERVER_ERROR, "batch", "extend", "mine", "--ttl", "0", token="reader")
+        message = self.server_message("POST", "/_larder/v1/batches/mine:extend", READER, b'{"ttl": "0"}')
+        self.assertEqual(line, "larderctl: batch extend: 400 Bad Request: " + message)
+        # A missing ID, and other usage errors: nothing is sent.
+        for command in ("show", "extend", "rm"):
+            line = self.fails(USAGE, "batch", command, token="reader")
+            self.assertEqual(line, "larderctl: batch %s: missing ID (see larderctl batch %s --help)"
+                             % (command, command))
+        self.assertEqual(self.fails(USAGE, "batch", token="reader"),
+                         "larderctl: batch: no command given (see larderctl batch --help)")
+        for args in (("bogus",), ("show", ""), ("show", "mine", "extra"), ("ls", "mine"), ("create", "mine"),
+                     ("create", "--scratch"), ("create", "--id", "a", "--id", "b"),
+                     ("rm", "mine", "--delete-outputs=yes"),
+                     ("show", "mine", "--ttl", "5m"), ("create", "--delete-outputs"), ("--ttl", "5m", "create"),
+                     ("create",) + ("--scratch", "gs://b/p/") * 17):
+            self.fails(USAGE, "batch", *args, token="reader")
+        # The token: a bad one is 401 (4) before any batch is looked at; none cannot own a batch.
+        bad = {"Authorization": "Bearer " + BAD_TOKEN}
+        for args, method, path in ((("ls",), "GET", ""), (("show", "mine"), "GET", "/mine"),
+                                   (("create", "--id", "x"), "POST", ""), (("rm", "mine"), "DELETE", "/mine")):
+            line = self.fails(UNAUTHENTICATED, "batch", *args, token=BAD_TOKEN)
+            message = self.server_message(method, "/_larder/v1/batches" + path, bad)
+            self.assertEqual(line, "larderctl: batch %s: 401 Unauthorized: %s" % (args[0], message))
+        line = self.fails(UNAUTHENTICATED, "batch", "create")
+        message = self.server_message("POST", "/_larder/v1/batches", {}, b"{}")
+        self.assertEqual(line, "larderctl: batch create: 401 Unauthorized: %s (no token given: use --token, "
+                               "--token-file or LARDER_TOKEN)" % message)
+        url = "http://127.0.0.1:%d" % closed_port()
+        line = self.fails(UNREACHABLE, "batch", "ls", token="reader", url=url)
+        self.assertIn("could not reach larder at %s" % url, line)
+        # None of it changed a batch.
+        self.assertEqual([b["id"] for b in self.api("GET", "", OWNER)["batches"]], ["mine"])
+
+    def test_help(self):
+        text = self.ok("batch", "--help")
+        self.assertTrue(text.startswith("usage: larderctl [GLOBAL OPTIONS] batch COMMAND"), text)
+        self.assertEqual(self.ok("help", "batch"), text)
+        self.assertEqual(self.ok("batch", "-h"), text)
+        self.assertIn("\n  batch ", self.ok("--help"))
+        for command in ("create", "extend", "show", "ls", "rm"):
+            self.assertIn("\n  %s " % command, text)
+            own = self.ok("batch", command, "--help")
+            self.assertTrue(own.startswith("usage: larderctl [GLOBAL OPTIONS] batch %s" % command), own)
+            self.assertEqual(self.ok("help", "batch", command), own)
+            self.assertIn("\nExit codes:\n", own)
+        create = self.ok("batch", "create", "--help")
+        for option in ("--id ID", "--ttl TTL", "--scratch gs://B/PREFIX", "--quota SIZE", "--json"):
+            self.assertIn(option, create)
+        self.assertIn("--delete-outputs", self.ok("batch", "rm", "--help"))
+        self.assertIn("--ttl TTL", self.ok("batch", "extend", "--help"))
 
 if __name__ == "__main__":
     if not os.access(larderctl_bin(), os.X_OK):

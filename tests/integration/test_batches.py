@@ -1,0 +1,349 @@
+#!/usr/bin/env python3
+"""test_batches.py - batches (issue 9, part 1): /_larder/v1/batches and X-Larder-Batch.
+
+A batch is created by its owner with a ttl and scratch prefixes; every read or write carrying
+X-Larder-Batch: ID pins its object until the batch ends, and the response advertises how long
+(X-Larder-Available-Until). The witnesses: X-Cache and the emulator's log (a pinned object read
+after a workload three times the store's budget is a HIT that moved nothing from upstream), the
+batch's own view (GET), and the emulator's objects (deleteOutputs).
+
+Every test here fails on the code before batches (e3d1ec4): /_larder/v1/batches answered 404
+"No such larder endpoint", and X-Larder-Batch was forwarded to upstream and pinned nothing.
+"""
+
+import datetime
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+import harness  # noqa: E402
+import test_cache as tc  # noqa: E402  (helpers only)
+
+OWNER, READER, OTHER = tc.OWNER, tc.READER, tc.OTHER
+MiB = 1024 * 1024
+
+
+def rfc3339_ms(text):
+    return datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+        tzinfo=datetime.timezone.utc).timestamp() * 1000
+
+
+class BatchCase(tc.CacheTestCase):
+    # A small store, so that a workload three times its budget evicts everything not pinned.
+    larder_config = {"cache": {"default_policy": "ttl:300"},
+                     "store": {"budget": "16MiB", "commit_interval_ms": 5},
+                     "batches": {"max_pinned_bytes": "8MiB"}}
+
+    def api(self, method, path, body=None, headers=READER, status=None):
+        data = json.dumps(body).encode() if body is not None else None
+        hdrs = dict(headers)
+        if data is not None:
+            hdrs["Content-Type"] = "application/json"
+        got, head, answer = self.larder.request(method, "/_larder/v1/batches" + path, body=data, headers=hdrs)
+        if status is not None:
+            self.assertEqual(got, status, answer[:500])
+        try:
+            return got, json.loads(answer)
+        except ValueError:
+            return got, answer
+
+    def create(self, body, headers=READER):
+        return self.api("POST", "", body, headers, status=201)[1]
+
+    def show(self, batch_id, headers=READER):
+        return self.api("GET", "/" + batch_id, headers=headers, status=200)[1]
+
+    def in_batch(self, batch_id, who=READER):
+        return dict(who, **{"X-Larder-Batch": batch_id})
+
+    def share(self, *names):
+        """Lets reader@ read the test bucket's objects (READER creates the batches)."""
+        self.emulator.control("POST", "acl", {"bucket": self.bucket, "readers": [tc.READER_EMAIL]})
+
+
+class BatchApiTest(BatchCase):
+
+    def test_create_show_extend_list_delete(self):
+        before = time.time() * 1000
+        b = self.create({"id": "nightly-42", "ttl": "10m", "scratch_prefixes": ["gs://b/tmp/nightly-42/"]})
+        self.assertEqual(b["id"], "nightly-42")
+        self.assertEqual(b["owner"], tc.READER_EMAIL)
+        self.assertEqual(b["ttl"], 600)
+        self.assertEqual(b["scratch_prefixes"], ["gs://b/tmp/nightly-42/"])
+        expires = rfc3339_ms(b["expires_at"])
+        self.assertGreaterEqual(expires, before + 600 * 1000 - 1000)
+        self.assertLessEqual(expires, time.time() * 1000 + 600 * 1000 + 1000)
+        self.assertEqual((b["pinned_objects"], b["pinned_bytes"]), (0, 0))
+        shown = self.show("nightly-42")
+        self.assertEqual(shown["objects"], [])
+        # The heartbeat: to now + the batch's ttl, or the ttl it names.
+        _, ext = self.api("POST", "/nightly-42:extend", {"ttl": 3600}, status=200)
+        self.assertGreater(rfc3339_ms(ext["expires_at"]), expires + 2000 * 1000)
+        _, listed = self.api("GET", "", status=200)
+        self.assertEqual([x["id"] for x in listed["batches"]], ["nightly-42"])
+        _, others = self.api("GET", "", headers=OTHER, status=200)
+        self.assertEqual(others["batches"], [], "another user sees reader's batch")
+        _, admins = self.api("GET", "", headers=OWNER, status=200)  # owner@ is an admin
+        self.assertIn("nightly-42", [x["id"] for x in admins["batches"]])
+        _, ended = self.api("DELETE", "/nightly-42", status=200)
+        self.assertEqual((ended["id"], ended["pinned_objects"], ended["pinned_bytes"]), ("nightly-42", 0, 0))
+        self.api("GET", "/nightly-42", status=404)
+
+    def test_generated_id_and_default_ttl(self):
+        b = self.create({})
+        self.assertRegex(b["id"], r"^b-[0-9a-f]{16}$")
+        self.assertEqual(b["ttl"], 3600)  # batches.default_ttl
+        self.api("DELETE", "/" + b["id"], status=200)
+
+    def test_bad_requests_and_who_may_act(self):
+        for body in ([], {"ttl": 0}, {"ttl": "soon"}, {"ttl": -5}, {"id": "has space"}, {"id": "x" * 129},
+                     {"scratch_prefixes": "gs://b/p"}, {"scratch_prefixes": ["b/p"]}, {"quota_bytes": "lots"},
+                     {"ttl": "400d"}):
+            got, answer = self.api("POST", "", body)
+            self.assertEqual(got, 400, (body, answer))
+            self.assertIn("error", answer)
+        self.api("POST", "", {"id": "anon"}, headers={}, status=401)
+        self.api("POST", "", {"id": "bad"}, headers={"Authorization": "Bearer nope"}, status=401)
+        self.create({"id": "mine"})
+        self.api("POST", "", {"id": "mine"}, status=409)
+        self.api("POST", "", {"id": "mine"}, headers=OTHER, status=409)
+        # Someone else's batch is as unknown as one that does not exist.
+        for method, path in (("GET", "/mine"), ("POST", "/mine:extend"), ("DELETE", "/mine")):
+            got, answer = self.api(method, path, headers=OTHER)
+            self.assertEqual(got, 404, (method, path, answer))
+        self.api("GET", "/mine", headers=OWNER, status=200)  # an admin may
+        self.api("GET", "/nope", status=404)
+        self.api("PUT", "/mine", status=404)
+        self.api("DELETE", "/mine", status=200)
+
+
+class PinTest(BatchCase):
+
+    def setUp(self):
+        super().setUp()
+        self.share()
+        self.purge_all()
+
+    def purge_all(self):
+        got, _, answer = self.larder.request("POST", "/_larder/v1/purge", body=b'{"all": true}',
+                                             headers=dict(OWNER, **{"Content-Type": "application/json"}))
+        self.assertEqual(got, 200, answer)
+        for b in self.api("GET", "", headers=OWNER, status=200)[1]["batches"]:
+            self.api("DELETE", "/" + b["id"], headers=OWNER, status=200)
+        harness.wait_until(lambda: self.stats()["objects"] == 0, timeout=10)
+
+    def churn(self, total, size=1 * MiB, tag="churn"):
+        """Reads `total` bytes of other objects through larder (reader@), each once."""
+        for i in range(total // size):
+            name = "%s/%d" % (tag, i)
+            self.put_object(name, size=size, seed=i)
+            r = self.get(self.media(name), READER)
+            self.assertEqual(r.status, 200, r)
+        self.settle()
+
+    def test_pins_survive_a_workload_three_times_the_budget(self):
+        self.create({"id": "keep", "ttl": 600})
+        self.put_object("in/a", size=2 * MiB, seed=101)
+        self.put_object("in/b", size=1 * MiB, seed=102)
+        self.put_object("loose", size=1 * MiB, seed=103)
+        for name in ("in/a", "in/b"):
+            r = self.get(self.media(name), self.in_batch("keep"))
+            self.assertEqual((r.status, r.x_cache), (200, "MISS"), r)
+            until = r.header("x-larder-available-until")
+            self.assertIsNotNone(until, "a read in a batch carries X-Larder-Available-Until")
+            self.assertAlmostEqual(rfc3339_ms(until), rfc3339_ms(self.show("keep")["expires_at"]), delta=1)
+        self.assertEqual(self.get(self.media("loose"), READER).x_cache, "MISS")
+        self.settle()
+        shown = self.show("keep")
+        self.assertEqual(shown["pinned_objects"], 2)
+        self.assertGreaterEqual(shown["pinned_bytes"], 3 * MiB)
+        self.assertEqual(sorted((o["url"], o["read"], o["written"]) for o in shown["objects"]),
+                         [("gs://%s/in/a" % self.bucket, True, False), ("gs://%s/in/b" % self.bucket, True, False)])
+        self.assertEqual(sum(o["bytes"] for o in shown["objects"]), 3 * MiB)
+        # Usage counts what the user's batches pin; the metrics say the same.
+        got, _, usage = self.larder.request("GET", "/_larder/v1/usage?user=" + tc.READER_EMAIL, headers=READER)
+        self.assertEqual(got, 200, usage)
+        self.assertEqual(json.loads(usage)["pinned_bytes"], shown["pinned_bytes"])
+        got, _, metrics = self.larder.request("GET", "/_larder/metrics", headers=OWNER)
+        self.assertIn(('larder_user_pinned_bytes{user="%s"} %d' % (tc.READER_EMAIL, shown["pinned_bytes"])).encode(),
+                      metrics)
+        self.assertIn(b"\nlarder_batches 1\n", metrics)
+        self.churn(48 * MiB)
+        self.assertGreater(self.stats()["evicted_objects"], 0, "the workload evicted nothing")
+        mark = self.mark()
+        for name in ("in/a", "in/b"):
+            r = self.get(self.media(name), READER)
+            self.assertEqual((r.status, r.x_cache), (200, "HIT"), "%s was evicted though pinned" % name)
+        self.assertEqual([e for e in self.upstream_since(mark) if "alt=media" in e["path"]], [])
+        self.assertEqual(self.get(self.media("loose"), READER).x_cache, "MISS", "the unpinned object stayed")
+
+    def test_only_the_owner_or_an_admin_pins(self):
+        self.create({"id": "readers"})
+        self.put_object("o", size=1000)
+        r = self.get(self.media("o"), self.in_batch("readers", OTHER))
+        self.assertEqual(r.status, 404, r)
+        self.assertGcsJsonError(r.status, r.body, 404)
+        self.assertEqual(self.show("readers")["pinned_objects"], 0)
+        r = self.get(self.media("o"), self.in_batch("readers", OWNER))  # an admin may
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(self.show("readers")["pinned_objects"], 1)
+        r = self.get(self.media("o"), self.in_batch("no such batch", READER))
+        self.assertEqual(r.status, 400, r)
+
+    def test_a_denied_read_pins_nothing(self):
+        """A read upstream refuses pins nothing: the batch must not learn even the object's size."""
+        self.create({"id": "nosy"}, headers=OTHER)
+        self.put_object("secret", size=5000)
+        self.assertEqual(self.get(self.media("secret"), OWNER).x_cache, "MISS")  # cached, owner@'s
+        r = self.get(self.media("secret"), self.in_batch("nosy", OTHER))
+        self.assertEqual(r.status, 403, r)
+        shown = self.show("nosy", headers=OTHER)
+        self.assertEqual((shown["pinned_objects"], shown["pinned_bytes"]), (0, 0))
+        self.api("DELETE", "/nosy", headers=OTHER, status=200)
+
+    def test_quota_refuses_with_507(self):
+        self.create({"id": "small", "quota_bytes": 1500 * 1024})
+        self.put_object("q/1", size=1 * MiB, seed=1)
+        self.put_object("q/2", size=1 * MiB, seed=2)
+        self.assertEqual(self.get(self.media("q/1"), self.in_batch("small")).status, 200)
+        self.settle()
+        r = self.get(self.media("q/2"), self.in_batch("small"))
+        self.assertEqual(r.status, 507, r)
+        self.assertGcsJsonError(r.status, r.body, 507)
+        self.assertIn(b"quota", r.body)
+        r = self.get("/%s/q/2" % self.bucket, self.in_batch("small"))  # the XML API answers in XML
+        self.assertGcsXmlError(r.status, r.body, 507)
+        self.assertEqual(self.show("small")["pinned_objects"], 1)
+        # The global bound (batches.max_pinned_bytes 8 MiB) holds across batches too.
+        self.create({"id": "big"})
+        self.put_object("g/1", size=6 * MiB, seed=3)
+        self.put_object("g/2", size=2 * MiB, seed=4)
+        self.assertEqual(self.get(self.media("g/1"), self.in_batch("big")).status, 200)
+        self.settle()
+        self.assertEqual(self.get(self.media("g/2"), self.in_batch("big")).status, 507)
+
+    def test_expiry_releases_the_pins(self):
+        self.create({"id": "brief", "ttl": 2})
+        self.put_object("e/1", size=2 * MiB, seed=9)
+        r = self.get(self.media("e/1"), self.in_batch("brief"))
+        self.assertEqual(r.status, 200)
+        self.assertTrue(harness.wait_until(lambda: self.api("GET", "/brief")[0] == 404, timeout=30),
+                        "the batch did not expire")
+        r = self.get(self.media("e/1"), self.in_batch("brief"))
+        self.assertEqual(r.status, 404, "an expired batch still pins")
+        self.churn(48 * MiB, tag="after-expiry")
+        self.assertEqual(self.get(self.media("e/1"), READER).x_cache, "MISS", "the expired pin kept the object")
+
+    def test_writes_pin_and_delete_outputs_removes_exactly_the_scratch_outputs(self):
+        scratch = "gs://%s/tmp/run-1/" % self.bucket
+        self.create({"id": "run-1", "scratch_prefixes": [scratch]}, headers=OWNER)
+        outputs = {"tmp/run-1/part-0": b"zero" * 1000, "tmp/run-1/sub/part-1": b"one" * 1000}
+        kept = {"out/final": b"final" * 1000}                     # written in the batch, not scratch
+        unbatched = {"tmp/run-1/other": b"other" * 1000}          # scratch prefix, not written in the batch
+        for name, data in list(outputs.items()) + list(kept.items()):
+            r = self.get("/upload/storage/v1/b/%s/o?uploadType=media&name=%s" % (self.bucket, name),
+                         dict(self.in_batch("run-1", OWNER), **{"Content-Type": "application/octet-stream"}),
+                         method="POST", body=data)
+            self.assertEqual(r.status, 200, r)
+            self.assertIsNotNone(r.header("x-larder-available-until"), "a write in a batch advertises its lifetime")
+        for name, data in unbatched.items():
+            r = self.get("/upload/storage/v1/b/%s/o?uploadType=media&name=%s" % (self.bucket, name),
+                         dict(OWNER, **{"Content-Type": "application/octet-stream"}), method="POST", body=data)
+            self.assertEqual(r.status, 200, r)
+        shown = self.show("run-1", headers=OWNER)
+        self.assertEqual(shown["written_objects"], 3)
+        got, ended = self.api("DELETE", "/run-1?deleteOutputs=true", headers=OWNER, status=200)
+        self.assertEqual(ended["outputs_deleted"], 2)
+        self.assertEqual(ended["written_objects"], 3)
+        self.assertEqual(ended["written_bytes"], sum(len(d) for d in list(outputs.values()) + list(kept.values())))
+        for name in outputs:
+            r = self.get(self.media(name), OWNER)
+            self.assertEqual(r.status, 404, "%s: %r" % (name, r))
+        for name, data in list(kept.items()) + list(unbatched.items()):
+            r = self.get(self.media(name), OWNER)
+            self.assertEqual((r.status, r.body), (200, data), name)
+        self.api("GET", "/run-1", headers=OWNER, status=404)
+
+    def test_batch_header_never_reaches_upstream(self):
+        self.create({"id": "quiet"}, headers=OWNER)
+        self.put_object("h", size=10)
+        mark = self.mark()
+        self.assertEqual(self.get(self.media("h"), self.in_batch("quiet", OWNER)).status, 200)
+        r = self.get("/upload/storage/v1/b/%s/o?uploadType=media&name=w" % self.bucket,
+                     dict(self.in_batch("quiet", OWNER), **{"Content-Type": "text/plain"}), method="POST", body=b"w")
+        self.assertEqual(r.status, 200, r)
+        seen = self.upstream_since(mark)
+        self.assertGreaterEqual(len(seen), 2, seen)
+        for e in seen:  # the emulator logs every x-larder-* header it receives
+            self.assertNotIn("x-larder-batch", {k.lower() for k in e.get("headers", {})}, e)
+
+
+class RecencyTest(BatchCase):
+
+    def setUp(self):
+        super().setUp()
+        self.share()
+        PinTest.purge_all(self)
+
+    def test_304s_and_metadata_reads_touch_the_object(self):
+        """A 304 answered from the cache and a metadata GET answered from the cache count as uses: after
+        both, the object filled after them (but touched before neither) is the one eviction takes first.
+        It is large enough (4 MiB) that one eviction round, which frees about a tenth of the 16 MiB budget,
+        need take nothing else.
+
+        Fails on the old code (e3d1ec4): only a media response touched its object, so eviction took the
+        two touched objects, the oldest filled, and kept the untouched one."""
+        self.put_object("t/a", size=MiB, seed=21)
+        self.put_object("t/m", size=MiB, seed=22)
+        etag = self.get(self.media("t/a"), READER).header("etag")
+        self.assertEqual(self.get(self.media("t/m"), READER).status, 200)
+        self.assertEqual(self.get("/storage/v1/b/%s/o/t%%2Fm" % self.bucket, READER).status, 200)
+        self.put_object("t/b", size=4 * MiB, seed=23)
+        self.assertEqual(self.get(self.media("t/b"), READER).status, 200)
+        self.settle()
+        r = self.get(self.media("t/a"), dict(READER, **{"If-None-Match": etag}))
+        self.assertEqual((r.status, r.x_cache), (304, "HIT"), r)
+        r = self.get("/storage/v1/b/%s/o/t%%2Fm" % self.bucket, READER)
+        self.assertEqual((r.status, r.x_cache), (200, "HIT"), r)
+        evicted = self.stats()["evicted_objects"]
+        for i in range(40):  # one MiB at a time, until the first eviction round
+            self.put_object("w/%d" % i, size=MiB, seed=100 + i)
+            self.assertEqual(self.get(self.media("w/%d" % i), READER).status, 200)
+            self.settle()
+            if self.stats()["evicted_objects"] > evicted:
+                break
+        self.assertGreater(self.stats()["evicted_objects"], evicted, "nothing was evicted")
+        # HEADs, so that reading moves nothing into the store (a refill could evict the others).
+        self.assertEqual(self.get(self.media("t/a"), READER, method="HEAD").x_cache, "HIT",
+                         "the object a 304 touched went")
+        self.assertEqual(self.get(self.media("t/m"), READER, method="HEAD").x_cache, "HIT",
+                         "the object a metadata GET touched went")
+        self.assertEqual(self.get(self.media("t/b"), READER, method="HEAD").x_cache, "MISS",
+                         "the untouched object was kept")
+
+
+class BatchRestartTest(BatchCase):
+
+    def test_pins_survive_kill_9(self):
+        self.emulator.control("POST", "acl", {"bucket": self.bucket, "readers": [tc.READER_EMAIL]})
+        self.create({"id": "durable", "ttl": 3600})
+        self.put_object("d/1", size=2 * MiB, seed=5)
+        r = self.get(self.media("d/1"), self.in_batch("durable"))
+        self.assertEqual(r.status, 200)
+        self.settle()
+        self.restart_larder(kill=True)
+        shown = self.show("durable")
+        self.assertEqual(shown["pinned_objects"], 1)
+        for i in range(48):
+            self.put_object("k/%d" % i, size=MiB, seed=i)
+            self.assertEqual(self.get(self.media("k/%d" % i), READER).status, 200)
+        self.settle()
+        mark = self.mark()
+        self.assertEqual(self.get(self.media("d/1"), READER).x_cache, "HIT")
+        self.assertEqual([e for e in self.upstream_since(mark) if "alt=media" in e["path"]], [])
+
+
+if __name__ == "__main__":
+    harness.main()
