@@ -94,6 +94,11 @@ typedef struct conf {
     } store;
 
     struct {
+        uint64_t max_bandwidth;    /* bytes a second all prefetching may move from upstream; 0: no bound */
+        unsigned max_connections;  /* prefetch reads at once */
+    } prefetch;
+
+    struct {
         uint64_t max_pinned_bytes; /* what all batches together may pin; 0: half of store.budget */
         uint64_t default_quota;    /* a batch created without a quota gets this one; 0: none of its own */
         unsigned default_ttl;      /* seconds, for a batch created without a ttl */

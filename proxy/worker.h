@@ -31,6 +31,7 @@ typedef struct conn_table conn_table_t;
 typedef struct buffers buffers_t;
 typedef struct request_metrics request_metrics_t;
 typedef struct user_usage user_usage_t;
+typedef struct prefetcher prefetcher_t;
 
 /* One h2o context per (worker, listener): each listener has its own globalconf. */
 typedef struct listener_context {
@@ -59,6 +60,7 @@ struct worker {
     h2o_evloop_t *loop;
     upstream_pool_t *upstream;
     cache_t *cache;                  /* shared by all workers; NULL when caching is off */
+    prefetcher_t *prefetch;          /* shared by all workers; NULL without a cache */
     auth_local_t *auth;              /* this thread's part of auth: tokens and grants seen lately */
     buffers_t *buffers;              /* the process-wide bound on buffer memory */
     record_cache_t records;          /* records this worker parsed lately, ready for hits */

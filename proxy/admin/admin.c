@@ -14,6 +14,8 @@
  *                          (admins)
  *   /_larder/v1/batches[/ID[:extend]]  batches: create, list, show, extend
  *                          and end them (batches.c)
+ *   /_larder/v1/dags, /_larder/v1/prefetch  what pipelines will read, for
+ *                          the prefetcher (prefetch_api.c)
  *   POST /_larder/v1/purge {"user": U} | {"bucket": B, "prefix": P} |
  *                          {"object": "gs://B/O"} | {"all": true}: drops
  *                          those cached objects, answers how many and their
@@ -370,6 +372,8 @@ void admin_answer(h2o_req_t *req, worker_t *worker, bool admin_listener)
         answer_purge(req);
     } else if (path_starts(req, "/_larder/v1/batches")) {
         batches_answer(req);
+    } else if (path_starts(req, "/_larder/v1/dags") || path_starts(req, "/_larder/v1/prefetch")) {
+        prefetch_api_answer(req, path_starts(req, "/_larder/v1/dags"));
     } else if (path_is(req, "/_larder/stats")) {
         if (admin_listener) {
             answer_stats(req, worker);

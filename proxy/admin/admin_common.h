@@ -25,5 +25,7 @@ bool admin_permitted(caller_t *caller, const char *own_user, const char *identit
 
 /* /_larder/v1/batches and below (batches.c). */
 void batches_answer(h2o_req_t *req);
+/* /_larder/v1/dags and /_larder/v1/prefetch, and below (prefetch_api.c). */
+void prefetch_api_answer(h2o_req_t *req, bool dag);
 
 #endif

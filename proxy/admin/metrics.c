@@ -16,6 +16,7 @@
 #include "byte_buffer.h"
 #include "cache.h"
 #include "metrics.h"
+#include "prefetcher.h"
 #include "request_metrics.h"
 #include "route.h"
 #include "usage.h"
@@ -137,6 +138,19 @@ static void store_gauges(byte_buffer_t *out, cache_t *cache)
           g.upload_pending_bytes);
 }
 
+static void prefetch_figures(byte_buffer_t *out, prefetcher_t *prefetch)
+{
+    prefetch_stats_t st = {0};
+    if (prefetch != NULL)
+        prefetcher_stats(prefetch, &st);
+    gauge(out, "larder_prefetch_jobs", "DAGs and prefetch lists larder holds.", st.jobs);
+    gauge(out, "larder_prefetch_reads_in_flight", "Prefetch reads (ranges of a few chunks) in flight.", st.in_flight);
+    counter(out, "larder_prefetch_bytes_total", "Bytes prefetch reads received (moved from upstream when they missed).",
+            st.bytes);
+    gauge(out, "larder_prefetch_retained_inputs", "Inputs of stages still to run that are kept from eviction.",
+          st.retained);
+}
+
 static void auth_figures(byte_buffer_t *out, worker_t *worker)
 {
     static const char *const names[AUTH_DECISIONS] = {
@@ -204,6 +218,7 @@ h2o_iovec_t metrics_exposition(h2o_req_t *req, worker_t *worker)
     cache_results(&out, server);
     upstream_latency(&out, server);
     store_gauges(&out, worker->cache);
+    prefetch_figures(&out, worker->prefetch);
     auth_figures(&out, worker);
     users(&out, worker);
     gauge(&out, "larder_client_connections", "Client connections open now.", server_client_connections(server));

@@ -14,6 +14,7 @@
  */
 #include <jansson.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -145,7 +146,11 @@ static bool object_of_pin(void *p, const store_lease_pin_info_t *pin)
     /* "gs://B/O": bucket names hold no '/'. A pin without a note is not one of larder's. */
     if (pin->text == NULL || pin->text_len < 8 || memcmp(pin->text, "gs://", 5) != 0)
         return true;
-    char *url = strndup(pin->text, pin->text_len);
+    char *url = malloc(pin->text_len + 1); /* the note is not NUL-terminated */
+    if (url != NULL) {
+        memcpy(url, pin->text, pin->text_len);
+        url[pin->text_len] = '\0';
+    }
     if (url == NULL) {
         o->out_of_memory = true; /* a list cut short must not pass for whole: ending a batch relies on it */
         return false;

@@ -130,6 +130,16 @@ void cache_worker_stop(cache_t *cache, worker_t *worker)
     }
 }
 
+store_t *cache_store(cache_t *cache)
+{
+    return cache->store;
+}
+
+uint64_t cache_fills_in_flight(cache_t *cache)
+{
+    return atomic_load(&cache->fills_registered);
+}
+
 bool cache_out_of_space(cache_t *cache)
 {
     return store_out_of_space(cache->store);
@@ -139,7 +149,7 @@ void cache_gauges(cache_t *cache, cache_gauges_t *g)
 {
     memset(g, 0, sizeof(*g));
     store_stats_get(cache->store, &g->store);
-    g->fills_in_flight = atomic_load(&cache->fills_registered);
+    g->fills_in_flight = cache_fills_in_flight(cache);
     upload_sessions_stats(cache, &g->upload_sessions, &g->upload_pending_bytes);
 }
 

@@ -43,6 +43,12 @@ typedef struct cache_gauges {
 } cache_gauges_t;
 void cache_gauges(cache_t *cache, cache_gauges_t *gauges);
 
+/* The store the cache keeps its entries in (prefetch/ reads what it holds and keeps leases there). */
+store_t *cache_store(cache_t *cache);
+
+/* Fills registered now (in flight or committing): what readers are waiting on upstream for. Any thread. */
+uint64_t cache_fills_in_flight(cache_t *cache);
+
 /* The store found the disk or its map full at its last batch of chunks. */
 bool cache_out_of_space(cache_t *cache);
 

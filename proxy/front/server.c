@@ -39,6 +39,7 @@
 #include "spill.h"
 #include "gcs_error.h"
 #include "handler.h"
+#include "prefetcher.h"
 #include "request_metrics.h"
 #include "user_usage.h"
 #include "proxy.h"
@@ -68,6 +69,7 @@ struct server {
     size_t num_listeners;
     worker_t *workers;
     cache_t *cache; /* shared by every worker; NULL when caching is off */
+    prefetcher_t *prefetch; /* likewise; started before the workers, stopped before they drain */
     auth_t *auth;
     buffers_t buffers;
     _Atomic unsigned connections;
@@ -363,6 +365,7 @@ static int worker_init(worker_t *worker, server_t *server, unsigned id)
     worker->loop = h2o_evloop_create();
     init_timeouts(worker, conf);
     worker->cache = server->cache;
+    worker->prefetch = server->prefetch;
     worker->buffers = &server->buffers;
     worker->stop_fd = -1;
     worker->tls_reload.cb = on_tls_reloaded;
@@ -633,6 +636,9 @@ static int run_workers(server_t *server)
         log_msg(LOG_LEVEL_INFO, "server", "received %s, shutting down (grace %u ms)",
                 sig == SIGINT ? "SIGINT" : "SIGTERM", conf->shutdown_grace_ms);
     }
+    /* Prefetch reads go through the workers: stop them first, so the drain does not wait for them. */
+    prefetcher_stop(server->prefetch);
+    server->prefetch = NULL;
     for (unsigned i = 0; i < started; i++)
         request_stop(&server->workers[i]);
     for (unsigned i = 0; i < started; i++)
@@ -672,8 +678,10 @@ int proxy_run(const conf_t *conf)
         return 1;
     }
     if (open_listeners(&server) == 0 && cache_open(&server.cache, conf, &server.buffers) == 0 &&
+        prefetcher_start(&server.prefetch, conf, server.cache) == 0 &&
         (server.workers = calloc(conf->worker_threads, sizeof(worker_t))) != NULL)
         status = run_workers(&server);
+    prefetcher_stop(server.prefetch); /* when the workers did not start */
     free(server.workers);
     cache_close(server.cache);
     auth_close(server.auth);
