@@ -1,7 +1,7 @@
 /*
  * larderctl.c - larderctl's entry point: the subcommand table, the command
  * line (global options before or after the subcommand, the subcommand's own
- * after it; a group's subcommand after the group's name, its operand after
+ * after it; a group's subcommand after the group's name, its operands after
  * that), --help, and the server's address and timeout.
  *
  * Adding a subcommand is one cmd_NAME.c defining a ctl_command_t and one line
@@ -19,8 +19,9 @@
 #include "output.h"
 #include "token.h"
 
-static const ctl_command_t *const commands[] = {&ctl_cmd_status, &ctl_cmd_health, &ctl_cmd_metrics, &ctl_cmd_usage,
-                                                &ctl_cmd_purge,  &ctl_cmd_batch,  NULL};
+static const ctl_command_t *const commands[] = {&ctl_cmd_status, &ctl_cmd_health, &ctl_cmd_metrics,  &ctl_cmd_usage,
+                                                &ctl_cmd_purge,  &ctl_cmd_batch,  &ctl_cmd_prefetch, &ctl_cmd_dag,
+                                                NULL};
 
 static const char DEFAULT_URL[] = "http://127.0.0.1:8080";
 #define DEFAULT_TIMEOUT_S 30
@@ -47,14 +48,14 @@ static const char GLOBAL_HELP[] =
     "Exit codes:\n"
     "  0  ok\n"
     "  1  local failure: out of memory, the output could not be written\n"
-    "  2  usage error: bad flags or arguments (a missing ID, --all without --yes), an unreadable token file\n"
+    "  2  usage error: bad flags or arguments (a missing ID, --all without --yes), an unreadable token or DAG file\n"
     "  3  could not reach the server: connection refused, DNS, TLS, timeout\n"
     "  4  authentication failed (401): the token was not accepted\n"
     "  5  forbidden (403): not allowed for this identity, or no token given\n"
     "  6  not ready (health): alive, but /_larder/readyz answered 503\n"
     "  7  any other error from the server: its status and message are printed\n"
-    "  8  not found (404): no such batch\n"
-    "  9  conflict (409): a batch with that id is live already\n"
+    "  8  not found (404): no such batch, DAG or prefetch\n"
+    "  9  conflict (409): a batch or DAG with that id is live already, or the stage is done already\n"
     "\n"
     "Errors are one line on stderr, starting \"larderctl: \".\n";
 
@@ -165,8 +166,26 @@ static int take_subcommand(ctl_t *ctl, cli_t *cli, const char *word)
     return CTL_OK;
 }
 
+/* word as the command's next operand: its operand, its operand2, or one more of a repeating operand. */
+static int take_operand(const ctl_t *ctl, cli_t *cli, const char *word)
+{
+    const ctl_command_t *command = cli->command;
+    ctl_args_t *args = &cli->args;
+    if (command->operand_repeats && args->noperands == CTL_MAX_OPERANDS)
+        return ctl_fail(ctl, CTL_USAGE, "more than %d %s given", CTL_MAX_OPERANDS, command->operand);
+    if (command->operand != NULL && args->operand == NULL)
+        args->operand = word;
+    else if (command->operand2 != NULL && args->operand2 == NULL)
+        args->operand2 = word;
+    else if (!command->operand_repeats)
+        return ctl_fail(ctl, CTL_USAGE, "unexpected argument '%s' (see larderctl %s --help)", word, ctl->command);
+    if (command->operand_repeats)
+        args->operands[args->noperands++] = word;
+    return CTL_OK;
+}
+
 /* A word that is not an option: the subcommand (or a group's), `help`, the subcommand `help` is asked about, or
- * the subcommand's operand. */
+ * one of the subcommand's operands. */
 static int take_word(ctl_t *ctl, cli_t *cli, const char *word)
 {
     if (cli->command == NULL && !cli->help_word && strcmp(word, "help") == 0) {
@@ -175,12 +194,8 @@ static int take_word(ctl_t *ctl, cli_t *cli, const char *word)
     }
     if (cli->command != NULL && cli->command->subcommands != NULL)
         return take_subcommand(ctl, cli, word);
-    if (cli->command != NULL && cli->command->operand != NULL && cli->args.operand == NULL) {
-        cli->args.operand = word;
-        return CTL_OK;
-    }
     if (cli->command != NULL)
-        return ctl_fail(ctl, CTL_USAGE, "unexpected argument '%s' (see larderctl %s --help)", word, ctl->command);
+        return take_operand(ctl, cli, word);
     cli->command = find_command(commands, word);
     if (cli->command == NULL)
         return ctl_fail(ctl, CTL_USAGE, "unknown command '%s' (see larderctl --help)", word);
@@ -198,7 +213,7 @@ static int parse_command_line(ctl_t *ctl, cli_t *cli, int argc, char **argv)
             rc = CTL_OK;
         } else if (strncmp(arg, "--", 2) == 0 && arg[2] != '\0' && arg[2] != '=') {
             rc = take_option(ctl, cli, argc, argv, &i);
-        } else if (arg[0] == '-') {
+        } else if (arg[0] == '-' && arg[1] != '\0') { /* "-" alone is a word: the standard input */
             rc = unknown_option(ctl, cli, arg);
         } else {
             rc = take_word(ctl, cli, arg);
@@ -286,18 +301,28 @@ static int resolve_timeout(ctl_t *ctl, const char *flag)
     return CTL_OK;
 }
 
-/* A command that can run: not a group without its subcommand, and with its operand. */
+/* CTL_OK when the operand the command's help calls name is there and not empty, if it takes one at all. */
+static int check_operand(const ctl_t *ctl, const char *name, const char *value)
+{
+    if (name != NULL && (value == NULL || value[0] == '\0'))
+        return ctl_fail(ctl, CTL_USAGE, "%s %s (see larderctl %s --help)", value == NULL ? "missing" : "empty", name,
+                        ctl->command);
+    return CTL_OK;
+}
+
+/* A command that can run: not a group without its subcommand, and with its operands. */
 static int check_command(const ctl_t *ctl, const cli_t *cli)
 {
     if (cli->command == NULL)
         return ctl_fail(ctl, CTL_USAGE, "no command given (see larderctl --help)");
     if (cli->command->subcommands != NULL)
         return ctl_fail(ctl, CTL_USAGE, "no command given (see larderctl %s --help)", ctl->command);
-    const char *operand = cli->command->operand;
-    if (operand != NULL && (cli->args.operand == NULL || cli->args.operand[0] == '\0'))
-        return ctl_fail(ctl, CTL_USAGE, "%s %s (see larderctl %s --help)",
-                        cli->args.operand == NULL ? "missing" : "empty", operand, ctl->command);
-    return CTL_OK;
+    int rc = check_operand(ctl, cli->command->operand, cli->args.operand);
+    if (rc == CTL_OK)
+        rc = check_operand(ctl, cli->command->operand2, cli->args.operand2);
+    for (int i = 1; rc == CTL_OK && i < cli->args.noperands; i++)
+        rc = check_operand(ctl, cli->command->operand, cli->args.operands[i]);
+    return rc;
 }
 
 /* Everything the subcommand needs from the command line and the environment, checked. */

@@ -417,12 +417,14 @@ static void piece_ended(prefetcher_t *p, piece_t *piece)
     job_input_t *in = &job->inputs[piece->input];
     job->inflight--;
     p->inflight--;
-    in->fetched += piece->received;
-    job->bytes_fetched += piece->received;
-    p->bytes += piece->received;
+    long st = piece->status;
+    if (st == 206 || st == 200) { /* an error's body is no object's bytes */
+        in->fetched += piece->received;
+        job->bytes_fetched += piece->received;
+        p->bytes += piece->received;
+    }
     if (piece->object_size != 0)
         in->size = piece->object_size;
-    long st = piece->status;
     if (st == 206 || st == 200 || st == 416) {
         if (st == 200 && piece->first == 0)
             in->size = piece->received;

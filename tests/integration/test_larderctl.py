@@ -597,6 +597,309 @@ class LarderctlBatchTest(CtlCalls, tc.CacheTestCase):
         self.assertIn("--delete-outputs", self.ok("batch", "rm", "--help"))
         self.assertIn("--ttl TTL", self.ok("batch", "extend", "--help"))
 
+
+class LarderctlPrefetchTest(CtlCalls, tc.CacheTestCase):
+    """larderctl prefetch and larderctl dag against /_larder/v1/prefetch and /_larder/v1/dags.
+
+    prefetch --wait prints the job's id, then a line per object checked against the API's answer, and the
+    objects are HITs afterwards with no media GET upstream; without --wait only the id, with --json the
+    answer; --batch reads in the batch. An object the token may not read fails: its line, one error line,
+    exit 7. dag submit (a file, the standard input), show, ls, start, done and rm round-trip, what they
+    print checked against the API. Errors: no such DAG (8, also someone else's), a taken id (9), no such
+    stage (8), a stage done already (9), a DAG or list the server refuses (7, its message), a file missing,
+    a directory or not JSON (2, naming it), missing operands (2)."""
+
+    larder_config = {"cache": {"default_policy": "immutable"}}  # a prefetched object is a HIT at once
+
+    def setUp(self):
+        super().setUp()
+        for d in self.api("GET", "/dags")["dags"]:  # owner@ is an admin: it lists everyone's
+            self.api("DELETE", "/dags/" + d["id"])
+        self.assertEqual(self.api("GET", "/dags"), {"dags": []})
+
+    def api(self, method, path, headers=OWNER, status=200):
+        """The API's own answer, to check what larderctl printed against."""
+        got, _, answer = self.larder.request(method, "/_larder/v1" + path, headers=headers)
+        self.assertEqual(got, status, answer[:300])
+        return json.loads(answer)
+
+    def url(self, name):
+        return "gs://%s/%s" % (self.bucket, name)
+
+    def dag_file(self, name, doc):
+        """doc (JSON text as is when a str) in a file of the test's; returns its path."""
+        path = os.path.join(self.workdir, "%s-%s" % (self.bucket, name))
+        with open(path, "w") as f:
+            f.write(doc if isinstance(doc, str) else json.dumps(doc))
+        return path
+
+    def dag(self, dag_id):
+        return {"id": dag_id, "stages": [
+            {"id": "scan", "inputs": [{"url": self.url("in/a")}, {"url": self.url("in/b"), "range": "bytes=0-99"}],
+             "expected_runtime_ms": 500},
+            {"id": "join", "inputs": [{"url": self.url("in/a")}], "after": ["scan"], "expected_runtime_ms": 500}]}
+
+    def inputs_done(self, dag_id):
+        """Waits until every input of the DAG is fetched, and the store is idle; returns the DAG."""
+        self.assertTrue(harness.wait_until(
+            lambda: all(i["state"] == "done" and i["cached_bytes"] > 0
+                        for i in self.api("GET", "/dags/" + dag_id)["inputs"]), timeout=60))
+        self.settle()
+        return self.api("GET", "/dags/" + dag_id)
+
+    @staticmethod
+    def input_line(doc, key, retained):
+        """ctl_print_job_input's line for one object or input of the API's answer."""
+        figure = "%s/%s" % (size_text(doc[key]), size_text(doc["size"]))
+        line = "  %-8s %-21s " % (doc["state"], figure)
+        if retained:
+            line += "%-8s " % ("retained" if doc["retained"] else "-")
+        return line + doc["url"] + ("#" + doc["range"] if "range" in doc else "") + \
+            (": " + doc["error"] if "error" in doc else "")
+
+    def test_prefetch_wait_then_reads_are_hits(self):
+        self.put_object("p/a", data=b"a" * 3000)
+        self.put_object("p/b", data=b"b" * 5000)
+        out = self.ok("prefetch", self.url("p/a"), self.url("p/b") + "#bytes=0-999", "--wait", token="owner")
+        lines = out.splitlines()
+        self.assertRegex(lines[0], r"^p-[0-9a-f]{16}$")
+        job = self.api("GET", "/prefetch/" + lines[0])
+        self.assertEqual([(o["url"], o.get("range"), o["state"], o["size"], o["fetched_bytes"])
+                          for o in job["objects"]],
+                         [(self.url("p/a"), None, "done", 3000, 3000),
+                          (self.url("p/b"), "bytes=0-999", "done", 5000, 1000)])
+        self.assertEqual(lines[1:], ["  done     2.9 KiB/2.9 KiB       " + self.url("p/a"),
+                                     "  done     1000 B/4.9 KiB        %s#bytes=0-999" % self.url("p/b")])
+        self.assertEqual(lines[1:], [self.input_line(o, "fetched_bytes", False) for o in job["objects"]])
+        self.settle()
+        mark = self.mark()
+        r = self.get(self.media("p/a"), OWNER)
+        self.assertEqual((r.status, r.x_cache, r.body), (200, "HIT", b"a" * 3000))
+        r = self.get(self.media("p/b"), dict(OWNER, Range="bytes=0-999"))
+        self.assertEqual((r.status, r.x_cache, r.body), (206, "HIT", b"b" * 1000))
+        self.assertEqual(self.upstream_since(mark, kinds=("media_get",)), [])
+
+    def test_prefetch_without_wait_and_json(self):
+        self.put_object("p/c", data=b"c" * 2000)
+        out = self.ok("prefetch", self.url("p/c"), token="owner")
+        self.assertRegex(out, r"^p-[0-9a-f]{16}\n$")
+        submitted = json.loads(self.ok("prefetch", self.url("p/c"), "--json", token="owner"))
+        self.assertRegex(submitted["id"], r"^p-[0-9a-f]{16}$")
+        self.assertNotEqual(submitted["id"], out[:-1])
+        self.assertEqual((submitted["owner"], [(o["url"], o.get("range")) for o in submitted["objects"]]),
+                         (tc.OWNER_EMAIL, [(self.url("p/c"), None)]))
+        self.put_object("p/e", data=b"e" * 2000)
+        done = json.loads(self.ok("prefetch", self.url("p/e") + "#bytes=10-", "--wait", "--json", token="owner"))
+        self.assertEqual([(o["url"], o["range"], o["state"], o["size"], o["fetched_bytes"]) for o in done["objects"]],
+                         [(self.url("p/e"), "bytes=10-", "done", 2000, 1990)])
+
+        def settled(job):  # what the store holds is counted a moment after an object is done
+            return dict(job, objects=[{k: v for k, v in o.items() if k != "cached_bytes"} for o in job["objects"]])
+        self.assertEqual(settled(done), settled(self.api("GET", "/prefetch/" + done["id"])))
+        # --batch: the prefetch reads in the batch, which pins what it read.
+        status, _, answer = self.larder.request("POST", "/_larder/v1/batches", body=b'{"id": "pf-batch"}',
+                                                headers=dict(OWNER, **{"Content-Type": "application/json"}))
+        self.assertIn(status, (200, 201), answer)
+        self.put_object("p/d", data=b"d" * 1500)
+        out = self.ok("prefetch", self.url("p/d"), "--batch", "pf-batch", "--wait", token="owner")
+        self.assertEqual(out.splitlines()[1:], ["  done     1.5 KiB/1.5 KiB       " + self.url("p/d")])
+        job = self.api("GET", "/prefetch/" + out.splitlines()[0])
+        self.assertEqual(job["batch"], "pf-batch")
+        self.settle()
+        batch = self.api("GET", "/batches/pf-batch")
+        self.assertEqual([(o["url"], o["read"]) for o in batch["objects"]], [(self.url("p/d"), True)])
+
+    def test_prefetch_of_what_the_token_cannot_read_fails(self):
+        self.put_object("p/secret", data=b"s" * 3000)
+        out, err = self.ctl("prefetch", self.url("p/secret"), "--wait", token="reader", expect=SERVER_ERROR)
+        lines = out.splitlines()
+        self.assertRegex(lines[0], r"^p-[0-9a-f]{16}$")
+        job = self.api("GET", "/prefetch/" + lines[0], headers=READER)
+        self.assertEqual([(o["state"], o.get("error")) for o in job["objects"]], [("failed", "larder answered 403")])
+        # the bytes are those of larder's 403 answer: what the job's reads received
+        fetched = size_text(job["objects"][0]["fetched_bytes"]) + "/0 B"
+        self.assertEqual(lines[1:], ["  failed   %-21s %s: larder answered 403" % (fetched, self.url("p/secret"))])
+        self.assertEqual(err, "larderctl: prefetch: 1 of 1 object failed\n")
+        self.assertEqual(self.get(self.media("p/secret"), OWNER).x_cache, "MISS")
+
+    def test_prefetch_errors(self):
+        post = "/_larder/v1/prefetch"
+        for args, body in (((self.url("x") + "#bytes=5-1",), {"objects": [{"url": self.url("x"),
+                                                                          "range": "bytes=5-1"}]}),
+                           (("b/o",), {"objects": [{"url": "b/o"}]}),
+                           ((self.url("x"), "--batch", "no spaces"), {"objects": [{"url": self.url("x")}],
+                                                                     "batch": "no spaces"})):
+            line = self.fails(SERVER_ERROR, "prefetch", *args, token="owner")
+            message = self.server_message("POST", post, OWNER, json.dumps(body).encode())
+            self.assertEqual(line, "larderctl: prefetch: 400 Bad Request: " + message, args)
+        line = self.fails(UNAUTHENTICATED, "prefetch", self.url("x"))
+        message = self.server_message("POST", post, {}, json.dumps({"objects": [{"url": self.url("x")}]}).encode())
+        self.assertEqual(line, "larderctl: prefetch: 401 Unauthorized: %s (no token given: use --token, "
+                               "--token-file or LARDER_TOKEN)" % message)
+        self.assertEqual(self.fails(USAGE, "prefetch", token="owner"),
+                         "larderctl: prefetch: missing gs://B/O (see larderctl prefetch --help)")
+        self.assertEqual(self.fails(USAGE, "prefetch", self.url("x"), "", token="owner"),
+                         "larderctl: prefetch: empty gs://B/O (see larderctl prefetch --help)")
+        for args in (("--wait=1", self.url("x")), (self.url("x"), "--batch"), ("--bogus", self.url("x")),
+                     (self.url("x"), "--batch", "a", "--batch", "b")):
+            self.fails(USAGE, "prefetch", *args, token="owner")
+        self.assertEqual(self.fails(USAGE, "prefetch", *[self.url("x")] * 4097, token="owner"),
+                         "larderctl: prefetch: more than 4096 gs://B/O given")
+
+    def test_dag_submit_show_ls_start_done_rm(self):
+        self.put_object("in/a", data=b"a" * 3000)
+        self.put_object("in/b", data=b"b" * 5000)
+        path = self.dag_file("q1.json", self.dag("q1"))
+        self.assertEqual(self.ok("dag", "submit", path, token="owner"), "q1\n")
+        doc = self.inputs_done("q1")
+        self.assertEqual(json.loads(self.ok("dag", "show", "q1", "--json", token="owner"))["inputs"], doc["inputs"])
+        self.assertEqual([(i["url"], i.get("range"), i["state"], i["cached_bytes"], i["size"], i["retained"])
+                          for i in doc["inputs"]],
+                         [(self.url("in/a"), None, "done", 3000, 3000, True),
+                          (self.url("in/b"), "bytes=0-99", "done", 100, 5000, True)])
+        shown = self.ok("dag", "show", "q1", token="owner").splitlines()
+        self.assertEqual(shown[:7], ["id:       q1", "owner:    owner@example.com", "state:    done",
+                                     "created:  " + doc["created_at"], "weight:   1", "fetched:  %s"
+                                     % size_text(doc["bytes_fetched"]), "stages:"])
+        self.assertRegex(shown[7], r"^  scan             waiting  predicted \S+Z to \S+Z, 100% cached$")
+        self.assertRegex(shown[8], r"^  join             waiting  predicted \S+Z to \S+Z, 100% cached$")
+        self.assertEqual(shown[9:], ["inputs:",
+                                     "  done     2.9 KiB/2.9 KiB       retained " + self.url("in/a"),
+                                     "  done     100 B/4.9 KiB         retained %s#bytes=0-99" % self.url("in/b")])
+        self.assertEqual(shown[10:], [self.input_line(i, "cached_bytes", True) for i in doc["inputs"]])
+        self.assertEqual(self.ok("dag", "ls", token="owner"),
+                         "q1                       owner@example.com            done     0/2 stages done, "
+                         "2/2 inputs cached\n")
+        self.assertEqual(json.loads(self.ok("dag", "ls", "--json", token="owner"))["dags"][0]["id"], "q1")
+        self.assertEqual(self.ok("dag", "ls", token="other"), "", "another user sees owner's DAG")
+
+        started = json.loads(self.ok("dag", "start", "q1", "scan", "--json", token="owner"))
+        scan = started["stages"][0]
+        self.assertEqual((scan["id"], scan["state"]), ("scan", "running"))
+        self.assertRegex(scan["started_at"], r"Z$")
+        out = self.ok("dag", "done", "q1", "scan", token="owner")
+        scan = self.api("GET", "/dags/q1")["stages"][0]
+        self.assertEqual(out, "  scan             done     started %s, done %s\n"
+                         % (started["stages"][0]["started_at"], scan["done_at"]))
+        out = self.ok("dag", "start", "q1", "join", token="owner")
+        self.assertRegex(out, r"^  join             running  (predicted \S+Z to \S+Z, \d+% cached|not planned yet)\n$")
+        out = self.ok("dag", "done", "q1", "join", token="owner")
+        join = self.api("GET", "/dags/q1")["stages"][1]
+        self.assertEqual(out, "  join             done     started %s, done %s\n"
+                         % (join["started_at"], join["done_at"]))
+        self.assertEqual(self.ok("dag", "show", "q1", token="owner").splitlines()[7:9],
+                         ["  scan             done     started %s, done %s" % (scan["started_at"], scan["done_at"]),
+                          "  join             done     started %s, done %s" % (join["started_at"], join["done_at"])])
+        self.assertEqual(self.ok("dag", "ls", token="owner"),
+                         "q1                       owner@example.com            done     2/2 stages done, "
+                         "2/2 inputs cached\n")
+
+        self.assertEqual(self.ok("dag", "rm", "q1", token="owner"), "ended q1\n")
+        self.assertEqual(self.ok("dag", "ls", token="owner"), "")
+        self.assertTrue(harness.wait_until(
+            lambda: self.larder.request("GET", "/_larder/v1/dags/q1", headers=OWNER)[0] == 404, timeout=10))
+        self.assertEqual(self.fails(NOT_FOUND, "dag", "show", "q1", token="owner"),
+                         "larderctl: dag show: no such DAG 'q1'")
+
+    def test_dag_submit_from_stdin_and_json(self):
+        doc = {"stages": [{"id": "only", "inputs": [{"url": self.url("in/none")}]}], "weight": 2.5}
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith("LARDER_") and not k.lower().endswith("_proxy")}
+        env.update(LARDER_URL=self.larder.url, LARDER_TOKEN="owner")
+        proc = subprocess.run([larderctl_bin(), "dag", "submit", "-"], input=json.dumps(doc).encode(), env=env,
+                              capture_output=True, timeout=60)
+        self.assertEqual((proc.returncode, proc.stderr), (0, b""))
+        self.assertRegex(proc.stdout.decode(), r"^d-[0-9a-f]{16}\n$")
+        dag_id = proc.stdout.decode()[:-1]
+        self.assertEqual((self.api("GET", "/dags/" + dag_id)["weight"]), 2.5)
+        submitted = json.loads(self.ok("dag", "submit", self.dag_file("d.json", dict(doc, id="d2")), "--json",
+                                       token="owner"))
+        self.assertEqual((submitted["id"], submitted["owner"], [s["id"] for s in submitted["stages"]]),
+                         ("d2", tc.OWNER_EMAIL, ["only"]))
+        ended = json.loads(self.ok("dag", "rm", "d2", "--json", token="owner"))
+        self.assertEqual(ended, {"id": "d2", "state": "ended"})
+
+    def test_dag_errors(self):
+        for args in (("show", "nope"), ("rm", "nope"), ("start", "nope", "scan"), ("done", "nope", "scan")):
+            line = self.fails(NOT_FOUND, "dag", *args, token="owner")
+            self.assertEqual(line, "larderctl: dag %s: no such DAG 'nope'" % args[0])
+        path = self.dag_file("mine.json", self.dag("mine"))
+        self.assertEqual(self.ok("dag", "submit", path, token="reader"), "mine\n")
+        for args in (("show", "mine"), ("rm", "mine"), ("start", "mine", "scan")):  # someone else's: unknown
+            line = self.fails(NOT_FOUND, "dag", *args, token="other")
+            self.assertEqual(line, "larderctl: dag %s: no such DAG 'mine'" % args[0])
+        for token in ("reader", "other"):  # a live DAG's id is taken for everyone
+            self.assertEqual(self.fails(CONFLICT, "dag", "submit", path, token=token),
+                             "larderctl: dag submit: DAG 'mine' exists")
+        self.assertEqual(self.fails(NOT_FOUND, "dag", "start", "mine", "nope", token="reader"),
+                         "larderctl: dag start: DAG 'mine' has no stage 'nope'")
+        self.ok("dag", "done", "mine", "scan", token="reader")
+        for command in ("start", "done"):
+            self.assertEqual(self.fails(CONFLICT, "dag", command, "mine", "scan", token="reader"),
+                             "larderctl: dag %s: stage 'scan' of DAG 'mine' is done already" % command)
+        # What the server refuses in a DAG: its message.
+        for name, doc in (("empty", {"id": "bad", "stages": []}),
+                          ("cycle", {"stages": [{"id": "a", "inputs": [], "after": ["b"]},
+                                                {"id": "b", "inputs": [], "after": ["a"]}]}),
+                          ("url", {"stages": [{"id": "a", "inputs": [{"url": "b/o"}]}]}),
+                          ("array", [1, 2])):
+            line = self.fails(SERVER_ERROR, "dag", "submit", self.dag_file(name, doc), token="reader")
+            message = self.server_message("POST", "/_larder/v1/dags", READER, json.dumps(doc).encode())
+            self.assertEqual(line, "larderctl: dag submit: 400 Bad Request: " + message, name)
+        # A file that is not there, not readable or not JSON: a usage error naming it, and nothing sent.
+        missing = os.path.join(self.workdir, "no-such.json")
+        self.assertEqual(self.fails(USAGE, "dag", "submit", missing, token="reader"),
+                         "larderctl: dag submit: cannot read %s: No such file or directory" % missing)
+        self.assertEqual(self.fails(USAGE, "dag", "submit", self.workdir, token="reader"),
+                         "larderctl: dag submit: cannot read %s: Is a directory" % self.workdir)
+        for name, text in (("truncated", '{"stages": ['), ("text", "stages"), ("two", "{} {}")):
+            bad = self.dag_file(name, text)
+            self.assertRegex(self.fails(USAGE, "dag", "submit", bad, token="reader"),
+                             r"^larderctl: dag submit: %s is not JSON: .+ \(line \d+, column \d+\)$" % bad)
+        # Missing operands, and other usage errors.
+        for command, operand in (("submit", "FILE"), ("show", "ID"), ("rm", "ID"), ("start", "ID"), ("done", "ID")):
+            self.assertEqual(self.fails(USAGE, "dag", command, token="reader"),
+                             "larderctl: dag %s: missing %s (see larderctl dag %s --help)"
+                             % (command, operand, command))
+        for command in ("start", "done"):
+            self.assertEqual(self.fails(USAGE, "dag", command, "mine", token="reader"),
+                             "larderctl: dag %s: missing STAGE (see larderctl dag %s --help)" % (command, command))
+            self.assertEqual(self.fails(USAGE, "dag", command, "mine", "", token="reader"),
+                             "larderctl: dag %s: empty STAGE (see larderctl dag %s --help)" % (command, command))
+        self.assertEqual(self.fails(USAGE, "dag", token="reader"),
+                         "larderctl: dag: no command given (see larderctl dag --help)")
+        for args in (("bogus",), ("show", "mine", "extra"), ("ls", "mine"), ("start", "mine", "scan", "x"),
+                     ("submit", path, path), ("rm", "mine", "--wait")):
+            self.fails(USAGE, "dag", *args, token="reader")
+        bad = {"Authorization": "Bearer " + BAD_TOKEN}
+        line = self.fails(UNAUTHENTICATED, "dag", "show", "mine", token=BAD_TOKEN)
+        self.assertEqual(line, "larderctl: dag show: 401 Unauthorized: " +
+                         self.server_message("GET", "/_larder/v1/dags/mine", bad))
+        # None of it changed the DAG.
+        self.assertEqual([d["id"] for d in self.api("GET", "/dags", READER)["dags"]], ["mine"])
+
+    def test_help(self):
+        text = self.ok("--help")
+        for command in ("prefetch", "dag"):
+            self.assertIn("\n  %s " % command, text)
+            own = self.ok(command, "--help")
+            self.assertTrue(own.startswith("usage: larderctl [GLOBAL OPTIONS] %s " % command), own)
+            self.assertEqual(self.ok("help", command), own)
+        for code in (8, 9):
+            self.assertRegex(text, r"\n  %d  \S.*DAG" % code)
+        prefetch = self.ok("prefetch", "--help")
+        for option in ("gs://B/O[#bytes=A-B]...", "--batch ID", "--wait", "--json"):
+            self.assertIn(option, prefetch)
+        dag = self.ok("dag", "--help")
+        for command in ("submit", "show", "ls", "rm", "start", "done"):
+            self.assertIn("\n  %s " % command, dag)
+            own = self.ok("dag", command, "--help")
+            self.assertTrue(own.startswith("usage: larderctl [GLOBAL OPTIONS] dag %s" % command), own)
+            self.assertEqual(self.ok("help", "dag", command), own)
+            self.assertIn("\nExit codes:\n", own)
+        self.assertIn("dag start ID STAGE", self.ok("dag", "start", "--help"))
+
+
 if __name__ == "__main__":
     if not os.access(larderctl_bin(), os.X_OK):
         harness.skip("larderctl is not built at %s" % larderctl_bin())
