@@ -7,6 +7,8 @@
  * carried) and the JSON resource; every merge starts from the newest record
  * of the same generation, so views filled one after another all survive.
  */
+#include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -239,11 +241,30 @@ static bool news_in_304(const record_view_t *view, const exchange_t *x)
     return false;
 }
 
+/*
+ * The metageneration a view's headers were filled at (its x-goog-metageneration), else the entry's. An
+ * entry refilled by one API after a metadata change keeps the other API's view from before it, until that
+ * API's next read: its 304 must then count as a change, though the entry already has the new metageneration.
+ */
+static int64_t view_metageneration(const record_view_t *view, int64_t entry_metageneration)
+{
+    for (size_t i = 0; i < view->num_headers; i++) {
+        const record_header_t *h = &view->headers[i];
+        if (!h2o_lcstris(h->name.base, h->name.len, H2O_STRLIT("x-goog-metageneration")))
+            continue;
+        char text[24];
+        int64_t mg;
+        snprintf(text, sizeof(text), "%.*s", (int)(h->value.len < 23 ? h->value.len : 23), h->value.base);
+        return sscanf(text, "%" SCNd64, &mg) == 1 ? mg : entry_metageneration;
+    }
+    return entry_metageneration;
+}
+
 bool entry_update_from_304(cache_t *cache, const store_key_t *key, cache_flavour_t flavour, store_meta_t *meta,
                            const record_view_t *view, const exchange_t *x, bool restart_window)
 {
     int64_t metageneration = header_int64(x, "x-goog-metageneration");
-    bool changed = metageneration >= 0 && metageneration != meta->metageneration;
+    bool changed = metageneration >= 0 && metageneration != view_metageneration(view, meta->metageneration);
     if (!changed && !news_in_304(view, x)) {
         /* The common case, every hit under "always": no JSON work, and no write unless a ttl window restarts. */
         meta->fill_time = worker_unix_ms();

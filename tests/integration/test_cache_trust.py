@@ -929,6 +929,34 @@ class RevalidationHeadersTest(TrustCase):
         self.assertLogAgrees()
 
 
+    def test_metadata_change_one_api_saw_does_not_leave_the_others_view_stale(self):
+        """After a metadata PATCH, the JSON read refills the entry (its ETag changed, so upstream sent the new
+        metageneration's bytes and headers); once that refill has committed, an XML read must not be served
+        the XML headers filled before the PATCH.
+
+        Fails on the old code (59bfbd8): the refill merged the old XML view into the new entry, the XML
+        revalidation's 304 then reported the metageneration the entry already had, and the client got
+        Content-Type text/old. test_metadata_change_refreshes_headers hit it only when the machine was busy
+        enough for the refill to commit between its two reads; here the test waits for the commit."""
+        self.emulator.create_bucket(ALWAYS_BUCKET)
+        name = self.name("views.bin")
+        data = os.urandom(200000)
+        self.put_object(name, data, bucket=ALWAYS_BUCKET, content_type="text/old")
+        json_path, xml_path = self.media(name, ALWAYS_BUCKET), self.xml(name, ALWAYS_BUCKET)
+        for path in (json_path, xml_path):
+            self.assertEqual(self.get(path, OWNER).x_cache, "MISS")
+        self.settle()
+        self.emulator.control("PATCH", "objects", {"bucket": ALWAYS_BUCKET, "name": name, "content_type": "text/new"})
+        r = self.get(json_path, OWNER)
+        self.assertEqual((r.x_cache, r.header("content-type")), ("MISS", "text/new"))
+        self.settle()  # the refill has committed: the XML read finds it, not the entry from before the PATCH
+        r = self.get(xml_path, OWNER)
+        self.assertEqual((r.status, r.body), (200, data))
+        self.assertEqual(r.header("content-type"), "text/new", "XML headers from before the PATCH: " + r.x_cache)
+        self.assertEqual(r.header("x-goog-metageneration"), "2")
+        self.assertLogAgrees()
+
+
 # ==========================================================================
 # Item 8: If-Range, on hits and on misses
 # ==========================================================================
