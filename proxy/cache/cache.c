@@ -130,6 +130,11 @@ void cache_worker_stop(cache_t *cache, worker_t *worker)
     }
 }
 
+uint64_t cache_demand_fills(cache_t *cache)
+{
+    return atomic_load(&cache->demand_fills);
+}
+
 store_t *cache_store(cache_t *cache)
 {
     return cache->store;

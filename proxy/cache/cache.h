@@ -48,6 +48,8 @@ store_t *cache_store(cache_t *cache);
 
 /* Fills registered now (in flight or committing): what readers are waiting on upstream for. Any thread. */
 uint64_t cache_fills_in_flight(cache_t *cache);
+/* Those of them a client's read started, not a prefetch's (X-Larder-Prefetch): what prefetch yields to. */
+uint64_t cache_demand_fills(cache_t *cache);
 
 /* The store found the disk or its map full at its last batch of chunks. */
 bool cache_out_of_space(cache_t *cache);

@@ -43,6 +43,7 @@ struct fetch {
     int64_t pinned_generation;
     bool revalidation;
     bool head_only;
+    bool demand;                  /* counted in cache->demand_fills while registered */
     uint64_t want_first, want_last;
     unsigned epoch;
     _Atomic unsigned refs;
@@ -726,6 +727,7 @@ static fetch_t *fetch_new(cache_t *cache, worker_t *worker, const fetch_params_t
     f->pinned_generation = p->pinned_generation;
     f->revalidation = p->if_none_match != NULL || p->if_generation_not_match >= 0;
     f->head_only = p->head;
+    f->demand = p->demand;
     f->want_first = p->first;
     f->want_last = p->last;
     f->epoch = cache_epoch(cache, p->key);
@@ -1008,6 +1010,8 @@ void fetch_registry_add(cache_t *cache, fetch_t *fetch)
     h2o_linklist_insert(&st->fetches, &fetch->registry_link); /* newest last */
     atomic_fetch_add(&st->count, 1);
     atomic_fetch_add(&cache->fills_registered, 1);
+    if (fetch->demand)
+        atomic_fetch_add(&cache->demand_fills, 1);
     pthread_mutex_unlock(&st->lock);
 }
 
@@ -1020,6 +1024,8 @@ void fetch_registry_remove(cache_t *cache, fetch_t *fetch)
         h2o_linklist_unlink(&fetch->registry_link);
         atomic_fetch_sub(&st->count, 1);
         atomic_fetch_sub(&cache->fills_registered, 1);
+        if (fetch->demand)
+            atomic_fetch_sub(&cache->demand_fills, 1);
         was = true;
     }
     pthread_mutex_unlock(&st->lock);

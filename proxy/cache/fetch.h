@@ -70,6 +70,7 @@ typedef struct fetch_params {
     int64_t if_generation_not_match; /* a revalidation by generation (JSON API); -1: none */
     const char *url;              /* overrides the URL built from target (revalidating through the JSON API) */
     bool head;                    /* a HEAD: never fills */
+    bool demand;                  /* a client's read waits on it (not a prefetch's): prefetch holds back meanwhile */
 } fetch_params_t;
 
 /*

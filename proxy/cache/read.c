@@ -87,6 +87,7 @@ typedef struct cache_read {
     bool no_follow;        /* a fill this read waited for came to nothing: do not wait for another */
     bool by_metadata;      /* revalidating an XML read without ETag through the JSON API */
     bool refreshing;       /* fetching one byte to learn headers a 304 did not carry */
+    bool prefetch;         /* larder's own prefetch read (X-Larder-Prefetch): what it fills is not demand */
     unsigned plans;
     batch_use_t batch;     /* X-Larder-Batch */
     bool batch_pinned;
@@ -354,7 +355,8 @@ static bool fetch_missing(cache_read_t *r, uint32_t index)
     fetch_params_t params = {.key = &r->key, .target = r->target, .client = r->req, .flavour = r->creq.flavour,
                              .caller = caller_owner_name(&r->caller),
                              .anonymous = r->caller.identity.kind == AUTH_ANONYMOUS, .first = first, .last = last,
-                             .pinned_generation = r->meta.generation, .if_generation_not_match = -1};
+                             .pinned_generation = r->meta.generation, .if_generation_not_match = -1,
+                             .demand = !r->prefetch};
     r->sub.position = r->next;
     fetch_t *f = fetch_start(r->cache, r->worker, &params, &r->sub);
     if (f == NULL)
@@ -659,7 +661,7 @@ static void fetch_params_for(cache_read_t *r, fetch_params_t *p)
                           .caller = caller_owner_name(&r->caller),
                           .anonymous = r->caller.identity.kind == AUTH_ANONYMOUS, .first = 0, .last = UINT64_MAX,
                           .pinned_generation = -1,
-                          .if_generation_not_match = -1, .head = r->creq.head};
+                          .if_generation_not_match = -1, .head = r->creq.head, .demand = !r->prefetch};
     const cache_range_t *range = &r->creq.range;
     /* A Range is widened to whole chunks, so what comes back can be stored; a suffix needs the size first. */
     if (range->present && !range->suffix && r->creq.if_range.base == NULL) {
@@ -978,5 +980,6 @@ void cache_read_start(h2o_req_t *req, const target_t *target, const cache_reques
     r->sub.on_unfilled = on_unfilled;
     store_key_make(&r->key, creq->bucket, strlen(creq->bucket), creq->name, strlen(creq->name));
     batch_use_parse(&r->batch, req);
+    r->prefetch = h2o_find_header_by_str(&req->headers, H2O_STRLIT("x-larder-prefetch"), -1) != -1;
     caller_identify(&r->caller, req, on_caller_known);
 }

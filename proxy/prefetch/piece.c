@@ -53,7 +53,8 @@ static bool set_headers(piece_t *p, const piece_request_t *r)
     if (!add_header(p, line))
         return false;
     snprintf(line, sizeof(line), "User-Agent: larder-prefetch/%s", r->job_id);
-    if (!add_header(p, line) || (r->authorization != NULL && !add_header(p, r->authorization)))
+    if (!add_header(p, line) || !add_header(p, "X-Larder-Prefetch: 1") ||
+        (r->authorization != NULL && !add_header(p, r->authorization)))
         return false;
     if (r->batch != NULL) {
         snprintf(line, sizeof(line), "X-Larder-Batch: %s", r->batch);

@@ -350,13 +350,18 @@ static void refill_tokens(prefetcher_t *p, int64_t now)
     p->tokens_ms = now;
 }
 
-/* Whether a piece may start now: a connection free, the bandwidth budget, and no demand read waiting. */
+/*
+ * Whether a piece may start now: within the bandwidth budget, and on a
+ * connection demand reads leave free. Each fill a client's read waits on
+ * takes one of prefetch.max_connections away, so demand comes first and
+ * prefetch uses what is left of upstream beside it, rather than none of it
+ * while any client reads (a pipeline always has one reading).
+ */
 static bool may_start(prefetcher_t *p, uint64_t bytes)
 {
-    if (p->inflight >= p->conf->prefetch.max_connections)
+    uint64_t demand = cache_demand_fills(p->cache);
+    if (p->inflight + demand >= p->conf->prefetch.max_connections)
         return false;
-    if (cache_fills_in_flight(p->cache) > p->inflight)
-        return false; /* demand reads first: some fill is not one of ours */
     return p->conf->prefetch.max_bandwidth == 0 || p->tokens >= (double)bytes;
 }
 
@@ -381,32 +386,63 @@ static piece_t *start_piece(prefetcher_t *p, job_t *job, size_t index, uint64_t 
     return piece;
 }
 
-/* Starts what the plan releases now, in its order; pieces go to *started (at most max_connections). */
-static size_t start_released(prefetcher_t *p, const plan_view_t *v, const plan_t *plan, int64_t now,
-                             piece_t **started, size_t room)
+/* An input with released chunks: up to where, contiguously from its front (the plan's tasks are chunks). */
+typedef struct released {
+    size_t dag, input;
+    uint64_t last;
+} released_t;
+
+/* The inputs the plan releases now, in the order of their first task, each with how far it is released. */
+static size_t released_inputs(const plan_t *plan, int64_t now, released_t *out)
 {
     size_t n = 0;
-    for (size_t t = 0; t < plan->ntasks && n < room; t++) {
+    for (size_t t = 0; t < plan->ntasks; t++) {
         const plan_task_t *task = &plan->tasks[t];
         if (task->release_ms > now)
             continue;
-        job_t *job = v->jobs[task->dag];
-        size_t index = v->input_map[task->dag][task->input];
+        size_t k = 0;
+        while (k < n && !(out[k].dag == task->dag && out[k].input == task->input))
+            k++;
+        if (k == n)
+            out[n++] = (released_t){task->dag, task->input, task->last};
+        else if (task->last > out[k].last)
+            out[k].last = task->last;
+    }
+    return n;
+}
+
+/*
+ * Starts what the plan releases now, in its order, in pieces of up to
+ * piece_bytes over consecutive released chunks (one request per chunk would
+ * pay upstream's latency per chunk); they go to *started, room at most.
+ */
+static size_t start_released(prefetcher_t *p, const plan_view_t *v, const plan_t *plan, int64_t now,
+                             piece_t **started, size_t room)
+{
+    released_t *inputs = calloc(plan->ntasks + 1, sizeof(*inputs));
+    if (inputs == NULL)
+        return 0;
+    size_t ninputs = released_inputs(plan, now, inputs), n = 0;
+    for (size_t k = 0; k < ninputs && n < room; k++) {
+        job_t *job = v->jobs[inputs[k].dag];
+        size_t index = v->input_map[inputs[k].dag][inputs[k].input];
         job_input_t *in = &job->inputs[index];
         uint64_t next = in->first + (in->cached > in->requested ? in->cached : in->requested);
-        while (next <= task->last && n < room) {
+        while (next <= inputs[k].last && n < room) {
             uint64_t last = next + p->piece_bytes - 1;
-            if (last > task->last)
-                last = task->last;
+            if (last > inputs[k].last)
+                last = inputs[k].last;
             if (!may_start(p, last + 1 - next))
-                return n;
+                goto out;
             piece_t *piece = start_piece(p, job, index, next, last);
             if (piece == NULL)
-                return n;
+                goto out;
             started[n++] = piece;
             next = last + 1;
         }
     }
+out:
+    free(inputs);
     return n;
 }
 
