@@ -1080,20 +1080,61 @@ class SendMeter:
             self.counters.mark_aborted(self.entry)
 
 
+# A shaped line (bandwidth_bps, aggregate_bandwidth_bps) may make up for at most
+# this many seconds it fell behind (sleeps overshoot, threads wait for the GIL):
+# without it, a 25 MB/s cap delivers about 23.5. The most it lets through in
+# any span of T seconds is therefore rate * (T + SHAPING_CATCH_UP).
+SHAPING_CATCH_UP = 0.005
+
+
+class SharedBandwidth:
+    """One rate shared by the bodies of every response sent through it at once:
+    the aggregate_bandwidth_bps fault.
+
+    The line is a virtual clock: a sender reserves its next piece's time on it
+    (first come, first served) and writes the piece once that slot has
+    passed, as a link would deliver it. A sender reserves one piece at a
+    time, right before sending it, so N responses sending at once take turns
+    and each gets about rate / N; one held back by its own bandwidth_bps
+    reserves less often and leaves the rest to the others. Time nobody used
+    is not saved up beyond SHAPING_CATCH_UP: no burst after an idle spell."""
+
+    def __init__(self, rate_bps):
+        self.rate_bps = float(rate_bps)
+        self.lock = threading.Lock()
+        self.free_at = 0.0  # time.monotonic() from which the line is free
+
+    def reserve(self, nbytes):
+        """The time.monotonic() at which nbytes reserved now may be written."""
+        with self.lock:
+            self.free_at = max(time.monotonic() - SHAPING_CATCH_UP, self.free_at) + nbytes / self.rate_bps
+            return self.free_at
+
+
 class FaultShaping:
     """How to send one response body."""
 
     def __init__(self, bandwidth_bps=None, reset_after_bytes=None, stall_ms=None,
-                 stall_after_bytes=64 * KIB, wait=None):
+                 stall_after_bytes=64 * KIB, wait=None, aggregate=None):
         self.bandwidth_bps = bandwidth_bps
         self.reset_after_bytes = reset_after_bytes
         self.stall_ms = stall_ms
         self.stall_after_bytes = stall_after_bytes
         self.wait = wait or time.sleep  # wait(seconds): a stall; Faults.wait ends early on release
+        self.aggregate = aggregate  # a SharedBandwidth, or None
 
     @property
     def active(self):
-        return bool(self.bandwidth_bps or self.reset_after_bytes is not None or self.stall_ms)
+        return bool(self.bandwidth_bps or self.reset_after_bytes is not None or self.stall_ms
+                    or self.aggregate is not None)
+
+    def piece(self):
+        """How many body bytes to send at a time."""
+        piece = 64 * KIB
+        for rate in (self.bandwidth_bps, self.aggregate.rate_bps if self.aggregate else None):
+            if rate:
+                piece = max(1, min(piece, int(rate) // 20))
+        return piece
 
 
 class Faults:
@@ -1108,7 +1149,21 @@ class Faults:
       fail_nth           {"n": N, "status": 503, "count": 1}: the N-th matching
                          request (1-based, counted since the plan was set) and
                          the count-1 after it get a GCS-shaped error instead
-      bandwidth_bps      send response bodies at about this rate
+      bandwidth_bps      send each response body at most at this rate (bytes per
+                         second, however long the wait for the aggregate below):
+                         responses on one connection go one after the other, so
+                         this is also a per-connection cap
+      aggregate_bandwidth_bps
+                         the bodies of all matching responses being sent at once
+                         share this rate (bytes per second): they take turns in
+                         pieces of at most 64 KiB, first come first served, so N
+                         of them each get about rate / N when their own
+                         bandwidth_bps allows it; unused time is not saved up.
+                         Combine with latency_ms and bandwidth_bps, as in
+                         {"latency_ms": 50, "bandwidth_bps": 25000000,
+                          "aggregate_bandwidth_bps": 100000000}: GCS 50 ms away
+                         with 25 MB/s per connection and 100 MB/s in all. Each
+                         plan set has a fresh line; request bodies are not shaped
       stall_ms           after stall_after_bytes of the body (default 64 KiB,
                          at most half the body), stop sending for this long
       reset_after_bytes  send this many body bytes, then reset the connection
@@ -1120,7 +1175,8 @@ class Faults:
                          validators are fixed then), but hold its response,
                          head and body, until POST /_emu/release or this long
       times              affect only this many matching requests with the
-                         latency/bandwidth/stall/reset/hold faults (default: all)
+                         latency/bandwidth/aggregate/stall/reset/hold faults
+                         (default: all)
 
     Holds and stalls end early on POST /_emu/release (and when the plan is
     cleared or replaced, or on reset), so a test can keep a request or a body
@@ -1128,8 +1184,8 @@ class Faults:
     how many requests are in a hold or a stall right now.
     """
 
-    KEYS = {"latency_ms", "bandwidth_bps", "reset_after_bytes", "stall_ms", "stall_after_bytes",
-            "fail_nth", "match", "method", "times", "hold_ms", "hold_response_ms"}
+    KEYS = {"latency_ms", "bandwidth_bps", "aggregate_bandwidth_bps", "reset_after_bytes", "stall_ms",
+            "stall_after_bytes", "fail_nth", "match", "method", "times", "hold_ms", "hold_response_ms"}
 
     def __init__(self):
         self.lock = threading.Lock()
@@ -1141,6 +1197,7 @@ class Faults:
     def clear(self):
         with self.lock:
             self.spec = {}
+            self.aggregate = None
             self.matched = 0
             self.shaped = 0
         self.release()
@@ -1165,8 +1222,15 @@ class Faults:
         unknown = set(spec) - self.KEYS
         if unknown:
             raise err_invalid("Unknown fault keys: %s" % ", ".join(sorted(unknown)))
+        aggregate = None
+        if spec.get("aggregate_bandwidth_bps") is not None:
+            rate = spec["aggregate_bandwidth_bps"]
+            if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not rate > 0:
+                raise err_invalid("aggregate_bandwidth_bps must be a positive number of bytes per second")
+            aggregate = SharedBandwidth(rate)
         with self.lock:
             self.spec = dict(spec)
+            self.aggregate = aggregate
             self.matched = 0
             self.shaped = 0
         self.release()
@@ -1198,7 +1262,8 @@ class Faults:
                 return 0, fail_status, FaultShaping(), (0, 0)
             self.shaped += 1
             shaping = FaultShaping(spec.get("bandwidth_bps"), spec.get("reset_after_bytes"),
-                                   spec.get("stall_ms"), spec.get("stall_after_bytes", 64 * KIB), self.wait)
+                                   spec.get("stall_ms"), spec.get("stall_after_bytes", 64 * KIB), self.wait,
+                                   self.aggregate)
             return (spec.get("latency_ms", 0) / 1000.0, fail_status, shaping,
                     (spec.get("hold_ms", 0) / 1000.0, spec.get("hold_response_ms", 0) / 1000.0))
 
@@ -3340,41 +3405,58 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(b"0\r\n\r\n")  # the last chunk: the body ended cleanly
 
     def write_body(self, resp, shaping, meter, out):
-        """Write the body to out, applying bandwidth/stall/reset faults; False
-        when a reset fault cut it short."""
+        """Write the body to out, applying bandwidth/aggregate/stall/reset
+        faults; False when a reset fault cut it short."""
         if not shaping.active:
             for chunk in resp.chunks():
                 meter.write(out, chunk)
             return True
-        piece = 64 * KIB
-        if shaping.bandwidth_bps:
-            piece = max(1, min(piece, int(shaping.bandwidth_bps) // 20))
+        piece = shaping.piece()
+        # Each piece is written when its time on the lines has passed, as a
+        # link would deliver it: on this response's own line (bandwidth_bps),
+        # whose slots start no earlier than SHAPING_CATCH_UP before now (time
+        # spent waiting for the aggregate earns no burst afterwards), and on
+        # the aggregate's, both reserved at once so that the slower of the two
+        # sets the pace.
+        own_free_at = time.monotonic()
+
+        def paced_write(part):
+            nonlocal own_free_at
+            if not len(part):
+                return
+            now = time.monotonic()
+            due = now
+            if shaping.bandwidth_bps:
+                own_free_at = max(own_free_at, now - SHAPING_CATCH_UP) + len(part) / float(shaping.bandwidth_bps)
+                due = own_free_at
+            if shaping.aggregate is not None:
+                due = max(due, shaping.aggregate.reserve(len(part)))
+            if due > now:
+                time.sleep(due - now)
+            meter.write(out, part)
+
         reset_at = shaping.reset_after_bytes
         if reset_at is not None and reset_at >= resp.length:
             reset_at = None  # the body is shorter: nothing to cut
         stall_at = None
         if shaping.stall_ms:
             stall_at = min(int(shaping.stall_after_bytes), max(1, resp.length // 2))
-        started, sent = time.monotonic(), 0
+        sent = 0
         for chunk in resp.chunks():
             view = memoryview(chunk).cast("B")
             for off in range(0, len(view), piece):
                 part = view[off:off + piece]
                 if stall_at is not None and sent + len(part) > stall_at:
                     head, part = part[:stall_at - sent], part[stall_at - sent:]
-                    meter.write(out, head)
+                    paced_write(head)
                     sent += len(head)
                     shaping.wait(shaping.stall_ms / 1000.0)
                     stall_at = None
                 if reset_at is not None and sent + len(part) >= reset_at:
-                    meter.write(out, part[:reset_at - sent])
+                    paced_write(part[:reset_at - sent])
                     return False
-                meter.write(out, part)
+                paced_write(part)
                 sent += len(part)
-                if shaping.bandwidth_bps:
-                    ahead = sent / float(shaping.bandwidth_bps) - (time.monotonic() - started)
-                    if ahead > 0:
-                        time.sleep(ahead)
         return True
 
     def abort(self):

@@ -1568,6 +1568,113 @@ class HoldAndReleaseTest(EmulatorTest):
         self.assertEqual(result["reply"].body, data)
 
 
+class AggregateBandwidthTest(EmulatorTest):
+    """aggregate_bandwidth_bps: one rate shared by every matching response being sent at once, with
+    bandwidth_bps as each one's own cap. Only upper bounds on rates are asserted (a response may always
+    take longer than its share says), so these hold on a machine of any speed."""
+
+    MB = 1000 * 1000
+
+    @staticmethod
+    def least(nbytes, rate):
+        """The shortest time nbytes can take at rate: a line may catch up on a few ms it fell behind."""
+        return nbytes / float(rate) - gcs_emulator.SHAPING_CATCH_UP
+
+    def concurrent_gets(self, names, range_header=None):
+        """GET the objects at once (a thread each, started together); returns, per name, (seconds from
+        the common start to its last byte, its body's length, its status)."""
+        results, barrier = {}, threading.Barrier(len(names))
+
+        def get(name):
+            headers = {"Range": range_header} if range_header else None
+            barrier.wait()
+            started = time.monotonic()
+            reply = call("GET", "/bkt/" + name, headers=headers)
+            results[name] = (time.monotonic() - started, len(reply.body), reply.status)
+
+        threads = [threading.Thread(target=get, args=(name,)) for name in names]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+        self.assertEqual(sorted(results), sorted(names))
+        return results
+
+    def add_objects(self, size, *names):
+        for seed, name in enumerate(names, start=40):
+            control("objects", {"bucket": "bkt", "name": name, "size": size, "seed": seed})
+
+    def test_shared_among_concurrent_responses(self):
+        size = 4 * MIB
+        self.add_objects(size, "agg-a", "agg-b")
+        control("faults", {"aggregate_bandwidth_bps": 8 * self.MB, "match": "/agg-"})
+        started = time.monotonic()
+        results = self.concurrent_gets(["agg-a", "agg-b"])
+        total = time.monotonic() - started
+        self.assertEqual([r[1:] for r in results.values()], [(size, 200)] * 2)
+        # 8 MiB through 8 MB/s: at least 1.04 s, however fast the machine.
+        self.assertGreaterEqual(total, self.least(2 * size, 8 * self.MB))
+        # Shared turn by turn, not one response after the other (which would end the first one after
+        # 0.52 s): while both run, neither gets much more than half. 0.7 s, not 1.05 s, leaves room for
+        # one of them starting up to ~0.3 s late and having the line to itself meanwhile.
+        self.assertGreaterEqual(min(r[0] for r in results.values()), 0.7, results)
+        # Responses that do not match are not held back by it.
+        control("objects", {"bucket": "bkt", "name": "other", "size": size, "seed": 3})
+        self.assertEqual(len(call("GET", "/bkt/other").body), size)
+
+    def test_per_connection_cap_and_latency_combine(self):
+        size = 2 * MIB
+        self.add_objects(size, "pc-a", "pc-b")
+        control("faults", {"latency_ms": 200, "bandwidth_bps": 2 * self.MB,
+                           "aggregate_bandwidth_bps": 100 * self.MB, "match": "/pc-"})
+        results = self.concurrent_gets(["pc-a", "pc-b"])
+        for name, (seconds, length, status) in results.items():
+            self.assertEqual((length, status), (size, 200))
+            # The aggregate would allow 50 MB/s each; each connection's own cap holds it to 2 MB/s.
+            self.assertGreaterEqual(seconds, 0.2 + self.least(size, 2 * self.MB), name)
+        # A ranged read is shaped the same way, after the latency.
+        started = time.monotonic()
+        ranged = call("GET", "/bkt/pc-a", headers={"Range": "bytes=0-999999"})
+        self.assertEqual((ranged.status, len(ranged.body)), (206, 1000000))
+        self.assertGreaterEqual(time.monotonic() - started, 0.2 + self.least(1000000, 2 * self.MB))
+        # One connection, keep-alive: its responses go one after the other, each at most 2 MB/s.
+        conn = http.client.HTTPConnection("127.0.0.1", PORT, timeout=30)
+        started = time.monotonic()
+        for _ in range(2):
+            self.assertEqual(len(call("GET", "/bkt/pc-b", conn=conn, headers={"Range": "bytes=0-499999"}).body),
+                             500000)
+        conn.close()
+        self.assertGreaterEqual(time.monotonic() - started, 2 * (0.2 + self.least(500000, 2 * self.MB)))
+
+    def test_no_burst_after_idle(self):
+        size = MIB
+        self.add_objects(size, "idle")
+        control("faults", {"aggregate_bandwidth_bps": 2 * self.MB, "match": "/idle"})
+        for attempt in range(2):
+            started = time.monotonic()
+            self.assertEqual(len(call("GET", "/bkt/idle").body), size)
+            self.assertGreaterEqual(time.monotonic() - started, self.least(size, 2 * self.MB), attempt)
+            time.sleep(0.6)  # the line idles longer than a whole body takes: nothing saved up
+
+    def test_times_reset_and_validation(self):
+        for bad in (0, -5, "fast", True, None):
+            reply = call("POST", "/_emu/faults", {"aggregate_bandwidth_bps": bad}, token=None)
+            if bad is None:
+                self.assertEqual(reply.status, 200)  # null: no aggregate, like leaving the key out
+            else:
+                self.assertEqual(reply.status, 400, bad)
+        size = MIB
+        self.add_objects(size, "t-a")
+        control("faults", {"aggregate_bandwidth_bps": 2 * self.MB, "match": "/t-a", "times": 1})
+        started = time.monotonic()
+        self.assertEqual(len(call("GET", "/bkt/t-a").body), size)
+        self.assertGreaterEqual(time.monotonic() - started, self.least(size, 2 * self.MB))
+        self.assertEqual(len(call("GET", "/bkt/t-a").body), size)  # times: 1, so the second is not shaped
+        self.assertEqual(control("faults", method="GET")["spec"]["aggregate_bandwidth_bps"], 2 * self.MB)
+        control("reset")
+        self.assertEqual(control("faults", method="GET")["spec"], {})
+
+
 class TlsTest(unittest.TestCase):
     @unittest.skipUnless(shutil.which("openssl"), "openssl not installed")
     def test_https_listener(self):
