@@ -26,7 +26,8 @@ CHUNK = 1024 * 1024 - 24  # the store's chunk payload
 
 
 class PrefetchCase(tc.CacheTestCase):
-    larder_config = {"cache": {"default_policy": "immutable"}}
+    # A read held upstream stays in flight (a fill a client waits on) for as long as a test holds it.
+    larder_config = {"cache": {"default_policy": "immutable"}, "upstream": {"response_timeout_ms": 60000}}
 
     def api(self, method, path, body=None, headers=OWNER, status=None):
         data = json.dumps(body).encode() if body is not None else None
@@ -142,6 +143,31 @@ class PrefetchListTest(PrefetchCase):
         starts = [e for e in self.media_gets(mark, "t/held") if (e.get("headers") or {}).get("Range", "bytes=0-")
                   .startswith("bytes=0-")]
         self.assertEqual(len(starts), 1, "the client's read went upstream on its own: %r" % starts)
+
+    def test_a_client_read_waiting_on_upstream_slows_prefetch_but_does_not_stop_it(self):
+        """A client's read is held upstream for the whole test (a fill a client waits on); a prefetch list
+        submitted meanwhile still completes, on the connections that read leaves free, and the held read is
+        then answered whole.
+
+        Fails on the code before 93fda0c: prefetch started nothing while any fill not its own was registered,
+        so with one client read waiting it never ran ("never done")."""
+        self.put_object("t/waiting", size=100000, seed=7)
+        self.put_object("t/meanwhile", size=1 * MiB, seed=8)
+        # Held for less than larder's upstream response timeout (60 s here), so it stays a fill in flight.
+        self.emulator.faults(match="/t%2Fwaiting", hold_response_ms=45000)
+        got = {}
+        reader = threading.Thread(target=lambda: got.update(r=self.get(self.media("t/waiting"), OWNER)))
+        reader.start()
+        try:
+            self.assertTrue(harness.wait_until(lambda: self.emulator.control("GET", "faults")["waiting"] == 1, 10))
+            _, job = self.api("POST", "/prefetch", {"objects": [{"url": self.url("t/meanwhile")}]}, status=202)
+            self.wait_job("/prefetch/" + job["id"], timeout=30)
+            self.assertEqual(self.emulator.control("GET", "faults")["waiting"], 1, "the client's read was let go")
+        finally:
+            self.emulator.control("POST", "release")
+            reader.join(30)
+            self.emulator.clear_faults()
+        self.assertEqual((got["r"].status, len(got["r"].body)), (200, 100000))
 
     def test_bad_lists(self):
         for body in ({}, {"objects": []}, {"objects": [{"url": "b/o"}]}, {"objects": [{"url": "gs://b"}]},
