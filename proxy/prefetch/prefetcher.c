@@ -181,27 +181,12 @@ static int64_t ready_since(const job_t *job, const job_stage_t *s)
     return since;
 }
 
-/* The job as the planner sees it: the inputs that can be fetched now, the bytes asked for counted as cached. */
-static bool view_job(plan_view_t *v, size_t d, job_t *job)
+/* The inputs that can be fetched now, the bytes asked for counted as cached; back[i]: input i's index, or SIZE_MAX. */
+static size_t view_inputs(const job_t *job, plan_input_t *inputs, size_t *map, size_t *back)
 {
-    size_t *map = calloc(job->ninputs + 1, sizeof(*map)), *back = calloc(job->ninputs + 1, sizeof(*back));
-    plan_input_t *inputs = calloc(job->ninputs + 1, sizeof(*inputs));
-    size_t total_refs = 0, total_after = 0;
-    for (size_t s = 0; s < job->nstages; s++) {
-        total_refs += job->stages[s].ninputs;
-        total_after += job->stages[s].nafter;
-    }
-    plan_stage_t *stages = calloc(job->nstages, sizeof(*stages));
-    size_t *refs = calloc(total_refs + 1, sizeof(*refs)), *after = calloc(total_after + 1, sizeof(*after));
-    v->input_map[d] = map, v->inputs[d] = inputs, v->stages[d] = stages, v->stage_inputs[d] = refs;
-    v->stage_after[d] = after;
-    if (map == NULL || back == NULL || inputs == NULL || stages == NULL || refs == NULL || after == NULL) {
-        free(back);
-        return false;
-    }
     size_t n = 0;
     for (size_t i = 0; i < job->ninputs; i++) {
-        job_input_t *in = &job->inputs[i];
+        const job_input_t *in = &job->inputs[i];
         back[i] = SIZE_MAX;
         if (not_produced_yet(job, in) || in->state == INPUT_FAILED)
             continue;
@@ -210,6 +195,12 @@ static bool view_job(plan_view_t *v, size_t d, job_t *job)
         map[n] = i;
         back[i] = n++;
     }
+    return n;
+}
+
+/* The stages, their inputs renumbered by back, into stages, refs and after (sized for all of them). */
+static void view_stages(const job_t *job, const size_t *back, plan_stage_t *stages, size_t *refs, size_t *after)
+{
     for (size_t s = 0; s < job->nstages; s++) {
         const job_stage_t *js = &job->stages[s];
         plan_stage_t *ps = &stages[s];
@@ -231,10 +222,32 @@ static bool view_job(plan_view_t *v, size_t d, job_t *job)
         refs += ps->ninputs;
         after += js->nafter;
     }
+}
+
+/* The job as the planner sees it, into slot d of the view (whose arrays own what is allocated here). */
+static bool view_job(plan_view_t *v, size_t d, job_t *job)
+{
+    size_t total_refs = 0, total_after = 0;
+    for (size_t s = 0; s < job->nstages; s++) {
+        total_refs += job->stages[s].ninputs;
+        total_after += job->stages[s].nafter;
+    }
+    size_t *back = calloc(job->ninputs + 1, sizeof(*back));
+    v->input_map[d] = calloc(job->ninputs + 1, sizeof(*v->input_map[d]));
+    v->inputs[d] = calloc(job->ninputs + 1, sizeof(*v->inputs[d]));
+    v->stages[d] = calloc(job->nstages, sizeof(*v->stages[d]));
+    v->stage_inputs[d] = calloc(total_refs + 1, sizeof(*v->stage_inputs[d]));
+    v->stage_after[d] = calloc(total_after + 1, sizeof(*v->stage_after[d]));
+    bool ok = back != NULL && v->input_map[d] != NULL && v->inputs[d] != NULL && v->stages[d] != NULL &&
+              v->stage_inputs[d] != NULL && v->stage_after[d] != NULL;
+    if (ok) {
+        size_t n = view_inputs(job, v->inputs[d], v->input_map[d], back);
+        view_stages(job, back, v->stages[d], v->stage_inputs[d], v->stage_after[d]);
+        v->dags[d] = (plan_dag_t){job->id, job->weight, v->inputs[d], n, v->stages[d], job->nstages};
+        v->jobs[d] = job;
+    }
     free(back);
-    v->dags[d] = (plan_dag_t){job->id, job->weight, inputs, n, stages, job->nstages};
-    v->jobs[d] = job;
-    return true;
+    return ok;
 }
 
 static bool view_make(prefetcher_t *p, plan_view_t *v)
