@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""hits.py - larder's cache-hit path against nginx, on loopback.
+"""hits.py - larder's cache-hit path against nginx and Varnish, on loopback.
 
 Starts the GCS emulator with three synthetic objects (4 KiB, 1 MiB, 64 MiB)
-and seven servers in front of the same bytes:
+and eight servers in front of the same bytes:
 
   larder-immutable   larder, cache.default_policy "immutable": the pure hit
                      path, no upstream traffic per hit
@@ -15,6 +15,9 @@ and seven servers in front of the same bytes:
   nginx-static-copy  the same with sendfile off (read + write); on some VMs
                      that is the faster of the two, so the physical limit is
                      whichever of the static peers is faster
+  varnish            Debian's varnishd, malloc storage, a VCL that caches what
+                     the proxy_cache peer caches, for as long
+                     (bench/varnish/cache_all.vcl)
   larder-users       larder-immutable's settings, 4 KiB only, 64 identities:
                      every request carries the next of 64 bearer tokens
                      (tok-bench-00..63 -> user00..63@example.com, checked at
@@ -62,11 +65,28 @@ By default the server under test is pinned to CPU 0 and wrk to the last CPU
 (--pin): unpinned, where the scheduler happens to put the client and the
 server moves single-connection results by up to 3x.
 
+Every run also reads the CPU time (utime + stime in /proc/PID/stat) of the
+server's processes (larder; nginx's master and workers; varnishd's manager
+and child) before and after: throughput per server core is the throughput
+divided by (CPU seconds / wall seconds).
+
+Optional parts:
+  --tls          h2 over TLS hits (h2load, --tls-conns x --tls-streams), larder
+                 against nginx proxy_cache with the same certificate and a
+                 TLS 1.3 cipher suite the client insists on (--tls-cipher)
+  --miss-ttfb N  time to first byte of N cache misses per size (--miss-sizes)
+                 through each caching server and straight from the emulator,
+                 which answers those objects after --miss-latency-ms (20)
+The fixed-rate run (--rate, h2load --rps over 64 connections) and the
+saturated wrk run at 64 connections give the two p99s of the tails target.
+
 Usage: bench/hits.py [--quick] [--duration S] [--reps N] [--sizes 4KiB,1MiB,64MiB]
-                     [--conns 1,16,64] [--servers larder-immutable,...]
-                     [--threads N] [--pin 0:1|none] [--perf DIR]
-Needs a built larder: LARDER_BIN (default build/larder). Installs nginx and
-wrk with apt-get when they are missing (as root, or through sudo -n).
+                     [--conns 1,16,64] [--servers larder-immutable,...,varnish]
+                     [--threads N] [--pin 0:1|none] [--perf DIR] [--rate R]
+                     [--tls] [--miss-ttfb N]
+Needs a built larder: LARDER_BIN (default build/larder). Installs nginx, wrk,
+h2load and varnishd with apt-get when they are missing (as root, or through
+sudo -n).
 Exit status 0 when every target is met, 1 when one is missed.
 """
 
@@ -75,6 +95,7 @@ import hashlib
 import http.client
 import json
 import os
+import select
 import shutil
 import signal
 import socket
@@ -91,12 +112,15 @@ BUCKET = "bench"
 AUTH = "Bearer owner"  # the emulator's default owner token; entries belong to who filled them
 SIZES = {"4KiB": 4 * 1024, "1MiB": 1024 * 1024, "64MiB": 64 * 1024 * 1024}
 SERVERS = ("larder-immutable", "larder-always", "larder-users", "larder-users-off", "nginx-proxy_cache",
-           "nginx-static", "nginx-static-copy")
+           "nginx-static", "nginx-static-copy", "varnish")
 USER_SERVERS = ("larder-users", "larder-users-off")  # 4 KiB cells only
 EXPECTED_STATE = {"larder-immutable": ("x-cache", "HIT"), "larder-always": ("x-cache", "REVALIDATED"),
                   "larder-users": ("x-cache", "HIT"), "larder-users-off": ("x-cache", "HIT"),
                   "nginx-proxy_cache": ("x-cache-status", "HIT"), "nginx-static": (None, None),
-                  "nginx-static-copy": (None, None)}
+                  "nginx-static-copy": (None, None), "varnish": ("x-cache-status", "HIT")}
+# What says "miss" on a first read, for the miss first-byte runs.
+MISS_STATE = {"larder-immutable": ("x-cache", "MISS"), "nginx-proxy_cache": ("x-cache-status", "MISS"),
+              "varnish": ("x-cache-status", "MISS")}
 # The 64 identities of larder-users: token -> email, registered at the emulator.
 USERS = [("tok-bench-%02d" % i, "user%02d@example.com" % i) for i in range(64)]
 USER_BUDGET = 0.10  # the per-user check may cost at most this share of hit throughput
@@ -154,10 +178,11 @@ def log(msg):
 
 # --- tools ---
 
-def ensure_tools():
-    """nginx, wrk and h2load from Debian; apt-get as root or through sudo when missing."""
-    missing = [pkg for tool, pkg in (("nginx", "nginx-light"), ("wrk", "wrk"), ("h2load", "nghttp2-client"))
-               if shutil.which(tool) is None and not os.access("/usr/sbin/" + tool, os.X_OK)]
+def ensure_tools(varnish=False):
+    """nginx, wrk, h2load (and varnishd) from Debian; apt-get as root or through sudo when missing."""
+    tools = (("nginx", "nginx-light"), ("wrk", "wrk"), ("h2load", "nghttp2-client")) + \
+        ((("varnishd", "varnish"),) if varnish else ())
+    missing = [pkg for tool, pkg in tools if sbin_tool(tool) is None]
     if not missing:
         return
     if os.geteuid() == 0:
@@ -176,8 +201,25 @@ def ensure_tools():
         subprocess.run(prefix + ["apt-get", "install", "-y", "-qq"] + fallback, env=env, check=True)
 
 
+def sbin_tool(tool):
+    """tool's path (on PATH or in /usr/sbin, which a non-root PATH may lack), or None."""
+    found = shutil.which(tool)
+    return found or ("/usr/sbin/" + tool if os.access("/usr/sbin/" + tool, os.X_OK) else None)
+
+
 def nginx_bin():
-    return shutil.which("nginx") or "/usr/sbin/nginx"
+    return sbin_tool("nginx") or "/usr/sbin/nginx"
+
+
+def fill_template(path, values):
+    """The text of a config template with its @NAME@ placeholders filled in."""
+    with open(path) as f:
+        text = f.read()
+    for name, value in values.items():
+        text = text.replace("@%s@" % name, value)
+    if "@" in "".join(line.split("#")[0] for line in text.splitlines()):
+        raise RuntimeError("unfilled placeholder in " + path)
+    return text
 
 
 # --- HTTP helpers ---
@@ -211,20 +253,43 @@ def wait_listening(port, proc, timeout=20):
 
 # --- the servers ---
 
-class Nginx:
-    def __init__(self, workdir, template, label, workers, **values):
+# TLS for the --tls rows: the same certificate as larder's TLS listener and the
+# protocols larder allows (TLS 1.2 and up, OpenSSL's default suites); h2load
+# insists on one TLS 1.3 suite (--tls-cipher), so both negotiate the same.
+NGINX_TLS = """
+        listen 127.0.0.1:@TLS_PORT@ ssl http2 reuseport;
+        ssl_certificate @CERT@;
+        ssl_certificate_key @KEY@;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_session_cache shared:bench_tls:10m;"""
+
+
+class ForegroundServer:
+    """A peer server run in the foreground as our child (self.proc), its output in self.log."""
+
+    # Stopped as the harness stops the emulator (the same two attributes): SIGTERM, on which nginx and
+    # varnishd shut down at once; SIGKILL if it is still there 10 s later; then self.log is closed.
+    stop = harness.Emulator.stop
+
+
+class Nginx(ForegroundServer):
+    def __init__(self, workdir, template, label, workers, tls=None, **values):
+        """tls: a harness.TestCA; the server block then also listens with TLS and h2 on self.tls_port."""
         self.label = label
         self.prefix = os.path.join(workdir, label)
         os.makedirs(self.prefix, exist_ok=True)
-        self.port = harness.free_port()
+        self.port, self.tls_port = harness.free_ports(2)
         values.update(PREFIX=self.prefix, PORT=str(self.port), WORKERS=str(workers),
                       USER_LINE="user root;" if os.geteuid() == 0 else "# not root: workers run as us")
-        with open(os.path.join(HERE, "nginx", template)) as f:
-            text = f.read()
-        for name, value in values.items():
-            text = text.replace("@%s@" % name, value)
-        if "@" in "".join(line.split("#")[0] for line in text.splitlines()):
-            raise RuntimeError("unfilled placeholder in " + template)
+        text = fill_template(os.path.join(HERE, "nginx", template), values)
+        if tls is not None:
+            listen = "listen 127.0.0.1:%d reuseport;" % self.port
+            if listen not in text:
+                raise RuntimeError("%s has no '%s' to add a TLS listener beside" % (template, listen))
+            text = text.replace(listen, listen + NGINX_TLS.replace("@TLS_PORT@", str(self.tls_port)).replace(
+                "@CERT@", tls.cert).replace("@KEY@", tls.key))
+        else:
+            self.tls_port = None
         self.conf = os.path.join(self.prefix, "nginx.conf")
         with open(self.conf, "w") as f:
             f.write(text)
@@ -245,15 +310,36 @@ class Nginx:
         except OSError:
             return ""
 
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
+
+class Varnish(ForegroundServer):
+    """varnishd in the foreground as the current user (-j none), malloc storage, bench/varnish/cache_all.vcl.
+
+    One thread pool per CPU the servers may use (Varnish's analogue of a
+    worker per CPU); its threads are one per connection, as Varnish is built."""
+
+    def __init__(self, workdir, label, workers, upstream_port, storage="2G"):
+        self.label = label
+        self.prefix = os.path.join(workdir, label)
+        os.makedirs(self.prefix, exist_ok=True)
+        self.port = harness.free_port()
+        self.tls_port = None
+        vcl = os.path.join(self.prefix, "cache_all.vcl")
+        with open(vcl, "w") as f:
+            f.write(fill_template(os.path.join(HERE, "varnish", "cache_all.vcl"),
+                                  {"UPSTREAM_PORT": str(upstream_port)}))
+        args = [sbin_tool("varnishd") or "/usr/sbin/varnishd", "-F", "-j", "none", "-n",
+                os.path.join(self.prefix, "instance"), "-a", "127.0.0.1:%d" % self.port, "-T", "none",
+                "-f", vcl, "-s", "malloc,%s" % storage,
+                "-p", "thread_pools=%d" % workers,
+                # nginx keeps idle client connections 120 s (keepalive_timeout); Varnish's default is 5 s.
+                "-p", "timeout_idle=120"]
+        self.log = open(os.path.join(self.prefix, "varnishd.log"), "wb")
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
+        if not wait_listening(self.port, self.proc, timeout=60):  # it compiles the VCL with cc first
+            self.log.flush()
+            with open(self.log.name) as f:
+                raise RuntimeError("varnishd did not start:\n%s" % f.read()[-3000:])
+        self.pids = [self.proc.pid]  # the manager; the child (the cache) is its descendant
 
 
 class LarderPeer:
@@ -267,6 +353,10 @@ class LarderPeer:
             "worker_threads": workers,
             "log": {"access_log": False, "level": "warn"},
         }
+        if harness.larder_has_setting("http2.max_requests_per_second"):
+            # The Rapid Reset guard closes an h2 connection opening more than 2000 streams a second (by
+            # default): a benchmark's h2load does that by design. nginx's proxy_cache.conf has no such limit.
+            config["http2"] = {"max_requests_per_second": 1000000}
         if harness.larder_has_setting("auth.tokeninfo_url"):
             # Tokens checked at the emulator (the harness does that too) and remembered for an hour,
             # so no run, however late in a full benchmark, waits for tokeninfo.
@@ -275,7 +365,7 @@ class LarderPeer:
         elif auth is not None:
             raise RuntimeError("%s needs a larder with auth.* settings (%s has none)" % (label, harness.larder_bin()))
         self.larder = harness.Larder(directory, emulator.base_url, ca, config=config)
-        self.port = self.larder.port
+        self.port, self.tls_port = self.larder.port, self.larder.tls_port
         self.pids = [self.larder.proc.pid]
 
     def stop(self):
@@ -318,6 +408,27 @@ def tree_cpu_seconds(pids):
         total += times.get(p, 0.0)
         todo.extend(children.get(p, []))
     return total
+
+
+class ServerCpu:
+    """CPU seconds a server's processes (all their threads and descendants: nginx's workers, varnishd's
+    child) used from construction to used(); /proc/PID/stat's utime + stime, in clock ticks."""
+
+    def __init__(self, pids):
+        self.pids = pids
+        self.start = tree_cpu_seconds(pids)
+
+    def used(self):
+        return tree_cpu_seconds(self.pids) - self.start
+
+
+def per_core(cell, requests, nbytes, seconds, cpu):
+    """Adds the CPU figures to a result: cores busy (CPU s / wall s) and throughput per core."""
+    cell["cpu_s"] = cpu
+    cell["cores"] = cpu / seconds if seconds > 0 else 0.0
+    cell["rps_core"] = requests / cpu if cpu > 0 else 0.0
+    cell["mbps_core"] = nbytes / 1e6 / cpu if cpu > 0 else 0.0
+    return cell
 
 
 def own_cpu_seconds(pids):
@@ -518,7 +629,9 @@ def measure_cell(server, size_label, conns, emulator, opts, lua, ours):
     perf = PerfRecorder(opts.perf if server.label.startswith("larder") else None,
                         "%s-%s-c%d" % (server.label, size_label, conns), server.pids)
     load = ForeignLoad(ours)
+    cpu = ServerCpu(server.pids)
     r = run_wrk(server.port, path, conns, opts.duration, opts.threads, lua, opts.client_cpus)
+    cpu = cpu.used()
     foreign = load.share()
     perf.stop()
     upstream, tokeninfo = upstream_requests(emulator)
@@ -528,6 +641,7 @@ def measure_cell(server, size_label, conns, emulator, opts, lua, ours):
             "mbps": r["bytes"] / secs / 1e6, "p50_ms": r["p50_us"] / 1e3, "p99_ms": r["p99_us"] / 1e3,
             "requests": r["requests"], "upstream": upstream, "tokeninfo": tokeninfo,
             "errors": r["connect"] + r["read"] + r["write"] + r["status"] + r["timeout"], "foreign": foreign}
+    per_core(cell, r["requests"], r["bytes"], secs, cpu)
     problems = []
     if decisions_before is not None:
         after = access_decisions(server) or {}
@@ -556,10 +670,10 @@ def measure_cell(server, size_label, conns, emulator, opts, lua, ours):
                                                         cell["decisions"].get("grant", 0))
     elif tokeninfo:
         extra = " (tokeninfo %d)" % tokeninfo
-    log("  [%d/%d %s] %-18s %6s c%-3d %10.0f req/s %9.1f MB/s p50 %8.3f ms p99 %8.3f ms  upstream %d%s, "
-        "others %.0f%% CPU" % (PROGRESS["done"], PROGRESS["total"], elapsed, server.label, size_label, conns,
-                              cell["rps"], cell["mbps"], cell["p50_ms"], cell["p99_ms"], upstream, extra,
-                              foreign * 100))
+    log("  [%d/%d %s] %-18s %6s c%-3d %10.0f req/s %9.1f MB/s p50 %8.3f ms p99 %8.3f ms  %.2f cores, "
+        "upstream %d%s, others %.0f%% CPU" % (PROGRESS["done"], PROGRESS["total"], elapsed, server.label, size_label,
+                                             conns, cell["rps"], cell["mbps"], cell["p50_ms"], cell["p99_ms"],
+                                             cell["cores"], upstream, extra, foreign * 100))
     return cell
 
 
@@ -572,17 +686,35 @@ def ours_of(servers, emulator):
     return [2, emulator.proc.pid] + [pid for server in servers for pid in server.pids]
 
 
-def run_h2load(port, path, conns, rate, duration, cpus, log_path):
-    """h2load, HTTP/1.1, conns connections each sending rate/conns requests a second."""
+def run_h2load(url, conns, duration, cpus, log_path, rate=None, streams=1, tls_cipher=None, server_pids=None):
+    """h2load: HTTP/1.1 (rate given: conns connections each sending rate/conns requests a second) or, for an
+    https URL, h2 over TLS with `streams` concurrent streams per connection and one TLS 1.3 suite.
+
+    After a 1 s warm-up, `duration` seconds are measured; the server's CPU time (server_pids) is read
+    over the same span, by our clock (h2load may take a while to exit after it, big responses still
+    flowing)."""
     if os.path.exists(log_path):
         os.unlink(log_path)  # h2load appends
+    warmup = 1
     args = (["taskset", "-c", ",".join(map(str, sorted(cpus)))] if cpus is not None else []) + [
-        "h2load", "--h1", "-c", str(conns), "-t", "1", "-m", "1", "--rps", "%g" % (rate / conns),
-        "-D", str(duration), "--warm-up-time", "1", "--log-file", log_path, "-H", "Authorization: " + AUTH,
-        "http://127.0.0.1:%d%s" % (port, path)]
-    out = subprocess.run(args, capture_output=True, text=True)
-    summary = {}
-    for line in out.stdout.splitlines():
+        "h2load", "-c", str(conns), "-t", "1", "-m", str(streams), "-D", str(duration),
+        "--warm-up-time", str(warmup), "--log-file", log_path, "-H", "Authorization: " + AUTH]
+    if rate is not None:
+        args += ["--rps", "%g" % (rate / conns)]
+    if url.startswith("https:"):
+        args += ["--tls13-ciphers", tls_cipher or TLS_CIPHER]
+    else:
+        args += ["--h1"]
+    proc = subprocess.Popen(args + [url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cpu = None
+    if server_pids is not None:
+        time.sleep(warmup + 0.05)  # h2load's connections are up and its warm-up is over
+        cpu = ServerCpu(server_pids)
+        time.sleep(duration)
+        cpu = cpu.used()
+    stdout, stderr = proc.communicate()
+    summary, tls = {}, {}
+    for line in stdout.splitlines():
         line = line.strip()
         if line.startswith("requests:"):
             words = line.replace(",", "").split()
@@ -590,15 +722,59 @@ def run_h2load(port, path, conns, rate, duration, cpus, log_path):
         elif line.startswith("status codes:"):
             words = line.replace(",", "").split()
             summary["2xx"] = int(words[2])
+        elif line.startswith("traffic:") and "(" in line:  # "traffic: 1.2MB (1234567) total, ..."
+            summary["bytes"] = int(line.split("(", 1)[1].split(")", 1)[0])
+        else:
+            for key in ("TLS Protocol", "Cipher", "Server Temp Key", "Application protocol"):
+                if line.startswith(key + ":"):
+                    tls[key] = line.split(":", 1)[1].strip()
     with open(log_path) as f:
-        lat = sorted(int(row.split("\t")[2]) for row in f if row.strip())
-    if out.returncode != 0 or not lat or summary.get("failed", 1) or summary.get("errored", 1) or \
-            summary.get("2xx") != summary.get("done"):
-        raise RuntimeError("h2load failed (exit %d): %s\n%s%s" % (out.returncode, summary, out.stdout[-1500:],
-                                                                    out.stderr[-500:]))
-    pick = lambda q: lat[min(len(lat) - 1, int(len(lat) * q))] / 1e3
-    return {"requests": len(lat), "rps": len(lat) / duration, "p50_ms": pick(0.5), "p99_ms": pick(0.99),
-            "p999_ms": pick(0.999)}
+        rows = [row.split("\t") for row in f if row.strip()]
+    # h2load logs the requests in flight when the measured span ends with status 0 (cut short): at most
+    # one per stream, left out. Its summary counts a status when the head arrives and a request when it
+    # is done, so a response straddling either end of the span is in one count only.
+    cut = sum(row[1] == "0" for row in rows)
+    lat = sorted(int(row[2]) for row in rows if row[1] == "200")
+    if proc.returncode != 0 or not summary.get("bytes") or summary.get("failed", 1) or summary.get("errored", 1) or \
+            abs(summary.get("done", 0) - summary.get("2xx", 0)) > conns * streams or cut > conns * streams or \
+            len(lat) + cut != len(rows):
+        odd = [row for row in rows if row[1] != "200"]
+        raise RuntimeError("h2load failed (exit %d): %s, %d of %d logged requests not 200 (%s)\n%s%s" % (
+            proc.returncode, summary, len(odd), len(rows), odd[:3], stdout[-1500:], stderr[-500:]))
+    pick = lambda q: percentile(lat, q) / 1e3  # 0 when no request completed (64 MiB over TLS: read MB/s)
+    result = {"requests": len(lat), "rps": len(lat) / duration, "mbps": summary["bytes"] / duration / 1e6,
+              "p50_ms": pick(0.5), "p99_ms": pick(0.99), "p999_ms": pick(0.999), "tls": tls}
+    if cpu is not None:
+        per_core(result, len(lat), summary["bytes"], duration, cpu)
+    return result
+
+
+def h2load_rounds(chosen, emulator, opts, ours, run, describe):
+    """Every server in chosen opts.reps times, the order rotating from rep to rep: run(server) gives an
+    h2load result, which must come with no request upstream (pure hits); describe(server, result) the
+    progress line. Returns {label: [result per rep]}, each with "foreign" (others' CPU share)."""
+    runs = {s.label: [] for s in chosen}
+    for rep in range(opts.reps):
+        for server in chosen[rep % len(chosen):] + chosen[:rep % len(chosen)]:
+            wait_for_quiet(ours, opts.max_foreign, opts.quiet_wait)
+            before = upstream_requests(emulator)[0]
+            load = ForeignLoad(ours)
+            r = run(server)
+            r["foreign"] = load.share()
+            if upstream_requests(emulator)[0] != before:
+                raise RuntimeError("%s: upstream requests during a pure-hit h2load run" % server.label)
+            log("%s, others %.0f%% CPU" % (describe(server, r), r["foreign"] * 100))
+            runs[server.label].append(r)
+    return runs
+
+
+def merge_runs(cells, keys, opts, **fields):
+    """One result from a server's runs: the medians of keys, how many runs were noisy, and fields."""
+    merged = dict(fields, noisy=sum(c["foreign"] >= opts.max_foreign for c in cells),
+                  n=sum(c["requests"] for c in cells))
+    for key in keys:
+        merged[key] = median([c[key] for c in cells])
+    return merged
 
 
 def measure_fixed_rate(servers, emulator, opts, ours, workdir):
@@ -607,28 +783,161 @@ def measure_fixed_rate(servers, emulator, opts, ours, workdir):
     # Authorization header on every request, so they are left to wrk.
     chosen = [s for s in servers if s.label != "larder-always" and s.label not in USER_SERVERS]
     path = "/%s/%s" % (BUCKET, object_name("4KiB"))
-    runs = {s.label: [] for s in chosen}
-    for rep in range(opts.reps):
-        for server in chosen[rep % len(chosen):] + chosen[:rep % len(chosen)]:
+    runs = h2load_rounds(
+        chosen, emulator, opts, ours,
+        lambda server: run_h2load("http://127.0.0.1:%d%s" % (server.port, path), 64, opts.duration + 1,
+                                  opts.client_cpus, os.path.join(workdir, "h2load.tsv"), rate=opts.rate,
+                                  server_pids=server.pids),
+        lambda server, r: "  fixed rate %-18s 4KiB c64 %8.0f req/s p50 %.3f ms p99 %.3f ms p99.9 %.3f ms, "
+                          "%.2f cores" % (server.label, r["rps"], r["p50_ms"], r["p99_ms"], r["p999_ms"], r["cores"]))
+    return [merge_runs(runs[server.label], ("rps", "p50_ms", "p99_ms", "p999_ms", "cores", "rps_core"), opts,
+                       server=server.label) for server in chosen]
+
+
+TLS_SERVERS = ("larder-immutable", "nginx-proxy_cache")  # Varnish has no TLS of its own
+TLS_CIPHER = "TLS_AES_128_GCM_SHA256"  # h2load's first TLS 1.3 choice; both servers accept it
+
+
+def measure_tls(servers, emulator, opts, ours, workdir):
+    """h2 over TLS hits, saturated: h2load, --tls-conns connections x --tls-streams streams, each size."""
+    chosen = [s for s in servers if s.label in TLS_SERVERS and s.tls_port]
+    results = []
+
+    def run(server, path, conns):
+        r = run_h2load("https://127.0.0.1:%d%s" % (server.tls_port, path), conns, opts.duration, opts.client_cpus,
+                       os.path.join(workdir, "h2load-tls.tsv"), streams=opts.tls_streams, tls_cipher=opts.tls_cipher,
+                       server_pids=server.pids)
+        if r["tls"].get("Application protocol") != "h2":
+            raise RuntimeError("%s: TLS run negotiated %s, not h2" % (server.label, r["tls"]))
+        return r
+
+    for size_label in opts.sizes:
+        path = "/%s/%s" % (BUCKET, object_name(size_label))
+        for conns in opts.tls_conns:
+            runs = h2load_rounds(
+                chosen, emulator, opts, ours, lambda server: run(server, path, conns),
+                lambda server, r: "  TLS h2 %-18s %6s c%d x%d %8.0f req/s %8.1f MB/s p50 %.3f ms p99 %.3f ms, "
+                                  "%.2f cores, %s %s" % (server.label, size_label, conns, opts.tls_streams, r["rps"],
+                                                         r["mbps"], r["p50_ms"], r["p99_ms"], r["cores"],
+                                                         r["tls"].get("TLS Protocol"), r["tls"].get("Cipher")))
+            results += [merge_runs(runs[server.label], ("rps", "mbps", "p50_ms", "p99_ms", "cores", "rps_core",
+                                                        "mbps_core"), opts,
+                                   server=server.label, size=size_label, conns=conns, streams=opts.tls_streams,
+                                   tls=runs[server.label][0]["tls"]) for server in chosen]
+    suites = {(c["tls"].get("TLS Protocol"), c["tls"].get("Cipher")) for c in results}
+    if len(suites) > 1:
+        raise RuntimeError("the TLS runs negotiated different protocols or suites: %s" % sorted(suites))
+    return results
+
+
+def timed_get(conn, path):
+    """GET on a keep-alive connection: (ms to the response's first byte, status, headers, sha256, length).
+
+    The connection is opened first, untimed; the clock runs from sending the request until the
+    socket has something to read."""
+    for attempt in (1, 2):
+        if conn.sock is None:
+            conn.connect()
+        try:
+            t0 = time.perf_counter()
+            conn.request("GET", path, headers={"Authorization": AUTH})
+            ready, _, _ = select.select([conn.sock], [], [], 120)
+            t1 = time.perf_counter()
+            if not ready:
+                raise RuntimeError("no answer to GET %s within 120 s" % path)
+            resp = conn.getresponse()
+            break
+        except (http.client.RemoteDisconnected, ConnectionError):
+            conn.close()  # the server had closed the idle connection: again, on a new one
+            if attempt == 2:
+                raise
+    digest, total = hashlib.sha256(), 0
+    for block in iter(lambda: resp.read(1 << 20), b""):
+        digest.update(block)
+        total += len(block)
+    headers = {k.lower(): v for k, v in resp.getheaders()}
+    if resp.will_close:
+        conn.close()
+    return (t1 - t0) * 1e3, resp.status, headers, digest.hexdigest(), total
+
+
+MISS_WARMUP = 5  # objects per size read untimed first: connections (ours and the servers' upstream) warm
+
+
+def measure_miss_ttfb(servers, emulator, opts, ours):
+    """Time to first byte of cache misses, each caching server against a direct request to the emulator.
+
+    Every object (opts.miss_ttfb of each size in opts.miss_sizes, all new) is read once straight from the
+    emulator and once through each caching server, in an order that rotates from object to object; the
+    emulator answers them after opts.miss_latency_ms. Returns {size: {path: [ms, ...]}}, in object
+    order, with "direct" among the paths."""
+    chosen = [s for s in servers if s.label in MISS_STATE]
+    if not chosen:
+        log("miss first-byte runs: none of %s among --servers, skipped" % ", ".join(MISS_STATE))
+        return {}
+    paths = [("direct", emulator.port)] + [(s.label, s.port) for s in chosen]
+    count = opts.miss_ttfb + MISS_WARMUP
+    for k, size_label in enumerate(opts.miss_sizes):
+        for i in range(count):
+            # One seed per size: the emulator makes each object's bytes from a cached block.
+            emulator.control("POST", "objects", {"bucket": BUCKET, "name": miss_name(size_label, i),
+                                                 "size": SIZES[size_label], "seed": 900 + k})
+    results = {}
+    affinity = os.sched_getaffinity(0)
+    conns = {label: http.client.HTTPConnection("127.0.0.1", port, timeout=120) for label, port in paths}
+    emulator.faults(latency_ms=opts.miss_latency_ms, match=MISS_PREFIX)
+    try:
+        if opts.client_cpus is not None:
+            os.sched_setaffinity(0, opts.client_cpus)
+        for size_label in opts.miss_sizes:
             wait_for_quiet(ours, opts.max_foreign, opts.quiet_wait)
-            before = upstream_requests(emulator)[0]
             load = ForeignLoad(ours)
-            r = run_h2load(server.port, path, 64, opts.rate, opts.duration + 1, opts.client_cpus,
-                           os.path.join(workdir, "h2load.tsv"))
-            r["foreign"] = load.share()
-            if upstream_requests(emulator)[0] != before:
-                raise RuntimeError("%s: upstream requests during a pure-hit run" % server.label)
-            log("  fixed rate %-18s 4KiB c64 %8.0f req/s p50 %.3f ms p99 %.3f ms p99.9 %.3f ms, others %.0f%% CPU"
-                % (server.label, r["rps"], r["p50_ms"], r["p99_ms"], r["p999_ms"], r["foreign"] * 100))
-            runs[server.label].append(r)
-    fixed = []
-    for server in chosen:
-        cells = runs[server.label]
-        merged = {"server": server.label, "noisy": sum(c["foreign"] >= opts.max_foreign for c in cells)}
-        for key in ("rps", "p50_ms", "p99_ms", "p999_ms"):
-            merged[key] = median([c[key] for c in cells])
-        fixed.append(merged)
-    return fixed
+            before = upstream_requests(emulator)[0]
+            times = {label: [] for label, _ in paths}
+            for i in range(count):
+                path = "/%s/%s" % (BUCKET, miss_name(size_label, i))
+                order = paths[i % len(paths):] + paths[:i % len(paths)]
+                digests = set()
+                for label, _ in order:
+                    ms, status, headers, digest, length = timed_get(conns[label], path)
+                    header, want = MISS_STATE.get(label, (None, None))
+                    if status != 200 or length != SIZES[size_label] or \
+                            (header is not None and headers.get(header) != want):
+                        raise RuntimeError("miss run, %s GET %s: status %d, %d bytes, %s: %s (want %s)" % (
+                            label, path, status, length, header, headers.get(header), want))
+                    digests.add(digest)
+                    if i >= MISS_WARMUP:
+                        times[label].append(ms)
+                if len(digests) != 1:
+                    raise RuntimeError("miss run, GET %s: the paths returned different bytes" % path)
+            upstream = upstream_requests(emulator)[0] - before
+            foreign = load.share()
+            if upstream < count * len(paths):
+                raise RuntimeError("miss run %s: only %d upstream requests for %d misses and direct reads" % (
+                    size_label, upstream, count * len(paths)))
+            results[size_label] = dict(times, _foreign=foreign, _upstream=upstream, _count=count)
+            log("  miss TTFB %s: %s; %d upstream requests for %d reads, others %.0f%% CPU" % (
+                size_label, ", ".join("%s p50 %.2f ms" % (label, median(times[label])) for label, _ in paths),
+                upstream, count * len(paths), foreign * 100))
+    finally:
+        os.sched_setaffinity(0, affinity)
+        emulator.clear_faults()
+        for conn in conns.values():
+            conn.close()
+    return results
+
+
+MISS_PREFIX = "miss-"  # the emulator's latency fault matches these objects only (not tokeninfo, not the hits)
+
+
+def miss_name(size_label, i):
+    return "%s%s-%04d" % (MISS_PREFIX, size_label, i)
+
+
+def percentile(values, q):
+    """Nearest rank."""
+    values = sorted(values)
+    return values[min(len(values) - 1, int(len(values) * q))] if values else 0.0
 
 
 def median(values):
@@ -667,7 +976,7 @@ def measure(servers, emulator, opts, lua):
             for server in servers:
                 cells = runs[server.label]
                 merged = dict(cells[0])
-                for key in ("rps", "mbps"):
+                for key in ("rps", "mbps", "cores", "rps_core", "mbps_core"):  # per core: the median of the runs'
                     merged[key] = median([c[key] for c in cells])
                 for key in ("p50_ms", "p99_ms"):  # runs that completed no request have no latency
                     merged[key] = median([c[key] for c in cells if c["requests"]] or [0.0])
@@ -692,6 +1001,10 @@ def object_name(size_label):
 
 # --- report ---
 
+def ratio(a, b, key):
+    return a[key] / b[key] if a is not None and b is not None and b[key] > 0 else None
+
+
 def find(results, server, size, conns):
     for cell in results:
         if (cell["server"], cell["size"], cell["conns"]) == (server, size, conns):
@@ -706,20 +1019,22 @@ def best_static(results, size, conns):
     return max(cells, key=lambda c: c["mbps"]) if cells else None
 
 
-def report(results, fixed, opts, notes):
+def report(results, fixed, opts, notes, tls=(), misses=None):
     out = []
     w = out.append
     w("")
-    w("larder hit path vs nginx - wrk %s, HTTP/1.1 keep-alive over loopback, %d CPUs, %d wrk thread(s), %s" % (
-        wrk_version(), os.cpu_count(), opts.threads, "servers on CPUs %s, wrk on CPUs %s" % (
-            ",".join(map(str, sorted(opts.server_cpus))), ",".join(map(str, sorted(opts.client_cpus))))
-        if opts.pin else "no CPU pinning"))
+    w("larder hit path vs nginx and Varnish - wrk %s, HTTP/1.1 keep-alive over loopback, %d CPUs, %d wrk thread(s), "
+      "%s" % (wrk_version(), os.cpu_count(), opts.threads, "servers on CPUs %s, wrk on CPUs %s" % (
+          ",".join(map(str, sorted(opts.server_cpus))), ",".join(map(str, sorted(opts.client_cpus))))
+          if opts.pin else "no CPU pinning"))
     w("Each cell: median of %d run(s) of %d s, servers interleaved; 'range' = the runs' min-max req/s (4KiB) or"
       % (opts.reps, opts.duration))
     w("MB/s (larger); n = requests completed in all runs. MB/s counts every byte wrk read, partial responses")
     w("included (1 MB = 10^6 bytes).")
     w("Latency is per completed request as wrk sees it; closed loop, so at 16/64 connections it is mostly")
     w("queueing (mean >= conns / req/s). 64MiB cells at 16/64 conns complete few requests: read MB/s there.")
+    w("cores = the server's CPU seconds (utime + stime of all its processes and threads) / wall seconds;")
+    w("req/s/c and MB/s/c = throughput per server core (throughput / cores; medians over the runs).")
     w("")
     w("larder-immutable   cache.default_policy immutable: the pure hit path, no upstream traffic per hit")
     w("larder-always      cache.default_policy always: every hit = one conditional GET to the emulator (304);")
@@ -728,6 +1043,9 @@ def report(results, fixed, opts, notes):
     w("                   revalidate per hit, so its hits never reach upstream) - compare larder-immutable to it")
     w("nginx-static       nginx, the same bytes as files, sendfile on")
     w("nginx-static-copy  nginx, the same bytes as files, sendfile off (read + write, output_buffers 2 256k)")
+    if "varnish" in opts.servers:
+        w("varnish            varnishd %s, malloc storage, caching what proxy_cache caches (bench/varnish/"
+          "cache_all.vcl)" % varnish_version())
     if any(s in opts.servers for s in USER_SERVERS):
         w("larder-users       4KiB only: larder-immutable's settings, 64 identities - wrk rotates 64 bearer tokens")
         w("                   per request over ONE stored object (user00 filled it: owner; 63 others: grants")
@@ -735,8 +1053,8 @@ def report(results, fixed, opts, notes):
         w("larder-users-off   4KiB only, the baseline: the same wrk script and object, auth.enabled false (no")
         w("                   validation, the old exact-credential rule); all 64 slots carry tok-bench-00, the filler")
     w("")
-    w("%-6s %5s  %-18s %9s %9s %9s %9s %7s  %s" % ("size", "conns", "server", "req/s", "MB/s", "p50 ms", "p99 ms",
-                                                  "n", "range"))
+    w("%-6s %5s  %-18s %9s %9s %5s %9s %8s %9s %9s %7s  %s" % (
+        "size", "conns", "server", "req/s", "MB/s", "cores", "req/s/c", "MB/s/c", "p50 ms", "p99 ms", "n", "range"))
     for size in opts.sizes:
         for conns in opts.conns:
             for server in opts.servers:
@@ -747,19 +1065,20 @@ def report(results, fixed, opts, notes):
                 if c["noisy"]:
                     spread += "  NOISY: others used up to %.0f%% CPU in %d run(s)" % (c["foreign"] * 100, c["noisy"])
                 lat = ("%9.3f %9.3f" % (c["p50_ms"], c["p99_ms"])) if c["n"] else "%9s %9s" % ("-", "-")
-                w("%-6s %5d  %-18s %9.0f %9.1f %s %7d  %s" % (size, conns, server, c["rps"], c["mbps"], lat, c["n"],
-                                                             spread))
+                w("%-6s %5d  %-18s %9.0f %9.1f %5.2f %9.0f %8.1f %s %7d  %s" % (
+                    size, conns, server, c["rps"], c["mbps"], c["cores"], c["rps_core"], c["mbps_core"], lat, c["n"],
+                    spread))
         w("")
 
-    def ratio(a, b, key):
-        return a[key] / b[key] if a is not None and b is not None and b[key] > 0 else None
-
     fmt = lambda v: "%8.2f" % v if v is not None else "%8s" % "-"
-    w("Ratios larder / nginx (throughput: req/s for 4KiB, MB/s for 1MiB and 64MiB; higher is better;")
-    w("p50/p99: larder's latency / nginx's, lower is better). larder-always rows are for information.")
-    w("%-6s %5s  %-36s %8s %8s %8s" % ("size", "conns", "", "thruput", "p50", "p99"))
-    pairs = [("larder-immutable", "nginx-proxy_cache"), ("larder-immutable", "nginx-static"),
-             ("larder-immutable", "nginx-static-copy"), ("larder-always", "nginx-proxy_cache")]
+    w("Ratios larder / a peer (throughput: req/s for 4KiB, MB/s for 1MiB and 64MiB, raw and per server core;")
+    w("higher is better; p50/p99: larder's latency / the peer's, lower is better). larder-always rows are for")
+    w("information; larder-users (64 validated identities) / proxy_cache is the per-core target's pair.")
+    w("%-6s %5s  %-36s %8s %8s %8s %8s" % ("size", "conns", "", "thruput", "/core", "p50", "p99"))
+    pairs = [("larder-immutable", "nginx-proxy_cache"), ("larder-immutable", "varnish"),
+             ("larder-immutable", "nginx-static"), ("larder-immutable", "nginx-static-copy"),
+             ("larder-users", "nginx-proxy_cache"), ("larder-users", "varnish"),
+             ("larder-always", "nginx-proxy_cache")]
     for size in opts.sizes:
         key = "rps" if size == "4KiB" else "mbps"
         for conns in opts.conns:
@@ -769,9 +1088,10 @@ def report(results, fixed, opts, notes):
                     continue
                 label = "%s / %s" % (a_name, b_name.replace("nginx-", ""))
                 lat = a["n"] and b["n"]
-                w("%-6s %5d  %-36s %s %s %s" % (size, conns, label, fmt(ratio(a, b, key)),
-                                                fmt(ratio(a, b, "p50_ms") if lat else None),
-                                                fmt(ratio(a, b, "p99_ms") if lat else None)))
+                w("%-6s %5d  %-36s %s %s %s %s" % (size, conns, label, fmt(ratio(a, b, key)),
+                                                   fmt(ratio(a, b, key + "_core")),
+                                                   fmt(ratio(a, b, "p50_ms") if lat else None),
+                                                   fmt(ratio(a, b, "p99_ms") if lat else None)))
         w("")
 
     users_section(results, opts, w)
@@ -783,11 +1103,19 @@ def report(results, fixed, opts, notes):
           % (opts.reps, opts.duration + 1))
         w("same timer ticks, so bursts of up to 64 requests arrive together and p99 is about the time to serve a "
           "burst.")
-        w("%-18s %9s %9s %9s %9s" % ("server", "req/s", "p50 ms", "p99 ms", "p99.9 ms"))
+        w("cores and req/s/c as above: at the same load, the CPU each server spends.")
+        w("%-18s %9s %9s %9s %9s %5s %9s" % ("server", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "cores", "req/s/c"))
         for c in fixed:
-            w("%-18s %9.0f %9.3f %9.3f %9.3f%s" % (c["server"], c["rps"], c["p50_ms"], c["p99_ms"], c["p999_ms"],
-                                                  "  NOISY" if c["noisy"] else ""))
+            # h2load keeps one request per connection in flight: a server slower than the offered
+            # interval gets less than the offered load, and its p99 is then a saturated one.
+            w("%-18s %9.0f %9.3f %9.3f %9.3f %5.2f %9.0f%s%s" % (
+                c["server"], c["rps"], c["p50_ms"], c["p99_ms"], c["p999_ms"], c["cores"], c["rps_core"],
+                "  NOISY" if c["noisy"] else "", "  BELOW THE OFFERED LOAD" if c["rps"] < 0.97 * opts.rate else ""))
         w("")
+    tails_section(results, fixed, opts, w)
+    tls_section(tls, opts, w)
+    miss_section(misses, opts, w)
+    side_by_side(results, fixed, tls, misses, opts, w)
 
     w("Targets (larder-immutable vs nginx; larder-users vs larder-users-off; margin = how far above (+) or")
     w("below (-) the bar)")
@@ -837,10 +1165,199 @@ def report(results, fixed, opts, notes):
         w("  info larder-always 4KiB at 64 conns: %.0f req/s, p99 %.3f ms (each hit waits for the emulator; "
           "no target)" % (a["rps"], a["p99_ms"]))
     w("")
+    hit_path = hit_path_verdicts(results, fixed, tls, misses, opts)
+    if hit_path:
+        w("Targets of the hit-path issue (larder against nginx proxy_cache and Varnish; the exit status counts")
+        w("them too)")
+        for name, ok, detail in hit_path:
+            w("  %-4s %-47s %s" % ("PASS" if ok else "MISS", name, detail))
+        w("")
     for note in notes:
         w(note)
     print("\n".join(out), flush=True)
-    return all(ok for _, ok, _ in verdicts)
+    return all(ok for _, ok, _ in verdicts + hit_path)
+
+
+def plural(conns):
+    return "%d conn%s" % (conns, "s" if conns > 1 else "")
+
+
+def hit_path_verdicts(results, fixed, tls, misses, opts):
+    """The targets of the hit-path issue, for the cells this run measured: [(name, ok, detail)]."""
+    verdicts = []
+
+    def against(name, a, b, key, bar, lower=False, unit="", who=""):
+        """a[key] / b[key] at least bar (lower: at most), if both were measured."""
+        r = ratio(a, b, key)
+        if r is None:
+            return
+        margin = (bar / r - 1 if r else float("inf")) if lower else r / bar - 1
+        verdicts.append((name, r <= bar if lower else r >= bar, "%s%.*f vs %.*f%s = %.2fx, margin %+.0f%%" % (
+            who, 3 if key.endswith("_ms") else 0, a[key], 3 if key.endswith("_ms") else 0, b[key], unit, r,
+            margin * 100)))
+
+    against("4KiB, 64 identities, 64 conns: req/s/core >= 1.5x proxy_cache", find(results, "larder-users", "4KiB", 64),
+            find(results, "nginx-proxy_cache", "4KiB", 64), "rps_core", 1.5, unit=" req/s per core",
+            who="larder-users ")
+    for size in ("1MiB", "64MiB"):
+        for conns in opts.conns:
+            a, b = find(results, "larder-immutable", size, conns), find(results, "varnish", size, conns)
+            for key, what in (("mbps", "MB/s"), ("mbps_core", "MB/s per core")):
+                against("%s hit %s >= Varnish, %s" % (size, what, plural(conns)), a, b, key, 1.0)
+    f = {c["server"]: c for c in fixed}
+    against("4KiB p99 at 64 conns <= 0.8x proxy_cache, saturated", find(results, "larder-immutable", "4KiB", 64),
+            find(results, "nginx-proxy_cache", "4KiB", 64), "p99_ms", 0.8, lower=True, unit=" ms")
+    against("4KiB p99 at 64 conns <= 0.8x proxy_cache, %.0f req/s" % opts.rate, f.get("larder-immutable"),
+            f.get("nginx-proxy_cache"), "p99_ms", 0.8, lower=True, unit=" ms")
+    for size, times in (misses or {}).items():
+        if "larder-immutable" in times:
+            added = median(paired_added(times, "larder-immutable"))
+            verdicts.append(("%s miss adds <= 1 ms to TTFB at %d ms upstream" % (size, opts.miss_latency_ms),
+                             added <= 1.0, "median added %.3f ms (direct p50 %.2f ms), margin %+.3f ms" % (
+                                 added, median(times["direct"]), 1.0 - added)))
+    for c in tls:
+        b = next((x for x in tls if x["server"] == "nginx-proxy_cache" and (x["size"], x["conns"]) ==
+                  (c["size"], c["conns"])), None)
+        if c["server"] == "larder-immutable":
+            key = "rps" if c["size"] == "4KiB" else "mbps"
+            against("%s h2 TLS hits >= proxy_cache, %s x %d" % (c["size"], plural(c["conns"]), c["streams"]), c, b,
+                    key, 1.0, unit=" req/s" if key == "rps" else " MB/s")
+    return verdicts
+
+
+def paired_added(times, label):
+    """Per object, the path's time to first byte less the direct request's (ms)."""
+    return [x - d for x, d in zip(times[label], times["direct"])]
+
+
+def tails_section(results, fixed, opts, w):
+    """4KiB p99 at 64 connections, saturated (wrk) and at the fixed rate (h2load --rps), with ratios."""
+    f = {c["server"]: c for c in fixed}
+    rows = [(s, find(results, s, "4KiB", 64), f.get(s)) for s in opts.servers]
+    rows = [(s, sat, fix) for s, sat, fix in rows if sat or fix]
+    if not rows:
+        return
+    ms = lambda c: "%9.3f" % c["p99_ms"] if c else "%9s" % "-"
+    w("Tails: 4KiB p99 (ms) at 64 connections, saturated (wrk, closed loop) and at %.0f req/s offered (h2load "
+      "--rps)" % opts.rate)
+    w("%-18s %9s %9s" % ("server", "saturated", "at rate"))
+    for server, sat, fix in rows:
+        w("%-18s %s %s" % (server, ms(sat), ms(fix)))
+    fmt = lambda v: "%.2fx" % v if v is not None else "-"
+    for b_name in ("nginx-proxy_cache", "varnish"):
+        a_sat, b_sat = find(results, "larder-immutable", "4KiB", 64), find(results, b_name, "4KiB", 64)
+        a_fix, b_fix = f.get("larder-immutable"), f.get(b_name)
+        if (a_sat and b_sat) or (a_fix and b_fix):
+            w("larder-immutable / %s: saturated %s, at rate %s" % (b_name.replace("nginx-", ""),
+                                                                 fmt(ratio(a_sat, b_sat, "p99_ms")),
+                                                                 fmt(ratio(a_fix, b_fix, "p99_ms"))))
+    w("")
+
+
+def tls_section(tls, opts, w):
+    if not tls:
+        return
+    first = tls[0]["tls"]
+    w("h2 over TLS hits: h2load, %d stream(s) per connection, saturated; median of %d run(s) of %d s after 1 s of "
+      "warm-up;" % (opts.tls_streams, opts.reps, opts.duration))
+    w("the same certificate (RSA 2048) for both; negotiated %s %s, key exchange %s." % (
+        first.get("TLS Protocol"), first.get("Cipher"), first.get("Server Temp Key")))
+    w("MB/s = every byte h2load read in the measured span (h2 framing and heads, partial responses included);")
+    w("latency of completed requests only: 64MiB runs may complete none.")
+    w("%-6s %8s  %-18s %9s %9s %5s %9s %8s %9s %9s %7s" % ("size", "conns", "server", "req/s", "MB/s", "cores",
+                                                          "req/s/c", "MB/s/c", "p50 ms", "p99 ms", "n"))
+    for c in tls:
+        lat = ("%9.3f %9.3f" % (c["p50_ms"], c["p99_ms"])) if c["n"] else "%9s %9s" % ("-", "-")
+        w("%-6s %8s  %-18s %9.0f %9.1f %5.2f %9.0f %8.1f %s %7d%s" % (
+            c["size"], "%dx%d" % (c["conns"], c["streams"]), c["server"], c["rps"], c["mbps"], c["cores"],
+            c["rps_core"], c["mbps_core"], lat, c["n"], "  NOISY" if c["noisy"] else ""))
+    fmt = lambda v: "%8.2f" % v if v is not None else "%8s" % "-"
+    for c in tls:
+        b = next((x for x in tls if x["server"] == "nginx-proxy_cache" and (x["size"], x["conns"]) ==
+                  (c["size"], c["conns"])), None)
+        if c["server"] == "larder-immutable" and b:
+            key = "rps" if c["size"] == "4KiB" else "mbps"
+            w("%-6s %8s  larder / proxy_cache: thruput %s  /core %s  p50 %s  p99 %s" % (
+                c["size"], "%dx%d" % (c["conns"], c["streams"]), fmt(ratio(c, b, key)), fmt(ratio(c, b, key + "_core")),
+                fmt(ratio(c, b, "p50_ms")), fmt(ratio(c, b, "p99_ms"))))
+    w("")
+
+
+def miss_section(misses, opts, w):
+    if not misses:
+        return
+    w("Cache misses: time to first byte (ms) from sending the GET to the first response byte, one keep-alive")
+    w("connection per path, the emulator answering these objects after %d ms; every object new to every cache,"
+      % opts.miss_latency_ms)
+    w("read once per path in an order rotating from object to object. 'added' = per object, the path's TTFB")
+    w("less the direct request's: its p50 / p90 / p99 over the objects.")
+    w("%-6s %-18s %5s %8s %8s %8s %9s %9s %9s" % ("size", "path", "n", "p50", "p90", "p99", "added p50", "p90",
+                                                  "p99"))
+    for size, times in misses.items():
+        for label in [k for k in times if not k.startswith("_")]:
+            v = times[label]
+            added = paired_added(times, label) if label != "direct" else None
+            w("%-6s %-18s %5d %8.2f %8.2f %8.2f %s%s" % (
+                size, label, len(v), percentile(v, 0.5), percentile(v, 0.9), percentile(v, 0.99),
+                " ".join("%9.3f" % percentile(added, q) for q in (0.5, 0.9, 0.99)) if added else "",
+                "  NOISY: others used %.0f%% CPU" % (times["_foreign"] * 100)
+                if times["_foreign"] >= opts.max_foreign else ""))
+        if "larder-immutable" in times:
+            own = median(paired_added(times, "larder-immutable"))
+            for peer in ("nginx-proxy_cache", "varnish"):
+                if peer in times:
+                    theirs = median(paired_added(times, peer))
+                    w("%-6s larder adds %.3f ms, %s %.3f ms: %+.3f ms%s" % (
+                        size, own, peer.replace("nginx-", ""), theirs, own - theirs,
+                        " (%.2fx)" % (own / theirs) if theirs > 0 else ""))
+    w("")
+
+
+def side_by_side(results, fixed, tls, misses, opts, w):
+    """The issue's table: one row per workload, one column per server (markdown, for the notes)."""
+    columns = [s for s in ("nginx-static", "nginx-static-copy", "nginx-proxy_cache", "varnish", "larder-immutable",
+                           "larder-users") if s in opts.servers]
+    if len(columns) < 2:
+        return
+    rows = []
+    k = lambda v: "%.1fk" % (v / 1e3) if v >= 1e4 else "%.0f" % v
+    for size in opts.sizes:
+        unit = "req/s" if size == "4KiB" else "MB/s"
+        key = "rps" if size == "4KiB" else "mbps"
+        for conns in opts.conns:
+            cells = {s: find(results, s, size, conns) for s in columns}
+            rows.append(("%s, wrk h1, %s: %s" % (size, plural(conns), unit),
+                         {s: k(c[key]) for s, c in cells.items() if c}))
+            rows.append(("the same, per server core", {s: k(c[key + "_core"]) for s, c in cells.items() if c}))
+            if size == "4KiB":
+                rows.append(("the same, p99", {s: "%.2f ms" % c["p99_ms"] for s, c in cells.items() if c and c["n"]}))
+    if fixed:
+        rows.append(("4KiB, h1, 64 conns at %.0f req/s: p99" % opts.rate,
+                     {c["server"]: "%.2f ms" % c["p99_ms"] for c in fixed if c["server"] in columns}))
+        rows.append(("the same, server cores busy", {c["server"]: "%.2f" % c["cores"] for c in fixed
+                                                     if c["server"] in columns}))
+    for size, conns in sorted({(c["size"], c["conns"]) for c in tls}, key=lambda x: (SIZES[x[0]], x[1])):
+        cells = {c["server"]: c for c in tls if (c["size"], c["conns"]) == (size, conns) and c["server"] in columns}
+        key = "rps" if size == "4KiB" else "mbps"
+        rows.append(("%s, h2 TLS, %s x %d streams: %s" % (size, plural(conns), opts.tls_streams,
+                                                          "req/s" if key == "rps" else "MB/s"),
+                     {s: k(c[key]) for s, c in cells.items()}))
+        rows.append(("the same, per server core", {s: k(c[key + "_core"]) for s, c in cells.items()}))
+    for size, times in (misses or {}).items():
+        rows.append(("%s miss, TTFB p50 (direct: %.2f ms)" % (size, median(times["direct"])),
+                     {s: "+%.2f ms" % median(paired_added(times, s)) for s in columns if s in times}))
+    w("Side by side (markdown; '-' = not measured):")
+    w("| workload | %s |" % " | ".join(columns))
+    w("|---|%s" % ("---|" * len(columns)))
+    for row in rows:
+        w("| %s | %s |" % (row[0], " | ".join(row[1].get(s, "-") for s in columns)))
+    w("")
+
+
+def varnish_version():
+    out = subprocess.run([sbin_tool("varnishd") or "varnishd", "-V"], capture_output=True, text=True)
+    words = (out.stdout + out.stderr).split()  # "varnishd (varnish-7.1.1 revision ...)"
+    return words[1].split("-", 1)[1] if len(words) > 1 and words[1].startswith("(varnish-") else "?"
 
 
 def paired_ratio(a, b):
@@ -859,9 +1376,6 @@ def users_section(results, opts, w):
     if not rows:
         return
     fmt = lambda v: "%8.2f" % v if v is not None else "%8s" % "-"
-
-    def ratio(a, b, key):
-        return a[key] / b[key] if a is not None and b is not None and b[key] > 0 else None
 
     w("64 identities, 4KiB: larder-users / a peer, ratios of the medians above (req/s: higher is better;")
     w("p50/p99: lower is better).")
@@ -942,6 +1456,22 @@ def main():
                         help="before each run, wait up to S seconds for other processes to go quiet")
     parser.add_argument("--perf", metavar="DIR", help="perf record -g larder during each larder run into DIR "
                         "(perturbs the numbers)")
+    parser.add_argument("--tls", action="store_true",
+                        help="also h2 over TLS hits (h2load), larder-immutable against nginx-proxy_cache, each of "
+                             "--sizes at each of --tls-conns")
+    parser.add_argument("--tls-conns", type=lambda t: parse_list(t, convert=int), default=[16],
+                        help="connections for the TLS runs (default 16)")
+    parser.add_argument("--tls-streams", type=int, default=4, help="concurrent h2 streams per TLS connection "
+                        "(default 4)")
+    parser.add_argument("--tls-cipher", default=TLS_CIPHER, help="the one TLS 1.3 suite h2load offers (default "
+                        "%s)" % TLS_CIPHER)
+    parser.add_argument("--miss-ttfb", type=int, nargs="?", const=200, default=0, metavar="N",
+                        help="also time to first byte of N cache misses per size (default N 200) through each "
+                             "caching server against a direct request to the emulator")
+    parser.add_argument("--miss-sizes", type=lambda t: parse_list(t, SIZES), default=["4KiB", "1MiB"],
+                        help="object sizes for --miss-ttfb (default 4KiB,1MiB)")
+    parser.add_argument("--miss-latency-ms", type=int, default=20,
+                        help="the emulator's latency for the miss objects (default 20)")
     opts = parser.parse_args()
     opts.duration = opts.duration or 2
     opts.reps = opts.reps or (1 if opts.quick else 3)
@@ -964,7 +1494,9 @@ def main():
         if any(s in USER_SERVERS for s in opts.servers) and not harness.larder_has_setting("auth.grant_ttl"):
             sys.exit("%s needs a larder that validates tokens (auth.* settings); %s has none" % (
                 " and ".join(s for s in USER_SERVERS if s in opts.servers), harness.larder_bin()))
-    ensure_tools()
+    ensure_tools(varnish="varnish" in opts.servers)
+    if opts.tls and not any(s in TLS_SERVERS for s in opts.servers):
+        log("--tls: none of %s among --servers, no TLS runs" % ", ".join(TLS_SERVERS))
 
     notes = ["load average at start: %.2f %.2f %.2f (other work on this machine skews every number)"
              % os.getloadavg()]
@@ -1027,7 +1559,10 @@ def main():
                     server = LarderPeer(workdir, emulator, ca, label, "immutable", workers, auth={"enabled": False})
                     server.lua = users_luas[label]
                 elif label == "nginx-proxy_cache":
-                    server = Nginx(workdir, "proxy_cache.conf", label, workers, UPSTREAM_PORT=str(emulator.port))
+                    server = Nginx(workdir, "proxy_cache.conf", label, workers, tls=ca if opts.tls else None,
+                                   UPSTREAM_PORT=str(emulator.port))
+                elif label == "varnish":
+                    server = Varnish(workdir, label, workers, emulator.port)
                 elif label == "nginx-static":
                     server = Nginx(workdir, "static.conf", label, workers, DOCROOT=docroot, SENDFILE="sendfile on;")
                 else:
@@ -1040,13 +1575,16 @@ def main():
             log("measuring: %d cells x %d reps x %d s" % (len(opts.sizes) * len(opts.conns) * len(servers),
                                                            opts.reps, opts.duration))
             results = measure(servers, emulator, opts, lua)
-            fixed = measure_fixed_rate(servers, emulator, opts, ours_of(servers, emulator), workdir) \
+            ours = ours_of(servers, emulator)
+            fixed = measure_fixed_rate(servers, emulator, opts, ours, workdir) \
                 if opts.rate > 0 and "4KiB" in opts.sizes and 64 in opts.conns else []
+            tls = measure_tls(servers, emulator, opts, ours, workdir) if opts.tls else []
+            misses = measure_miss_ttfb(servers, emulator, opts, ours) if opts.miss_ttfb > 0 else {}
         finally:
             for server in servers:
                 server.stop()
         notes.append("load average at end:   %.2f %.2f %.2f" % os.getloadavg())
-        return 0 if report(results, fixed, opts, notes) else 1
+        return 0 if report(results, fixed, opts, notes, tls, misses) else 1
     finally:
         emulator.stop()
         if os.environ.get("LARDER_KEEP_WORKDIR") is None:
