@@ -1,6 +1,7 @@
 /*
- * admin_common.h - what the admin endpoints (admin.c, batches.c) share:
- * their JSON answers, their log lines, and who may call them.
+ * admin_common.h - what the admin endpoints (admin.c, batches.c,
+ * prefetch_api.c) share: their JSON answers, their log lines, and who may
+ * call them (admin_common.c); and the endpoints admin.c hands requests to.
  */
 #ifndef LARDER_ADMIN_COMMON_H
 #define LARDER_ADMIN_COMMON_H
