@@ -165,6 +165,10 @@ void log_configure(log_level_t level, log_format_t format);
 bool log_enabled(log_level_t level);
 /* fmt yields the message text; it is escaped for JSON as needed. */
 void log_msg(log_level_t level, const char *component, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* A unix time in milliseconds as RFC 3339 in UTC, to the millisecond: "2026-11-22T07:13:00.123Z". */
+#define LOG_TIME_SIZE 32
+void log_time_rfc3339(int64_t unix_ms, char out[LOG_TIME_SIZE]);
 /* Writes one prebuilt line (already formatted by the caller) atomically. */
 void log_write_line(const char *line, size_t len);
 log_format_t log_format(void);

@@ -149,20 +149,27 @@ static void put_escaped(line_t *l, const char *s, bool json, size_t limit)
     }
 }
 
+void log_time_rfc3339(int64_t unix_ms, char out[LOG_TIME_SIZE])
+{
+    time_t secs = (time_t)(unix_ms / 1000);
+    struct tm tm;
+    char date[24];
+
+    if (gmtime_r(&secs, &tm) == NULL)
+        tm = (struct tm){.tm_mday = 1, .tm_year = 70};
+    strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out, LOG_TIME_SIZE, "%s.%03dZ", date, (int)(unix_ms % 1000));
+}
+
 /* 2026-11-22T07:13:00.123Z, UTC, so lines from machines in other zones still sort. */
 static void put_timestamp(line_t *l)
 {
     struct timespec now;
-    struct tm tm;
-    char buf[40];
-    size_t n;
+    char buf[LOG_TIME_SIZE];
 
     if (clock_gettime(CLOCK_REALTIME, &now) != 0)
         now = (struct timespec){0};
-    if (gmtime_r(&now.tv_sec, &tm) == NULL)
-        tm = (struct tm){.tm_mday = 1, .tm_year = 70};
-    n = strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(buf + n, sizeof(buf) - n, ".%03ldZ", now.tv_nsec / 1000000);
+    log_time_rfc3339((int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000, buf);
     put_str(l, buf);
 }
 

@@ -20,7 +20,6 @@
  */
 #include <inttypes.h>
 #include <jansson.h>
-#include <openssl/rand.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -97,9 +96,9 @@ static void answer_json(batch_request_t *b, int status, json_t *doc)
 
 static json_t *batch_json(const cache_batch_t *batch)
 {
-    char created[32], expires[32];
-    cache_batch_time(batch->created_ms, created);
-    cache_batch_time(batch->expires_at_ms, expires);
+    char created[LOG_TIME_SIZE], expires[LOG_TIME_SIZE];
+    log_time_rfc3339(batch->created_ms, created);
+    log_time_rfc3339(batch->expires_at_ms, expires);
     json_t *scratch = json_array();
     for (size_t i = 0; i < batch->nscratch; i++)
         json_array_append_new(scratch, json_string(batch->scratch[i]));
@@ -256,14 +255,6 @@ static const char *ttl_of(json_t *body, const conf_t *conf, uint64_t *seconds)
     return NULL;
 }
 
-static void generate_id(char out[24])
-{
-    unsigned char r[8];
-    if (RAND_bytes(r, sizeof(r)) != 1)
-        memset(r, 0, sizeof(r)); /* cannot happen once OpenSSL is seeded; a clash is then refused as 409 */
-    snprintf(out, 24, "b-%02x%02x%02x%02x%02x%02x%02x%02x", r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7]);
-}
-
 /* The batch a create body asks for, into b->batch; NULL or what is wrong. */
 static const char *parse_create(batch_request_t *b, const conf_t *conf)
 {
@@ -279,7 +270,7 @@ static const char *parse_create(batch_request_t *b, const conf_t *conf)
     if (id != NULL)
         snprintf(batch->id, sizeof(batch->id), "%s", json_string_value(id));
     else
-        generate_id(batch->id);
+        cache_new_id('b', batch->id);
     uint64_t ttl = conf->batches.default_ttl;
     const char *bad = ttl_of(body, conf, &ttl);
     if (bad != NULL)

@@ -13,6 +13,7 @@
  * on a loop; changes go through lease_call.c and answer later on the loop.
  */
 #include <jansson.h>
+#include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,14 +37,13 @@ bool cache_batch_id_valid(const char *id, size_t len)
     return true;
 }
 
-void cache_batch_time(int64_t unix_ms, char out[32])
+void cache_new_id(char kind, char out[CACHE_NEW_ID_SIZE])
 {
-    time_t secs = (time_t)(unix_ms / 1000);
-    struct tm tm;
-    gmtime_r(&secs, &tm);
-    char date[24];
-    strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(out, 32, "%s.%03dZ", date, (int)(unix_ms % 1000));
+    unsigned char r[8];
+    if (RAND_bytes(r, sizeof(r)) != 1)
+        memset(r, 0, sizeof(r)); /* cannot happen once OpenSSL is seeded; a clash is then refused as 409 */
+    snprintf(out, CACHE_NEW_ID_SIZE, "%c-%02x%02x%02x%02x%02x%02x%02x%02x", kind, r[0], r[1], r[2], r[3], r[4], r[5],
+             r[6], r[7]);
 }
 
 /* --- the record in the lease's owner string --- */

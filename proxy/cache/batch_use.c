@@ -100,8 +100,8 @@ void batch_use_advertise(const batch_use_t *use, h2o_req_t *req)
 {
     if (use->available_until_ms == 0)
         return;
-    char *when = h2o_mem_alloc_pool(&req->pool, 32);
-    cache_batch_time(use->available_until_ms, when);
+    char *when = h2o_mem_alloc_pool(&req->pool, LOG_TIME_SIZE);
+    log_time_rfc3339(use->available_until_ms, when);
     h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-larder-available-until"), 0, NULL, when,
                           strlen(when));
 }

@@ -105,8 +105,9 @@ bool cache_batch_is_scratch(const cache_batch_t *batch, const char *bucket, cons
 /* Every object the batch pinned, with what it did with it and the bytes the store holds of it now. */
 typedef bool (*cache_batch_object_fn)(void *ctx, const char *bucket, const char *name, uint32_t marks, uint64_t bytes);
 int cache_batch_objects(cache_t *cache, const char *id, cache_batch_object_fn fn, void *ctx);
-/* RFC 3339 in UTC, with milliseconds: "2026-11-27T15:40:36.123Z". */
-void cache_batch_time(int64_t unix_ms, char out[32]);
+/* A new id for a batch or a prefetch job: kind, '-', 16 random hex digits ("b-3f09c1d27a6b5e48"). */
+#define CACHE_NEW_ID_SIZE 24
+void cache_new_id(char kind, char out[CACHE_NEW_ID_SIZE]);
 
 /*
  * Changes, decided by the store's writer in a commit: done runs on worker's

@@ -72,14 +72,11 @@ static size_t json_escape(char *dst, size_t cap, const char *src, size_t len)
     return n;
 }
 
-static void format_timestamp(char *buf, size_t cap)
+static void format_timestamp(char buf[LOG_TIME_SIZE])
 {
     struct timespec ts;
-    struct tm tm;
     clock_gettime(CLOCK_REALTIME, &ts);
-    gmtime_r(&ts.tv_sec, &tm);
-    size_t n = strftime(buf, cap, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(buf + n, cap - n, ".%03ldZ", ts.tv_nsec / 1000000);
+    log_time_rfc3339((int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000, buf);
 }
 
 /* The identity and access fields, in the line's format; "" when neither is known. */
@@ -104,10 +101,10 @@ void access_log_write(const access_log_entry_t *e)
     if (!log_enabled(LOG_LEVEL_INFO))
         return;
     h2o_req_t *req = e->req;
-    char path[4096], method[64], escaped_path[8192], ts[40], line[10240], access[640];
+    char path[4096], method[64], escaped_path[8192], ts[LOG_TIME_SIZE], line[10240], access[640];
     access_log_redact_path(req->path.base, req->path.len, path, sizeof(path));
     json_escape(method, sizeof(method), req->method.base, req->method.len);
-    format_timestamp(ts, sizeof(ts));
+    format_timestamp(ts);
     format_access(e, access, sizeof(access));
     int n;
     if (log_format() == LOG_FORMAT_JSON) {

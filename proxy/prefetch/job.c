@@ -14,6 +14,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cache.h"
 #include "job.h"
 
 #define MAX_STAGES 1024
@@ -21,16 +22,7 @@
 
 bool job_id_valid(const char *id)
 {
-    size_t len = id != NULL ? strlen(id) : 0;
-    if (len == 0 || len > 128)
-        return false;
-    for (size_t i = 0; i < len; i++) {
-        char c = id[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
-              c == '~' || c == '-'))
-            return false;
-    }
-    return true;
+    return id != NULL && cache_batch_id_valid(id, strlen(id)); /* the same rule: ids go in paths and lease ids */
 }
 
 bool job_parse_range(const char *range, uint64_t *first, uint64_t *last)
@@ -354,12 +346,8 @@ static json_t *time_json(int64_t ms)
 {
     if (ms <= 0)
         return json_null();
-    time_t secs = (time_t)(ms / 1000);
-    struct tm tm;
-    gmtime_r(&secs, &tm);
-    char text[40], date[24];
-    strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(text, sizeof(text), "%s.%03dZ", date, (int)(ms % 1000));
+    char text[LOG_TIME_SIZE];
+    log_time_rfc3339(ms, text);
     return json_string(text);
 }
 
