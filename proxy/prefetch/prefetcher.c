@@ -18,7 +18,6 @@
  * is in flight.
  */
 #include <inttypes.h>
-#include <openssl/rand.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,6 +32,7 @@
 
 #define MAX_JOBS 256
 #define TICK_MS 50
+#define IDLE_MS 60000
 /* A piece is at most this many chunks, and about half a second of the bandwidth budget. */
 #define PIECE_CHUNKS_MAX 8
 /* Transient failures (5xx, resets) of one input before it is given up. */
@@ -517,9 +517,13 @@ static size_t plan_and_start(prefetcher_t *p, int64_t now, piece_t **started, re
 {
     bool recount = p->round++ % RECOUNT_ROUNDS == 0;
     for (size_t j = 0; j < p->njobs; j++)
-        for (size_t i = 0; !p->jobs[j]->ended && i < p->jobs[j]->ninputs; i++)
-            if (!not_produced_yet(p->jobs[j], &p->jobs[j]->inputs[i]))
-                count_cached(p, &p->jobs[j]->inputs[i], recount);
+        for (size_t i = 0; !p->jobs[j]->ended && i < p->jobs[j]->ninputs; i++) {
+            job_input_t *in = &p->jobs[j]->inputs[i];
+            /* A given-up input is not looked at again, a fetched one only when all are counted again. */
+            bool settled = in->state == INPUT_FAILED || (in->state == INPUT_DONE && !recount);
+            if (!settled && !not_produced_yet(p->jobs[j], in))
+                count_cached(p, in, recount);
+        }
     drop_ended(p);
     plan_view_t v;
     plan_t plan;
@@ -599,7 +603,7 @@ static void *run(void *arg)
         retain_want_t *wants = NULL;
         size_t nwants = 0;
         pthread_mutex_lock(&p->lock);
-        bool stopping = p->stopping;
+        bool stopping = p->stopping, idle = p->njobs == 0;
         size_t n = !stopping && started != NULL ? plan_and_start(p, now, started, &wants, &nwants) : 0;
         pthread_mutex_unlock(&p->lock);
         if (stopping)
@@ -620,7 +624,8 @@ static void *run(void *arg)
                 piece_free(started[i]);
             }
         int running;
-        curl_multi_poll(p->multi, NULL, 0, TICK_MS, NULL);
+        /* With no job there is nothing to plan: sleep until one is submitted (curl_multi_wakeup). */
+        curl_multi_poll(p->multi, NULL, 0, idle && p->inflight == 0 ? IDLE_MS : TICK_MS, NULL);
         curl_multi_perform(p->multi, &running);
         take_ended_pieces(p);
     }
@@ -735,13 +740,9 @@ static bool make_room(prefetcher_t *p)
 
 static json_t *submit(prefetcher_t *p, const prefetch_caller_t *caller, job_t *job, const char **error, int *status)
 {
-    char generated[24];
+    char generated[CACHE_NEW_ID_SIZE];
     if (job->id == NULL) {
-        unsigned char r[8];
-        if (RAND_bytes(r, sizeof(r)) != 1)
-            memset(r, 0, sizeof(r));
-        snprintf(generated, sizeof(generated), "%c-%02x%02x%02x%02x%02x%02x%02x%02x", job->dag ? 'd' : 'p', r[0], r[1],
-                 r[2], r[3], r[4], r[5], r[6], r[7]);
+        cache_new_id(job->dag ? 'd' : 'p', generated);
         job->id = strdup(generated);
     }
     job->owner = strdup(caller->identity);
