@@ -24,14 +24,6 @@
 
 static test_log_t lease_log;
 
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static store_t *open_store(const test_dir_t *d, uint64_t max_lease_bytes)
 {
     store_config_t c = test_config(d, BUDGET, &lease_log);

@@ -31,14 +31,6 @@
 
 static test_log_t fault_log;
 
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static int pin(store_t *s, const char *id, const char *name)
 {
     store_key_t key;
