@@ -15,6 +15,7 @@ import datetime
 import json
 import os
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -223,6 +224,37 @@ class PinTest(BatchCase):
         self.assertEqual(self.get(self.media("g/1"), self.in_batch("big")).status, 200)
         self.settle()
         self.assertEqual(self.get(self.media("g/2"), self.in_batch("big")).status, 507)
+
+    def test_a_refused_pin_leaves_the_fill_to_its_other_readers(self):
+        """Reader A, in a batch whose quota the object would pass, leads the object's fill; reader B, in no batch,
+        follows it while upstream holds the answer. A gets 507 before any byte; B gets the whole object, the
+        fill goes on without A, and the next read is a HIT: the refusal is A's alone.
+
+        Fails on the code before batches (16f6223), which has no /_larder/v1/batches (404)."""
+        self.create({"id": "tight", "quota_bytes": 100000})
+        self.put_object("shared/big", size=2 * MiB, seed=61)
+        self.emulator.faults(match="/shared%2Fbig", hold_response_ms=20000)
+        got = {}
+        a = threading.Thread(target=lambda: got.update(a=self.get(self.media("shared/big"), self.in_batch("tight"))))
+        a.start()
+        harness.wait_until(lambda: self.emulator.control("GET", "faults")["waiting"] == 1, timeout=10)
+        b = threading.Thread(target=lambda: got.update(b=self.get(self.media("shared/big"), READER)))
+        b.start()
+        time.sleep(0.2)  # lets B reach the fill; if it has not, it fills anew, and the assertions hold all the same
+        self.emulator.control("POST", "release")
+        a.join(30)
+        b.join(30)
+        self.emulator.clear_faults()
+        self.assertEqual(got["a"].status, 507, got["a"])
+        self.assertGcsJsonError(got["a"].status, got["a"].body, 507)
+        r = got["b"]
+        self.assertEqual((r.status, len(r.body), r.header("content-length")), (200, 2 * MiB, str(2 * MiB)))
+        self.assertTrue(r.body == self.direct(self.media("shared/big"), READER).body, "B's bytes differ from upstream's")
+        self.settle()
+        mark = self.mark()
+        self.assertEqual(self.get(self.media("shared/big"), READER).x_cache, "HIT")
+        self.assertEqual(self.upstream_since(mark, kinds=("media_get",)), [])
+        self.assertEqual(self.show("tight")["pinned_objects"], 0)
 
     def test_expiry_releases_the_pins(self):
         self.create({"id": "brief", "ttl": 2})
