@@ -44,7 +44,7 @@ struct answer_slot {
 
 void answer_key_seal(answer_key_t *key)
 {
-    /* FNV-1a: keys are short, and token keys are HMACs already. */
+    /* FNV-1a: keys are short, and token keys are keyed hashes already. */
     uint64_t h = 1469598103934665603ULL;
     for (size_t i = 0; i < key->len; i++)
         h = (h ^ key->bytes[i]) * 1099511628211ULL;

@@ -6,7 +6,7 @@
  * (a lock per stripe, so threads rarely meet), the oldest entry of a full
  * stripe making room. answer_cache_t is one thread's own small
  * direct-mapped copy of what that thread looked up lately: a hit there
- * takes no lock. Keys are byte strings compared exactly (a token's HMAC, or
+ * takes no lock. Keys are byte strings compared exactly (a token's keyed hash, or
  * a grant's object, generation and identity); the hash only places them.
  */
 #ifndef LARDER_AUTH_ANSWER_TABLE_H

@@ -6,7 +6,7 @@
  * an invalid token, credentials only upstream can check (signed URLs, HMAC
  * keys), or "unavailable" when the token could not be checked right now.
  * Bearer tokens are validated against a tokeninfo endpoint, or found in a
- * static token file; results are cached under an HMAC of the token with a
+ * static token file; results are cached under a keyed hash of the token with a
  * secret drawn at start-up, so no token is kept in clear once its
  * validation ended, and none is ever logged.
  *

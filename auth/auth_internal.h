@@ -6,7 +6,6 @@
 #ifndef LARDER_AUTH_INTERNAL_H
 #define LARDER_AUTH_INTERNAL_H
 
-#include <openssl/evp.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <string.h>
@@ -14,7 +13,8 @@
 #include "answer_table.h"
 #include "auth.h"
 
-#define AUTH_HASH_LEN 32
+#define AUTH_HASH_LEN 16
+#define TOKEN_KEY_LEN 16
 /* How long a refused token is remembered: long enough to spare tokeninfo a storm, short enough to forgive. */
 #define AUTH_INVALID_TTL_MS 10000
 #define AUTH_LOCAL_TOKENS 512
@@ -23,12 +23,12 @@
 typedef struct token_file token_file_t;
 typedef struct validator validator_t;
 
-/* HMAC-SHA256 under the instance's secret, keyed once per thread so hashing a token is two digests. */
+/* SipHash-2-4-128 under the instance's secret (token_hash.c says why). */
 typedef struct token_hasher {
-    EVP_MD_CTX *inner, *outer, *scratch;
+    uint64_t k0, k1;
 } token_hasher_t;
 
-int token_hasher_init(token_hasher_t *hasher, const uint8_t *secret, size_t secret_len);
+int token_hasher_init(token_hasher_t *hasher, const uint8_t key[TOKEN_KEY_LEN]);
 void token_hasher_dispose(token_hasher_t *hasher);
 /* Hashes the concatenation of parts (a NULL part is skipped). */
 int token_hasher_digest(token_hasher_t *hasher, const void *const *parts, const size_t *lens, size_t nparts,
@@ -36,7 +36,7 @@ int token_hasher_digest(token_hasher_t *hasher, const void *const *parts, const 
 
 struct auth {
     const conf_t *conf;
-    uint8_t secret[32];
+    uint8_t secret[TOKEN_KEY_LEN];
     _Atomic unsigned epoch;    /* bumped by each token-file reload: thread caches drop what they had */
     pthread_mutex_t file_lock; /* guards file */
     token_file_t *file;
@@ -56,7 +56,7 @@ struct auth_local {
     _Atomic uint64_t decisions[AUTH_DECISIONS]; /* written by this thread only */
 };
 
-/* The key a token's answers are kept under: its HMAC. */
+/* The key a token's answers are kept under: its keyed hash. */
 static inline void auth_token_key(answer_key_t *key, const uint8_t hash[AUTH_HASH_LEN])
 {
     memcpy(key->bytes, hash, AUTH_HASH_LEN);
@@ -69,7 +69,7 @@ int64_t auth_now_ms(void);
 
 /* --- the token file (token_file.c) --- */
 
-/* Reads path; NULL with one line in err. Tokens are kept only as their HMACs. */
+/* Reads path; NULL with one line in err. Tokens are kept only as their keyed hashes. */
 token_file_t *token_file_load(const char *path, token_hasher_t *hasher, char *err, size_t errlen);
 void token_file_free(token_file_t *file);
 /* The file's answer for a token's hash, if it lists it. */

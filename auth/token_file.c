@@ -6,7 +6,7 @@
  *
  * "expires" is optional: RFC 3339, or Unix seconds. The file holds tokens in
  * clear, so it should be readable by larder alone (a warning says so); in
- * memory only their HMACs are kept, sorted for binary search.
+ * memory only their keyed hashes are kept, sorted for binary search.
  */
 #include <errno.h>
 #include <jansson.h>

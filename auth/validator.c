@@ -13,6 +13,7 @@
  */
 #include <curl/curl.h>
 #include <jansson.h>
+#include <openssl/crypto.h>
 #include <stdlib.h>
 #include <string.h>
 
