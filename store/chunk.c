@@ -176,6 +176,16 @@ bool lmdb_overflow_ok(const MDB_val *v, size_t psize, uintptr_t *map_base, size_
     return *map_base == base;
 }
 
+uint64_t chunk_value_pgno(const MDB_val *v, size_t psize)
+{
+    uint64_t pgno;
+
+    if (v->mv_size <= psize / 2)
+        return 0; /* a leaf node: small enough to check every time */
+    memcpy(&pgno, (const unsigned char *)v->mv_data - LMDB_PAGE_HEADER, sizeof(pgno));
+    return pgno;
+}
+
 /* Bytes a key/value pair takes in LMDB: its leaf node and slot, plus its overflow pages if any. */
 uint64_t lmdb_footprint(size_t psize, size_t key_len, size_t value_len)
 {

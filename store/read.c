@@ -4,9 +4,10 @@
  *
  * Each call is one short read transaction that ends before the call returns.
  * A read transaction pins every page freed after it began, so one held across
- * client I/O would let the file grow by everything written meanwhile. The
- * chunk's checksum is verified after the transaction ends, on the caller's
- * copy. Nothing here writes: damage found is queued for the writer to remove,
+ * client I/O would let the file grow by everything written meanwhile. A
+ * chunk's checksum is verified on the map, inside the transaction, on its
+ * first read in this process (verified.c), or on every read when so
+ * configured; the copy may then be any slice of it. Nothing here writes: damage found is queued for the writer to remove,
  * and hidden from readers until it is (hide.c), as are invalidated objects:
  * each call looks there first, which costs one atomic load while nothing
  * with a key in the same stripe is hidden.
@@ -88,41 +89,79 @@ bool store_chunk_present(store_t *store, const store_key_t *key, int64_t generat
     return rc == MDB_SUCCESS;
 }
 
-ssize_t store_chunk_read(store_t *store, const store_key_t *key, int64_t generation, uint32_t index, void *buf,
-                         size_t cap)
+/* A damaged chunk met by a reader: counted, logged, and queued for removal. */
+static void chunk_found_corrupt(store_t *store, const store_key_t *key, int64_t generation, uint32_t index)
+{
+    atomic_fetch_add(&store->corrupt_chunks, 1);
+    store_log_msg(store, STORE_LOG_WARN, "store %s: chunk %u of generation %lld failed its checksum; removing it",
+                  store->path, index, (long long)generation);
+    schedule_removal(store, OP_DROP_CHUNK, key, generation, index);
+}
+
+ssize_t store_chunk_read_at(store_t *store, const store_key_t *key, int64_t generation, uint32_t index, size_t offset,
+                            void *buf, size_t cap, size_t *chunk_len)
 {
     chunk_key_t ck;
     MDB_val k = {CHUNK_KEY_SIZE, ck.bytes}, v;
-    MDB_txn *txn;
     uint32_t crc = 0;
-    size_t len = 0;
-    int rc;
+    size_t len = 0, copied = 0;
 
     if (hide_chunk_hidden(&store->hide, key, generation, index))
         return STORE_NOT_FOUND;
     chunk_key_make(&ck, key, generation, index);
-    if ((txn = read_begin(store)) == NULL)
+    MDB_txn *txn = read_begin(store);
+    if (txn == NULL)
         return STORE_ERROR;
-    rc = mdb_get(txn, store->dbi_chunks, &k, &v);
+    int rc = mdb_get(txn, store->dbi_chunks, &k, &v);
     if (rc == MDB_SUCCESS) {
         rc = chunk_value_header(&v, &crc, &len);
-        if (rc == STORE_OK && len > cap)
-            rc = STORE_ERROR;
-        if (rc == STORE_OK)
-            memcpy(buf, (const unsigned char *)v.mv_data + CHUNK_HEADER_SIZE, len);
+        const unsigned char *payload = (const unsigned char *)v.mv_data + CHUNK_HEADER_SIZE;
+        if (rc == STORE_OK) {
+            /*
+             * Checked on the map, inside the transaction: the copy may be only
+             * a slice, and the pages cannot change while it is open. A chunk
+             * in a leaf page has no fixed place to remember it by, and is
+             * small enough to check every time.
+             */
+            uint64_t pgno = chunk_value_pgno(&v, store->psize);
+            uint64_t tag = pgno != 0 && !store->config.verify_every_read ? verified_tag(&ck, pgno, crc, len) : 0;
+            if (tag == 0 || !verified_holds(&store->verified, tag)) {
+                if (!chunk_payload_ok(crc, &ck, payload, len))
+                    rc = STORE_CORRUPT;
+                else if (tag != 0)
+                    verified_note(&store->verified, tag);
+            }
+        }
+        if (rc == STORE_OK) {
+            copied = offset >= len ? 0 : len - offset < cap ? len - offset : cap;
+            memcpy(buf, payload + (offset < len ? offset : len), copied);
+        }
     } else {
         rc = rc == MDB_NOTFOUND ? STORE_NOT_FOUND : STORE_ERROR;
     }
     mdb_txn_abort(txn);
-    if (rc == STORE_OK && !chunk_payload_ok(crc, &ck, buf, len))
-        rc = STORE_CORRUPT;
-    if (rc == STORE_CORRUPT) {
-        atomic_fetch_add(&store->corrupt_chunks, 1);
-        store_log_msg(store, STORE_LOG_WARN, "store %s: chunk %u of generation %lld failed its checksum; removing it",
-                      store->path, index, (long long)generation);
-        schedule_removal(store, OP_DROP_CHUNK, key, generation, index);
-    }
-    return rc == STORE_OK ? (ssize_t)len : rc;
+    if (rc == STORE_CORRUPT)
+        chunk_found_corrupt(store, key, generation, index);
+    if (rc != STORE_OK)
+        return rc;
+    if (chunk_len != NULL)
+        *chunk_len = len;
+    return (ssize_t)copied;
+}
+
+bool store_verifies_every_read(const store_t *store)
+{
+    return store->config.verify_every_read;
+}
+
+ssize_t store_chunk_read(store_t *store, const store_key_t *key, int64_t generation, uint32_t index, void *buf,
+                         size_t cap)
+{
+    size_t len = 0;
+    ssize_t n = store_chunk_read_at(store, key, generation, index, 0, buf, cap, &len);
+    if (n >= 0 && (size_t)n < len)
+        return STORE_ERROR; /* buf cannot hold the whole chunk */
+    return n;
 }
 
 int store_scan(store_t *store, store_scan_fn fn, void *ctx)

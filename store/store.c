@@ -274,6 +274,7 @@ static void store_free(store_t *s)
     dir_release(s);
     index_destroy(&s->index);
     hide_destroy(&s->hide);
+    verified_destroy(&s->verified);
     free(s->transient); /* listed at open, and not removed: the writer did not start up */
     free(s->path);
     free(s);
@@ -296,6 +297,12 @@ int store_open(store_t **store, const store_config_t *config)
         return STORE_ERROR;
     }
     if (hide_init(&s->hide) != 0) {
+        index_destroy(&s->index);
+        free(s);
+        return STORE_ERROR;
+    }
+    if (verified_init(&s->verified, VERIFIED_SLOTS) != 0) {
+        hide_destroy(&s->hide);
         index_destroy(&s->index);
         free(s);
         return STORE_ERROR;

@@ -83,6 +83,12 @@ typedef struct store_config {
      * room to work with. Capped at the budget.
      */
     uint64_t max_lease_pinned_bytes;
+    /*
+     * true: every chunk read checks the chunk's checksum. false: only a
+     * chunk's first read in this process does (verified.c says what that
+     * gives up).
+     */
+    bool verify_every_read;
 } store_config_t;
 
 /* Identity of a cached object: a hash of bucket and name (LMDB keys are <= 511 bytes). */
@@ -91,6 +97,16 @@ typedef struct store_key {
 } store_key_t;
 
 void store_key_make(store_key_t *key, const char *bucket, size_t bucket_len, const char *name, size_t name_len);
+/*
+ * A thread's memo of keys it made lately (key_memo.c): store_key_make_memo
+ * gives store_key_make's key, from the memo when it has the same bucket and
+ * name. Not shared between threads; memo NULL just makes the key.
+ */
+typedef struct store_key_memo store_key_memo_t;
+store_key_memo_t *store_key_memo_new(void);
+void store_key_memo_free(store_key_memo_t *memo);
+void store_key_make_memo(store_key_memo_t *memo, store_key_t *key, const char *bucket, size_t bucket_len,
+                         const char *name, size_t name_len);
 /* SHA-256 of data; false only when OpenSSL has no SHA-256. Shared so the proxy hashes identities the same way. */
 bool store_sha256(const void *data, size_t len, uint8_t digest[32]);
 /* CRC-32C, extended over len bytes (0 to start): what GCS reports as crc32c. Shared to check uploads with it. */
@@ -152,14 +168,25 @@ void store_meta_free(store_meta_t *meta);
 bool store_chunk_present(store_t *store, const store_key_t *key, int64_t generation, uint32_t index);
 
 /*
- * Copies chunk `index` of that generation into buf (cap >= STORE_CHUNK_SIZE),
- * verifying its checksum. Returns the payload length, or STORE_NOT_FOUND /
+ * Copies chunk `index` of that generation into buf (STORE_ERROR when cap
+ * cannot hold it), verifying its checksum. Returns the payload length, or STORE_NOT_FOUND /
  * STORE_CORRUPT. The read transaction ends before this returns. After
  * STORE_CORRUPT the chunk is absent at once: present says false and reads
  * say STORE_NOT_FOUND, so a retry refetches it from upstream.
  */
 ssize_t store_chunk_read(store_t *store, const store_key_t *key, int64_t generation, uint32_t index, void *buf,
                          size_t cap);
+/*
+ * The same for a slice: copies up to cap bytes of chunk `index` from byte
+ * `offset` of its payload into buf, and sets *chunk_len (if not NULL) to the
+ * whole payload's length. Returns the bytes copied (0 when offset is at or past
+ * its end), or as store_chunk_read. The whole chunk's checksum is checked,
+ * whatever the slice, so a slice is never sent from a damaged chunk.
+ */
+ssize_t store_chunk_read_at(store_t *store, const store_key_t *key, int64_t generation, uint32_t index, size_t offset,
+                            void *buf, size_t cap, size_t *chunk_len);
+/* config.verify_every_read: then each slice read checks the whole chunk, and whole chunks are the cheaper read. */
+bool store_verifies_every_read(const store_t *store);
 
 /*
  * Starts caching a version: records its metadata with no chunks present. A

@@ -328,6 +328,8 @@ size_t chunk_expected_len(uint64_t object_size, uint32_t index);
 size_t chunk_value_size(size_t len, size_t psize);
 void chunk_value_fill(void *value, size_t value_size, const chunk_key_t *ck, const void *payload, size_t len);
 int chunk_value_header(const MDB_val *v, uint32_t *crc, size_t *len);
+/* The first page of an overflow value (chunks past a few KiB are); 0 for a value inside a leaf page. */
+uint64_t chunk_value_pgno(const MDB_val *v, size_t psize);
 bool chunk_payload_ok(uint32_t crc, const chunk_key_t *ck, const void *payload, size_t len);
 bool lmdb_overflow_ok(const MDB_val *v, size_t psize, uintptr_t *map_base, size_t last_pgno);
 uint64_t lmdb_footprint(size_t psize, size_t key_len, size_t value_len);
@@ -375,6 +377,22 @@ typedef struct log_limit {
     unsigned long suppressed; /* lines not printed since the last one */
 } log_limit_t;
 
+/* --- chunks checked already (verified.c) --- */
+
+typedef struct verified_table {
+    _Atomic uint64_t *slots;
+    size_t mask;
+} verified_table_t;
+
+#define VERIFIED_SLOTS 16384 /* 128 KiB, remembering up to 16 GiB of 1 MiB chunks */
+
+int verified_init(verified_table_t *table, size_t slots);
+void verified_destroy(verified_table_t *table);
+/* Never 0. The key, and where and what the value's header says it is. */
+uint64_t verified_tag(const chunk_key_t *ck, uint64_t pgno, uint32_t crc, size_t len);
+bool verified_holds(const verified_table_t *table, uint64_t tag);
+void verified_note(verified_table_t *table, uint64_t tag);
+
 struct store {
     char *path;                   /* the directory, without trailing slashes */
     store_config_t config;        /* as given, with defaults filled in; config.path is ours */
@@ -395,6 +413,7 @@ struct store {
     size_t ntransient;
     store_index_t index;
     hide_table_t hide; /* invalidations and corrupt chunks, hidden from readers until committed */
+    verified_table_t verified; /* chunks whose checksum this process checked (config.verify_every_read false) */
     writer_t writer;
     _Atomic uint64_t evicted_objects, evicted_bytes, commits, corrupt_chunks, busy_rejections, lost_chunks;
     _Atomic bool out_of_space; /* chunks are not being stored for lack of space (writer.c) */

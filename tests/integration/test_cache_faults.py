@@ -183,7 +183,8 @@ class CrashTest(FaultCase):
         self.assertLogAgrees()
 
 
-class DamageTest(FaultCase):
+class DamageCase(FaultCase):
+    """What the damage tests share: objects of random bytes, damage done to data.mdb, and recovery."""
 
     def fill(self, name, size, seed):
         # Random bytes, not a synthetic object: the corruption tests look for them in data.mdb.
@@ -196,29 +197,6 @@ class DamageTest(FaultCase):
         r, digest = self.read_sha(path)
         self.assertEqual((r.x_cache, digest), ("HIT", expected))
         return path, expected
-
-    def test_garbage_header_moves_store_aside(self):
-        path, expected = self.fill("dmg.bin", 3 * MiB, 8)
-        store_path = self.larder.config["store"]["path"]
-
-        def scribble(old):
-            with open(data_file(old), "r+b") as f:
-                f.write(os.urandom(8192))
-
-        larder = self.restart_larder(before_start=scribble)
-        lines = [line for line in larder.read_log().splitlines() if "does not open cleanly" in line]
-        self.assertEqual(len(lines), 1, larder.read_log()[-3000:])
-        aside = ASIDE_LINE.search(lines[0])
-        self.assertIsNotNone(aside, lines[0])
-        self.assertTrue(os.path.isdir(aside.group(1).rstrip('",')), lines[0])
-        self.assertTrue(aside.group(1).startswith(store_path + ".broken-"), lines[0])
-        self.assertEqual(self.stats()["objects"], 0)
-        r, digest = self.read_sha(path)
-        self.assertEqual((r.status, r.x_cache, digest), (200, "MISS", expected))
-        self.settle()
-        r, digest = self.read_sha(path)
-        self.assertEqual((r.status, r.x_cache, digest), (200, "HIT", expected))
-        self.assertLogAgrees()
 
     def corrupt_payload(self, larder, name):
         """Overwrites 4 KiB of the object's bytes wherever they sit inside data.mdb."""
@@ -251,11 +229,57 @@ class DamageTest(FaultCase):
         r, digest = self.read_sha(path)
         self.assertEqual((r.status, r.error, r.x_cache, digest), (200, None, "HIT", expected))
 
+
+class DamageTest(DamageCase):
+
+    def test_garbage_header_moves_store_aside(self):
+        path, expected = self.fill("dmg.bin", 3 * MiB, 8)
+        store_path = self.larder.config["store"]["path"]
+
+        def scribble(old):
+            with open(data_file(old), "r+b") as f:
+                f.write(os.urandom(8192))
+
+        larder = self.restart_larder(before_start=scribble)
+        lines = [line for line in larder.read_log().splitlines() if "does not open cleanly" in line]
+        self.assertEqual(len(lines), 1, larder.read_log()[-3000:])
+        aside = ASIDE_LINE.search(lines[0])
+        self.assertIsNotNone(aside, lines[0])
+        self.assertTrue(os.path.isdir(aside.group(1).rstrip('",')), lines[0])
+        self.assertTrue(aside.group(1).startswith(store_path + ".broken-"), lines[0])
+        self.assertEqual(self.stats()["objects"], 0)
+        r, digest = self.read_sha(path)
+        self.assertEqual((r.status, r.x_cache, digest), (200, "MISS", expected))
+        self.settle()
+        r, digest = self.read_sha(path)
+        self.assertEqual((r.status, r.x_cache, digest), (200, "HIT", expected))
+        self.assertLogAgrees()
+
     def test_corrupt_chunk_while_stopped(self):
         path, expected = self.fill("rot.bin", 3 * MiB, 9)
         self.restart_larder(before_start=lambda old: self.corrupt_payload(old, "rot.bin"))
         self.assertRecovers(path, expected)
         self.assertLogAgrees()
+
+    def test_corrupt_chunk_while_running_before_its_first_read(self):
+        """A chunk is checked on its first read from the store in this process (store.verify_every_read
+        false, the default): damage done before that read is caught by it. The miss that filled the
+        object was served from the fill, not from the store."""
+        self.put_object("rot3.bin", data=os.urandom(3 * MiB))
+        path = self.media("rot3.bin")
+        expected = self.direct_sha(path)
+        r, digest = self.read_sha(path)
+        self.assertEqual((r.status, r.x_cache, digest), (200, "MISS", expected))
+        self.settle()
+        self.corrupt_payload(self.larder, "rot3.bin")
+        self.assertRecovers(path, expected)
+        self.assertLogAgrees()
+
+
+class DamageEveryReadTest(DamageCase):
+    """store.verify_every_read: every read checks the chunk, so damage done while running after the
+    chunk was read and served is still caught by the next read."""
+    larder_config = dict(FaultCase.larder_config, store={"verify_every_read": True})
 
     def test_corrupt_chunk_while_running(self):
         path, expected = self.fill("rot2.bin", 3 * MiB, 10)

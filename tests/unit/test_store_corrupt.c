@@ -6,7 +6,8 @@
  * file, garbled meta or tree pages, a wrong format record, counts that do
  * not match the chunks) is moved aside and rebuilt empty, with one log line.
  * Damage inside a chunk payload is not visible at open; the read that meets
- * it says STORE_CORRUPT, and the chunk is gone afterwards. Random damage
+ * it says STORE_CORRUPT, and the chunk is gone afterwards (by default the
+ * first read in the process; every read with verify_every_read). Random damage
  * anywhere must end in one of those outcomes: every read either exact, or
  * absent, or reported corrupt.
  */
@@ -482,6 +483,73 @@ static void test_corrupt_absent_at_once(const test_dir_t *golden)
  * it. The check in the child dies of that, and the store is rebuilt, while
  * this process never touches the bad page.
  */
+/*
+ * Slices, and checking a chunk on its first read only (verified.c). A slice
+ * carries the chunk's bytes from its offset, and a slice far from the damage
+ * still finds it: the whole chunk is checked. With store.verify_every_read,
+ * damage done to a chunk in place after it was read is caught by the next
+ * read; by default it is caught by the first read after a restart, and a
+ * chunk damaged before its first read is caught at once. Fails on the code
+ * before store_chunk_read_at (which did not exist) and, for the every-read
+ * case, on a memo that ignored the setting.
+ */
+static void test_slices_and_first_read(const test_dir_t *golden)
+{
+    void *buf = test_alloc_chunk(), *want = test_alloc_chunk();
+    store_key_t key7, key5;
+    test_key(&key7, "c/7");
+    test_key(&key5, "c/5");
+    for (int every = 0; every <= 1; every++) {
+        test_dir_t d;
+        from_golden(&d, golden);
+        store_config_t c = config_for(&d);
+        c.verify_every_read = every == 1;
+        store_t *s = NULL;
+        CHECK(store_open(&s, &c) == STORE_OK);
+
+        /* Slices of a whole chunk: its bytes from the offset, its length told, nothing past its end. */
+        test_pattern(want, STORE_CHUNK_SIZE, "c/7", 17, 0);
+        static const size_t offsets[] = {0, 1, 4095, 262144, STORE_CHUNK_SIZE - 1, STORE_CHUNK_SIZE};
+        for (size_t i = 0; i < sizeof(offsets) / sizeof(offsets[0]); i++) {
+            size_t chunk_len = 0;
+            ssize_t n = store_chunk_read_at(s, &key7, 17, 0, offsets[i], buf, 65536, &chunk_len);
+            size_t expect = STORE_CHUNK_SIZE - offsets[i] < 65536 ? STORE_CHUNK_SIZE - offsets[i] : 65536;
+            CHECK(n == (ssize_t)expect && chunk_len == STORE_CHUNK_SIZE);
+            CHECK(n <= 0 || memcmp(buf, (char *)want + offsets[i], (size_t)n) == 0);
+        }
+        CHECK(store_chunk_read_at(s, &key7, 17, 0, STORE_CHUNK_SIZE + 5, buf, 65536, NULL) == 0);
+        /* store_chunk_read still refuses a buffer too small for the chunk. */
+        CHECK(store_chunk_read(s, &key7, 17, 0, buf, 65536) == STORE_ERROR);
+
+        /* Damage in place after a read: the every-read store catches it on the next read, from any slice. */
+        CHECK(test_check_chunk(s, "c/7", 17, sizes[7], 1, buf, want) == STORE_OK);
+        flip_payload(&d, 7, 1);
+        ssize_t after = store_chunk_read_at(s, &key7, 17, 1, STORE_CHUNK_SIZE - 10, buf, 10, NULL);
+        if (every)
+            CHECK(after == STORE_CORRUPT);
+        else
+            CHECK(after == 10); /* what checking once gives up, until the restart below */
+
+        /* Damage before a chunk's first read is caught either way, from a slice away from it. */
+        flip_payload(&d, 5, 0);
+        CHECK(store_chunk_read_at(s, &key5, 15, 0, STORE_CHUNK_SIZE - 10, buf, 10, NULL) == STORE_CORRUPT);
+        CHECK(store_chunk_read_at(s, &key5, 15, 0, 0, buf, 10, NULL) == STORE_NOT_FOUND);
+        store_close(s);
+
+        /* A restart checks every chunk again on its first read. */
+        s = NULL;
+        CHECK(store_open(&s, &c) == STORE_OK);
+        if (!every)
+            CHECK(test_check_chunk(s, "c/7", 17, sizes[7], 1, buf, want) == STORE_CORRUPT);
+        CHECK(test_check_chunk(s, "c/7", 17, sizes[7], 1, buf, want) == STORE_NOT_FOUND);
+        CHECK(test_check_chunk(s, "c/7", 17, sizes[7], 0, buf, want) == STORE_OK);
+        store_close(s);
+        test_dir_remove(&d);
+    }
+    free(buf);
+    free(want);
+}
+
 static void test_check_crashes(const test_dir_t *golden)
 {
     const uint64_t last_pg = (uint64_t)1 << 18, root = last_pg - 5;
@@ -603,6 +671,7 @@ int main(void)
     test_check_crashes(&golden);
     test_payload_flip(&golden);
     test_corrupt_absent_at_once(&golden);
+    test_slices_and_first_read(&golden);
     test_logical_damage(&golden);
     test_random_damage(&golden, seed);
     test_dir_remove(&golden);
