@@ -64,6 +64,7 @@ struct worker {
     auth_local_t *auth;              /* this thread's part of auth: tokens and grants seen lately */
     buffers_t *buffers;              /* the process-wide bound on buffer memory */
     record_cache_t records;          /* records this worker parsed lately, ready for hits */
+    store_key_memo_t *key_memo;      /* store keys this worker made lately */
     conn_table_t *conns;             /* this worker's client connections */
     request_metrics_t *metrics;      /* what this worker's requests added up to */
     user_usage_t *usage;             /* bytes served and fetched, by identity */

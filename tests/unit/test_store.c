@@ -363,10 +363,45 @@ static void in_fresh_dir(void (*test)(const test_dir_t *d))
     test_dir_remove(&d);
 }
 
+/* The key memo gives store_key_make's key every time: repeats, slot collisions, splits, names too long to keep. */
+static void test_key_memo(void)
+{
+    store_key_memo_t *memo = store_key_memo_new();
+    CHECK(memo != NULL);
+    char name[600];
+    for (int round = 0; round < 3; round++) {
+        for (int i = 0; i < 2000; i++) {
+            /* Lengths up to 599, past what a slot keeps, and many more names than slots. */
+            size_t len = (size_t)(i * 7 % 600);
+            for (size_t j = 0; j < len; j++)
+                name[j] = (char)('a' + (i + j) % 26);
+            if (len > 0)
+                name[0] = (char)('0' + i % 10);
+            const char *bucket = i % 3 == 0 ? "bkt" : "other-bucket";
+            store_key_t want, got;
+            store_key_make(&want, bucket, strlen(bucket), name, len);
+            store_key_make_memo(memo, &got, bucket, strlen(bucket), name, len);
+            CHECK(memcmp(want.hash, got.hash, sizeof(want.hash)) == 0);
+        }
+    }
+    /* The same bytes split another way between bucket and name are another object. */
+    store_key_t a, b;
+    store_key_make_memo(memo, &a, "ab", 2, "c", 1);
+    store_key_make_memo(memo, &b, "a", 1, "bc", 2);
+    CHECK(memcmp(a.hash, b.hash, sizeof(a.hash)) != 0);
+    store_key_make_memo(memo, &b, "ab", 2, "c", 1);
+    CHECK(memcmp(a.hash, b.hash, sizeof(a.hash)) == 0);
+    /* No memo: just the key. */
+    store_key_make_memo(NULL, &b, "ab", 2, "c", 1);
+    CHECK(memcmp(a.hash, b.hash, sizeof(a.hash)) == 0);
+    store_key_memo_free(memo);
+}
+
 int main(void)
 {
     test_crc32c();
     test_keys();
+    test_key_memo();
     in_fresh_dir(test_meta_roundtrip);
     in_fresh_dir(test_chunking);
     in_fresh_dir(test_partial_and_versions);
