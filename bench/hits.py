@@ -77,8 +77,10 @@ Optional parts:
   --miss-ttfb N  time to first byte of N cache misses per size (--miss-sizes)
                  through each caching server and straight from the emulator,
                  which answers those objects after --miss-latency-ms (20)
-The fixed-rate run (--rate, h2load --rps over 64 connections) and the
-saturated wrk run at 64 connections give the two p99s of the tails target.
+The fixed-rate run (--rate, h2load --rps over 64 connections) and an
+unthrottled h2load run over the same 64 connections give the two p99s of the
+tails target; h2load runs one client thread, where wrk's two share a CPU and
+their time slices showed in wrk's p99 (which is still printed).
 
 Usage: bench/hits.py [--quick] [--duration S] [--reps N] [--sizes 4KiB,1MiB,64MiB]
                      [--conns 1,16,64] [--servers larder-immutable,...,varnish]
@@ -778,7 +780,10 @@ def merge_runs(cells, keys, opts, **fields):
 
 
 def measure_fixed_rate(servers, emulator, opts, ours, workdir):
-    """4 KiB hits at a fixed offered load over 64 connections: latency where nobody is saturated."""
+    """4 KiB hits over 64 connections from h2load's one thread: at a fixed offered load, where nobody is
+    saturated, and unthrottled (sat_* fields), where the server is. The tails target is judged on these:
+    wrk's two threads share one CPU here, and a request waiting out the other thread's time slice (some
+    3-4 ms) made wrk's p99 a measure of the scheduler's slice rather than of the server (issue 11)."""
     # larder-always: the emulator could not keep up. The 64-identity servers: h2load sends one
     # Authorization header on every request, so they are left to wrk.
     chosen = [s for s in servers if s.label != "larder-always" and s.label not in USER_SERVERS]
@@ -790,8 +795,20 @@ def measure_fixed_rate(servers, emulator, opts, ours, workdir):
                                   server_pids=server.pids),
         lambda server, r: "  fixed rate %-18s 4KiB c64 %8.0f req/s p50 %.3f ms p99 %.3f ms p99.9 %.3f ms, "
                           "%.2f cores" % (server.label, r["rps"], r["p50_ms"], r["p99_ms"], r["p999_ms"], r["cores"]))
-    return [merge_runs(runs[server.label], ("rps", "p50_ms", "p99_ms", "p999_ms", "cores", "rps_core"), opts,
-                       server=server.label) for server in chosen]
+    saturated = h2load_rounds(
+        chosen, emulator, opts, ours,
+        lambda server: run_h2load("http://127.0.0.1:%d%s" % (server.port, path), 64, opts.duration + 1,
+                                  opts.client_cpus, os.path.join(workdir, "h2load.tsv"), server_pids=server.pids),
+        lambda server, r: "  saturated  %-18s 4KiB c64 %8.0f req/s p50 %.3f ms p99 %.3f ms p99.9 %.3f ms, "
+                          "%.2f cores" % (server.label, r["rps"], r["p50_ms"], r["p99_ms"], r["p999_ms"], r["cores"]))
+    merged = []
+    for server in chosen:
+        m = merge_runs(runs[server.label], ("rps", "p50_ms", "p99_ms", "p999_ms", "cores", "rps_core"), opts,
+                       server=server.label)
+        sat = merge_runs(saturated[server.label], ("rps", "p50_ms", "p99_ms", "p999_ms", "cores", "rps_core"), opts)
+        m.update({"sat_" + key: sat[key] for key in ("rps", "p50_ms", "p99_ms", "p999_ms", "rps_core", "noisy")})
+        merged.append(m)
+    return merged
 
 
 TLS_SERVERS = ("larder-immutable", "nginx-proxy_cache")  # Varnish has no TLS of its own
@@ -1112,6 +1129,14 @@ def report(results, fixed, opts, notes, tls=(), misses=None):
                 c["server"], c["rps"], c["p50_ms"], c["p99_ms"], c["p999_ms"], c["cores"], c["rps_core"],
                 "  NOISY" if c["noisy"] else "", "  BELOW THE OFFERED LOAD" if c["rps"] < 0.97 * opts.rate else ""))
         w("")
+        w("The same, saturated: h2load --h1, 64 connections, no rate (one client thread, so no wait for a second "
+          "client thread's time slice).")
+        w("%-18s %9s %9s %9s %9s %9s" % ("server", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "req/s/c"))
+        for c in fixed:
+            w("%-18s %9.0f %9.3f %9.3f %9.3f %9.0f%s" % (c["server"], c["sat_rps"], c["sat_p50_ms"], c["sat_p99_ms"],
+                                                    c["sat_p999_ms"], c["sat_rps_core"],
+                                                    "  NOISY" if c["sat_noisy"] else ""))
+        w("")
     tails_section(results, fixed, opts, w)
     tls_section(tls, opts, w)
     miss_section(misses, opts, w)
@@ -1134,14 +1159,15 @@ def report(results, fixed, opts, notes, tls=(), misses=None):
             verdicts.append(("64MiB hit MB/s >= 0.8x static nginx, %d conn%s" % (conns, "s" if conns > 1 else ""),
                              r >= 0.8, "%.0f vs %.0f MB/s (%s) = %.2fx, margin %+.0f%%" % (
                                  a["mbps"], b["mbps"], b["server"].replace("nginx-", ""), r, (r / 0.8 - 1) * 100)))
-    a = find(results, "larder-immutable", "4KiB", 64)
-    if a:
-        peers = ", ".join("%s %.3f ms" % (name.replace("nginx-", ""), c["p99_ms"]) for name in
-                          ("nginx-proxy_cache", "nginx-static") for c in [find(results, name, "4KiB", 64)] if c)
-        verdicts.append(("4KiB hit p99 < 1 ms at 64 conns, saturated", a["p99_ms"] < 1.0,
-                         "p99 %.3f ms = %.1fx the bar (nginx p99: %s; closed-loop mean floor 64 / %.0f req/s = "
-                         "%.2f ms)" % (a["p99_ms"], a["p99_ms"] / 1.0, peers or "-", a["rps"], 64e3 / a["rps"])))
     f = {c["server"]: c for c in fixed}
+    if "larder-immutable" in f:
+        a = f["larder-immutable"]
+        peers = ", ".join("%s %.3f ms" % (name.replace("nginx-", ""), f[name]["sat_p99_ms"]) for name in
+                          ("nginx-proxy_cache", "nginx-static") if name in f)
+        verdicts.append(("4KiB hit p99 < 1 ms at 64 conns, saturated (h2load)", a["sat_p99_ms"] < 1.0,
+                         "p99 %.3f ms = %.1fx the bar (nginx p99: %s; closed-loop mean floor 64 / %.0f req/s = "
+                         "%.2f ms)" % (a["sat_p99_ms"], a["sat_p99_ms"] / 1.0, peers or "-", a["sat_rps"],
+                                       64e3 / a["sat_rps"])))
     if "larder-immutable" in f:
         peers = ", ".join("%s %.3f ms" % (name.replace("nginx-", ""), f[name]["p99_ms"]) for name in
                           ("nginx-proxy_cache", "nginx-static", "nginx-static-copy") if name in f)
@@ -1205,8 +1231,8 @@ def hit_path_verdicts(results, fixed, tls, misses, opts):
             for key, what in (("mbps", "MB/s"), ("mbps_core", "MB/s per core")):
                 against("%s hit %s >= Varnish, %s" % (size, what, plural(conns)), a, b, key, 1.0)
     f = {c["server"]: c for c in fixed}
-    against("4KiB p99 at 64 conns <= 0.8x proxy_cache, saturated", find(results, "larder-immutable", "4KiB", 64),
-            find(results, "nginx-proxy_cache", "4KiB", 64), "p99_ms", 0.8, lower=True, unit=" ms")
+    against("4KiB p99 at 64 conns <= 0.8x proxy_cache, saturated (h2load)", f.get("larder-immutable"),
+            f.get("nginx-proxy_cache"), "sat_p99_ms", 0.8, lower=True, unit=" ms")
     against("4KiB p99 at 64 conns <= 0.8x proxy_cache, %.0f req/s" % opts.rate, f.get("larder-immutable"),
             f.get("nginx-proxy_cache"), "p99_ms", 0.8, lower=True, unit=" ms")
     for size, times in (misses or {}).items():
@@ -1231,26 +1257,27 @@ def paired_added(times, label):
 
 
 def tails_section(results, fixed, opts, w):
-    """4KiB p99 at 64 connections, saturated (wrk) and at the fixed rate (h2load --rps), with ratios."""
+    """4KiB p99 at 64 connections, saturated (h2load, and wrk for reference) and at the fixed rate (h2load --rps),
+    with ratios."""
     f = {c["server"]: c for c in fixed}
     rows = [(s, find(results, s, "4KiB", 64), f.get(s)) for s in opts.servers]
-    rows = [(s, sat, fix) for s, sat, fix in rows if sat or fix]
+    rows = [(s, wrk, fix) for s, wrk, fix in rows if wrk or fix]
     if not rows:
         return
-    ms = lambda c: "%9.3f" % c["p99_ms"] if c else "%9s" % "-"
-    w("Tails: 4KiB p99 (ms) at 64 connections, saturated (wrk, closed loop) and at %.0f req/s offered (h2load "
-      "--rps)" % opts.rate)
-    w("%-18s %9s %9s" % ("server", "saturated", "at rate"))
-    for server, sat, fix in rows:
-        w("%-18s %s %s" % (server, ms(sat), ms(fix)))
+    ms = lambda c, key="p99_ms": "%9.3f" % c[key] if c else "%9s" % "-"
+    w("Tails: 4KiB p99 (ms) at 64 connections: saturated (h2load, one client thread), at %.0f req/s offered "
+      "(h2load --rps), and saturated under wrk (two client threads on one CPU: for reference)" % opts.rate)
+    w("%-18s %9s %9s %9s" % ("server", "saturated", "at rate", "wrk"))
+    for server, wrk, fix in rows:
+        w("%-18s %s %s %s" % (server, ms(fix, "sat_p99_ms"), ms(fix), ms(wrk)))
     fmt = lambda v: "%.2fx" % v if v is not None else "-"
     for b_name in ("nginx-proxy_cache", "varnish"):
-        a_sat, b_sat = find(results, "larder-immutable", "4KiB", 64), find(results, b_name, "4KiB", 64)
         a_fix, b_fix = f.get("larder-immutable"), f.get(b_name)
-        if (a_sat and b_sat) or (a_fix and b_fix):
-            w("larder-immutable / %s: saturated %s, at rate %s" % (b_name.replace("nginx-", ""),
-                                                                 fmt(ratio(a_sat, b_sat, "p99_ms")),
-                                                                 fmt(ratio(a_fix, b_fix, "p99_ms"))))
+        a_wrk, b_wrk = find(results, "larder-immutable", "4KiB", 64), find(results, b_name, "4KiB", 64)
+        if (a_fix and b_fix) or (a_wrk and b_wrk):
+            w("larder-immutable / %s: saturated %s, at rate %s, wrk %s" % (
+                b_name.replace("nginx-", ""), fmt(ratio(a_fix, b_fix, "sat_p99_ms")), fmt(ratio(a_fix, b_fix, "p99_ms")),
+                fmt(ratio(a_wrk, b_wrk, "p99_ms"))))
     w("")
 
 
@@ -1332,6 +1359,8 @@ def side_by_side(results, fixed, tls, misses, opts, w):
             if size == "4KiB":
                 rows.append(("the same, p99", {s: "%.2f ms" % c["p99_ms"] for s, c in cells.items() if c and c["n"]}))
     if fixed:
+        rows.append(("4KiB, h2load h1, 64 conns saturated: p99",
+                     {c["server"]: "%.2f ms" % c["sat_p99_ms"] for c in fixed if c["server"] in columns}))
         rows.append(("4KiB, h1, 64 conns at %.0f req/s: p99" % opts.rate,
                      {c["server"]: "%.2f ms" % c["p99_ms"] for c in fixed if c["server"] in columns}))
         rows.append(("the same, server cores busy", {c["server"]: "%.2f" % c["cores"] for c in fixed
