@@ -91,7 +91,7 @@ typedef struct conf {
         unsigned high_water_percent; /* evict above this share of the budget */
         unsigned commit_interval_ms; /* the store's writer commits at least this often */
         unsigned low_water_percent;  /* ... down to this share */
-        bool verify_every_read;      /* check a chunk's checksum on every read, not only its first */
+        unsigned verify_interval;    /* seconds a chunk's checksum check holds for its later reads; 0: every read */
     } store;
 
     struct {

@@ -79,9 +79,9 @@ const setting_t conf_settings[] = {
      "evict down to this share of store.budget; below store.high_water_percent"},
     {"store.commit_interval_ms", SETTING_UINT, FIELD(store.commit_interval_ms), false, false, 1, 60000, "20", "MS",
      "longest a written chunk waits for its commit: longer batches more writes per commit"},
-    {"store.verify_every_read", SETTING_BOOL, FIELD(store.verify_every_read), false, false, 0, 0, "false", "BOOL",
-     "check each chunk's checksum on every read; false: on its first read since start-up, and again whenever it "
-     "was rewritten or moved"},
+    {"store.verify_interval", SETTING_SECONDS, FIELD(store.verify_interval), false, false, 0, 7 * DAY, "60s",
+     "DURATION", "a chunk's checksum is checked on its first read, then again on the first read once this long has "
+     "passed; 0: on every read"},
     {"prefetch.max_bandwidth", SETTING_SIZE, FIELD(prefetch.max_bandwidth), false, false, 0, 0, "0", "SIZE",
      "bytes a second that prefetching (DAGs, prefetch lists) may move from upstream; 0: no bound"},
     {"prefetch.max_connections", SETTING_UINT, FIELD(prefetch.max_connections), false, false, 1, 256, "4", "N",

@@ -6,8 +6,8 @@
  * A read transaction pins every page freed after it began, so one held across
  * client I/O would let the file grow by everything written meanwhile. A
  * chunk's checksum is verified on the map, inside the transaction, on its
- * first read in this process (verified.c), or on every read when so
- * configured; the copy may then be any slice of it. Nothing here writes: damage found is queued for the writer to remove,
+ * first read and once a configured interval has passed since the last check
+ * (verified.c), or on every read; the copy may then be any slice of it. Nothing here writes: damage found is queued for the writer to remove,
  * and hidden from readers until it is (hide.c), as are invalidated objects:
  * each call looks there first, which costs one atomic load while nothing
  * with a key in the same stripe is hidden.
@@ -124,12 +124,13 @@ ssize_t store_chunk_read_at(store_t *store, const store_key_t *key, int64_t gene
              * small enough to check every time.
              */
             uint64_t pgno = chunk_value_pgno(&v, store->psize);
-            uint64_t tag = pgno != 0 && !store->config.verify_every_read ? verified_tag(&ck, pgno, crc, len) : 0;
-            if (tag == 0 || !verified_holds(&store->verified, tag)) {
+            uint64_t tag = pgno != 0 && store->config.verify_interval_s != 0 ? verified_tag(&ck, pgno, crc, len) : 0;
+            uint32_t now = tag != 0 ? verified_clock() : 0;
+            if (tag == 0 || !verified_holds(&store->verified, tag, now, store->config.verify_interval_s)) {
                 if (!chunk_payload_ok(crc, &ck, payload, len))
                     rc = STORE_CORRUPT;
                 else if (tag != 0)
-                    verified_note(&store->verified, tag);
+                    verified_note(&store->verified, tag, now);
             }
         }
         if (rc == STORE_OK) {
@@ -151,7 +152,7 @@ ssize_t store_chunk_read_at(store_t *store, const store_key_t *key, int64_t gene
 
 bool store_verifies_every_read(const store_t *store)
 {
-    return store->config.verify_every_read;
+    return store->config.verify_interval_s == 0;
 }
 
 ssize_t store_chunk_read(store_t *store, const store_key_t *key, int64_t generation, uint32_t index, void *buf,

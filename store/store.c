@@ -100,6 +100,8 @@ static int configure(store_t *s, const store_config_t *config)
         store_log_msg(s, STORE_LOG_ERROR, "store: a path and a budget between 1 byte and 64 TiB are required");
         return STORE_ERROR;
     }
+    if (s->config.verify_interval_s > VERIFY_INTERVAL_MAX)
+        s->config.verify_interval_s = VERIFY_INTERVAL_MAX; /* verified.c keeps 20 bits of time */
     if (s->config.high_water == 0)
         s->config.high_water = DEFAULT_HIGH_WATER;
     if (s->config.low_water == 0)

@@ -84,11 +84,11 @@ typedef struct store_config {
      */
     uint64_t max_lease_pinned_bytes;
     /*
-     * true: every chunk read checks the chunk's checksum. false: only a
-     * chunk's first read in this process does (verified.c says what that
-     * gives up).
+     * A chunk's checksum is checked on its first read, and then on the first
+     * read once verify_interval_s seconds have passed since the last check
+     * (verified.c says what that gives up); 0: on every read. At most 7 days.
      */
-    bool verify_every_read;
+    unsigned verify_interval_s;
 } store_config_t;
 
 /* Identity of a cached object: a hash of bucket and name (LMDB keys are <= 511 bytes). */
@@ -185,7 +185,7 @@ ssize_t store_chunk_read(store_t *store, const store_key_t *key, int64_t generat
  */
 ssize_t store_chunk_read_at(store_t *store, const store_key_t *key, int64_t generation, uint32_t index, size_t offset,
                             void *buf, size_t cap, size_t *chunk_len);
-/* config.verify_every_read: then each slice read checks the whole chunk, and whole chunks are the cheaper read. */
+/* config.verify_interval_s 0: then each slice read checks the whole chunk, and whole chunks are the cheaper read. */
 bool store_verifies_every_read(const store_t *store);
 
 /*

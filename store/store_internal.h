@@ -385,13 +385,17 @@ typedef struct verified_table {
 } verified_table_t;
 
 #define VERIFIED_SLOTS 16384 /* 128 KiB, remembering up to 16 GiB of 1 MiB chunks */
+#define VERIFY_INTERVAL_MAX (7 * 86400)
 
 int verified_init(verified_table_t *table, size_t slots);
 void verified_destroy(verified_table_t *table);
-/* Never 0. The key, and where and what the value's header says it is. */
+/* The key, and where and what the value's header says it is. */
 uint64_t verified_tag(const chunk_key_t *ck, uint64_t pgno, uint32_t crc, size_t len);
-bool verified_holds(const verified_table_t *table, uint64_t tag);
-void verified_note(verified_table_t *table, uint64_t tag);
+/* Seconds on a coarse monotonic clock, for verified_holds and verified_note. */
+uint32_t verified_clock(void);
+/* Whether tag was checked less than interval_s seconds before now. */
+bool verified_holds(const verified_table_t *table, uint64_t tag, uint32_t now, unsigned interval_s);
+void verified_note(verified_table_t *table, uint64_t tag, uint32_t now);
 
 struct store {
     char *path;                   /* the directory, without trailing slashes */
@@ -413,7 +417,7 @@ struct store {
     size_t ntransient;
     store_index_t index;
     hide_table_t hide; /* invalidations and corrupt chunks, hidden from readers until committed */
-    verified_table_t verified; /* chunks whose checksum this process checked (config.verify_every_read false) */
+    verified_table_t verified; /* chunks whose checksum this process checked lately (config.verify_interval_s) */
     writer_t writer;
     _Atomic uint64_t evicted_objects, evicted_bytes, commits, corrupt_chunks, busy_rejections, lost_chunks;
     _Atomic bool out_of_space; /* chunks are not being stored for lack of space (writer.c) */

@@ -61,7 +61,7 @@ int cache_open(cache_t **out, const conf_t *conf, buffers_t *buffers)
         .low_water = conf->store.low_water_percent / 100.0,
         .commit_interval_ms = conf->store.commit_interval_ms,
         .max_lease_pinned_bytes = conf->batches.max_pinned_bytes,
-        .verify_every_read = conf->store.verify_every_read,
+        .verify_interval_s = conf->store.verify_interval,
         /* Chunks queued to the writer are copies of what fills hold: part of the same memory bound. */
         .max_queue_bytes = (size_t)(conf->max_buffer_memory / 4),
         .log = store_log,

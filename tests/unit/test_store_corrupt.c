@@ -6,8 +6,8 @@
  * file, garbled meta or tree pages, a wrong format record, counts that do
  * not match the chunks) is moved aside and rebuilt empty, with one log line.
  * Damage inside a chunk payload is not visible at open; the read that meets
- * it says STORE_CORRUPT, and the chunk is gone afterwards (by default the
- * first read in the process; every read with verify_every_read). Random damage
+ * it says STORE_CORRUPT, and the chunk is gone afterwards (the first read in
+ * the process, or after the verify interval; every read with 0). Random damage
  * anywhere must end in one of those outcomes: every read either exact, or
  * absent, or reported corrupt.
  */
@@ -484,14 +484,15 @@ static void test_corrupt_absent_at_once(const test_dir_t *golden)
  * this process never touches the bad page.
  */
 /*
- * Slices, and checking a chunk on its first read only (verified.c). A slice
- * carries the chunk's bytes from its offset, and a slice far from the damage
- * still finds it: the whole chunk is checked. With store.verify_every_read,
- * damage done to a chunk in place after it was read is caught by the next
- * read; by default it is caught by the first read after a restart, and a
- * chunk damaged before its first read is caught at once. Fails on the code
- * before store_chunk_read_at (which did not exist) and, for the every-read
- * case, on a memo that ignored the setting.
+ * Slices, and checking a chunk once in a while (verified.c). A slice carries
+ * the chunk's bytes from its offset, and a slice far from the damage still
+ * finds it: the whole chunk is checked. Damage done to a chunk in place after
+ * it was checked is caught by the next read with an interval of 0, by the
+ * first read once the interval has passed (1 s here, the test waiting at
+ * least 2), and, with an interval no test outlasts, by the first read after
+ * a restart. A chunk damaged before its first read is caught at once. Fails
+ * on the code before store_chunk_read_at (which did not exist) and, for
+ * intervals 0 and 1 s, on a memo that ignored them.
  */
 static void test_slices_and_first_read(const test_dir_t *golden)
 {
@@ -499,11 +500,13 @@ static void test_slices_and_first_read(const test_dir_t *golden)
     store_key_t key7, key5;
     test_key(&key7, "c/7");
     test_key(&key5, "c/5");
-    for (int every = 0; every <= 1; every++) {
+    static const unsigned intervals[] = {3600, 0, 1};
+    for (size_t mode = 0; mode < sizeof(intervals) / sizeof(intervals[0]); mode++) {
+        unsigned interval = intervals[mode];
         test_dir_t d;
         from_golden(&d, golden);
         store_config_t c = config_for(&d);
-        c.verify_every_read = every == 1;
+        c.verify_interval_s = interval;
         store_t *s = NULL;
         CHECK(store_open(&s, &c) == STORE_OK);
 
@@ -521,14 +524,18 @@ static void test_slices_and_first_read(const test_dir_t *golden)
         /* store_chunk_read still refuses a buffer too small for the chunk. */
         CHECK(store_chunk_read(s, &key7, 17, 0, buf, 65536) == STORE_ERROR);
 
-        /* Damage in place after a read: the every-read store catches it on the next read, from any slice. */
+        /* Damage in place after a check: caught by the next read, from any slice, once the interval passed. */
         CHECK(test_check_chunk(s, "c/7", 17, sizes[7], 1, buf, want) == STORE_OK);
         flip_payload(&d, 7, 1);
+        if (interval == 1) {
+            struct timespec wait = {2, 100000000}; /* the clock counts whole seconds: 2 of them at the least */
+            nanosleep(&wait, NULL);
+        }
         ssize_t after = store_chunk_read_at(s, &key7, 17, 1, STORE_CHUNK_SIZE - 10, buf, 10, NULL);
-        if (every)
+        if (interval <= 1)
             CHECK(after == STORE_CORRUPT);
         else
-            CHECK(after == 10); /* what checking once gives up, until the restart below */
+            CHECK(after == 10); /* what checking once an hour gives up, until the restart below */
 
         /* Damage before a chunk's first read is caught either way, from a slice away from it. */
         flip_payload(&d, 5, 0);
@@ -539,7 +546,7 @@ static void test_slices_and_first_read(const test_dir_t *golden)
         /* A restart checks every chunk again on its first read. */
         s = NULL;
         CHECK(store_open(&s, &c) == STORE_OK);
-        if (!every)
+        if (interval > 1)
             CHECK(test_check_chunk(s, "c/7", 17, sizes[7], 1, buf, want) == STORE_CORRUPT);
         CHECK(test_check_chunk(s, "c/7", 17, sizes[7], 1, buf, want) == STORE_NOT_FOUND);
         CHECK(test_check_chunk(s, "c/7", 17, sizes[7], 0, buf, want) == STORE_OK);
