@@ -98,13 +98,14 @@ static void chunk_found_corrupt(store_t *store, const store_key_t *key, int64_t 
     schedule_removal(store, OP_DROP_CHUNK, key, generation, index);
 }
 
-ssize_t store_chunk_read_at(store_t *store, const store_key_t *key, int64_t generation, uint32_t index, size_t offset,
-                            void *buf, size_t cap, size_t *chunk_len)
+ssize_t store_chunk_use_at(store_t *store, const store_key_t *key, int64_t generation, uint32_t index, size_t offset,
+                           size_t len_wanted, store_bytes_fn fn, void *ctx, size_t *chunk_len)
 {
     chunk_key_t ck;
     MDB_val k = {CHUNK_KEY_SIZE, ck.bytes}, v;
     uint32_t crc = 0;
-    size_t len = 0, copied = 0;
+    size_t len = 0;
+    ssize_t used = 0;
 
     if (hide_chunk_hidden(&store->hide, key, generation, index))
         return STORE_NOT_FOUND;
@@ -118,10 +119,10 @@ ssize_t store_chunk_read_at(store_t *store, const store_key_t *key, int64_t gene
         const unsigned char *payload = (const unsigned char *)v.mv_data + CHUNK_HEADER_SIZE;
         if (rc == STORE_OK) {
             /*
-             * Checked on the map, inside the transaction: the copy may be only
-             * a slice, and the pages cannot change while it is open. A chunk
-             * in a leaf page has no fixed place to remember it by, and is
-             * small enough to check every time.
+             * Checked on the map, inside the transaction: the bytes used may be
+             * only a slice, and the pages cannot change while it is open. A
+             * chunk in a leaf page has no fixed place to remember it by, and
+             * is small enough to check every time.
              */
             uint64_t pgno = chunk_value_pgno(&v, store->psize);
             uint64_t tag = pgno != 0 && store->config.verify_interval_s != 0 ? verified_tag(&ck, pgno, crc, len) : 0;
@@ -134,8 +135,8 @@ ssize_t store_chunk_read_at(store_t *store, const store_key_t *key, int64_t gene
             }
         }
         if (rc == STORE_OK) {
-            copied = offset >= len ? 0 : len - offset < cap ? len - offset : cap;
-            memcpy(buf, payload + (offset < len ? offset : len), copied);
+            size_t n = offset >= len ? 0 : len - offset < len_wanted ? len - offset : len_wanted;
+            used = n == 0 ? 0 : fn(ctx, payload + offset, n);
         }
     } else {
         rc = rc == MDB_NOTFOUND ? STORE_NOT_FOUND : STORE_ERROR;
@@ -147,7 +148,24 @@ ssize_t store_chunk_read_at(store_t *store, const store_key_t *key, int64_t gene
         return rc;
     if (chunk_len != NULL)
         *chunk_len = len;
-    return (ssize_t)copied;
+    return used;
+}
+
+typedef struct copy_target {
+    void *buf;
+} copy_target_t;
+
+static ssize_t copy_bytes(void *ctx, const void *bytes, size_t len)
+{
+    memcpy(((copy_target_t *)ctx)->buf, bytes, len);
+    return (ssize_t)len;
+}
+
+ssize_t store_chunk_read_at(store_t *store, const store_key_t *key, int64_t generation, uint32_t index, size_t offset,
+                            void *buf, size_t cap, size_t *chunk_len)
+{
+    copy_target_t target = {buf};
+    return store_chunk_use_at(store, key, generation, index, offset, cap, copy_bytes, &target, chunk_len);
 }
 
 bool store_verifies_every_read(const store_t *store)

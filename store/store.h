@@ -185,6 +185,20 @@ ssize_t store_chunk_read(store_t *store, const store_key_t *key, int64_t generat
  */
 ssize_t store_chunk_read_at(store_t *store, const store_key_t *key, int64_t generation, uint32_t index, size_t offset,
                             void *buf, size_t cap, size_t *chunk_len);
+/*
+ * The same bytes without a copy: calls fn with up to len bytes of the
+ * payload from offset, where they sit in the store's map, inside the read
+ * transaction, which ends when fn returns. fn must be done with the bytes by
+ * then (copy them, or hand them to a syscall that copies them, such as a
+ * non-blocking send on a TCP socket) and must not block or keep the pointer:
+ * once the transaction ends, the store may free those pages and write others
+ * there. fn returns what it used (>= 0), which this returns; fn is not called
+ * when offset is at or past the payload's end (0 is returned). Errors and
+ * *chunk_len as store_chunk_read_at.
+ */
+typedef ssize_t (*store_bytes_fn)(void *ctx, const void *bytes, size_t len);
+ssize_t store_chunk_use_at(store_t *store, const store_key_t *key, int64_t generation, uint32_t index, size_t offset,
+                           size_t len, store_bytes_fn fn, void *ctx, size_t *chunk_len);
 /* config.verify_interval_s 0: then each slice read checks the whole chunk, and whole chunks are the cheaper read. */
 bool store_verifies_every_read(const store_t *store);
 

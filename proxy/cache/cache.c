@@ -172,7 +172,8 @@ h2o_iovec_t cache_stats_json(cache_t *cache, h2o_mem_pool_t *pool)
                      "{\"cache_enabled\":%s,\"budget\":%llu,\"used_bytes\":%llu,\"objects\":%llu,\"chunks\":%llu,"
                      "\"evicted_objects\":%llu,\"evicted_bytes\":%llu,\"commits\":%llu,\"corrupt_chunks\":%llu,"
                      "\"busy_rejections\":%llu,\"lost_chunks\":%llu,\"out_of_space\":%s,\"fills_started\":%llu,"
-                     "\"fills_abandoned\":%llu,\"fills_detached\":%u,\"upload_sessions\":%llu,\"upload_pending_bytes\":%llu}",
+                     "\"fills_abandoned\":%llu,\"fills_detached\":%u,\"upload_sessions\":%llu,\"upload_pending_bytes\":%llu,"
+                     "\"direct_bytes\":%llu}",
                      cache != NULL ? "true" : "false", (unsigned long long)st.budget,
                      (unsigned long long)st.used_bytes, (unsigned long long)st.objects, (unsigned long long)st.chunks,
                      (unsigned long long)st.evicted_objects, (unsigned long long)st.evicted_bytes,
@@ -182,7 +183,8 @@ h2o_iovec_t cache_stats_json(cache_t *cache, h2o_mem_pool_t *pool)
                      cache != NULL ? (unsigned long long)atomic_load(&cache->fills_started) : 0ULL,
                      cache != NULL ? (unsigned long long)atomic_load(&cache->fills_abandoned) : 0ULL,
                      cache != NULL ? atomic_load(&cache->detached) : 0u, (unsigned long long)sessions,
-                     (unsigned long long)pending_bytes);
+                     (unsigned long long)pending_bytes,
+                     cache != NULL ? (unsigned long long)atomic_load(&cache->direct_bytes) : 0ULL);
     return h2o_iovec_init(body, n > 0 ? (size_t)n : 0);
 }
 /* --- the entry point --- */

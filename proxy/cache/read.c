@@ -33,9 +33,11 @@
  * brings the same bytes or fails, and the response is cut: a client never
  * gets a short body that looks whole.
  */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 
 #include "access.h"
 #include "access_log.h"
@@ -111,6 +113,13 @@ typedef struct cache_read {
     int64_t chunk_index;
     size_t slice_start, slice_len;
     unsigned gap_fetches;
+    /*
+     * Plain HTTP/1.1: once h2o has sent the head and has nothing left to
+     * write, body bytes go from the store's map to the socket (send_direct).
+     */
+    bool direct_ok;
+    bool head_sent;   /* h2o was given the response head (with the first body bytes) */
+    bool h2o_writing; /* h2o holds a send of ours that it has not finished */
     unsigned failed_fills;
     h2o_timeout_entry_t watchdog;
 
@@ -264,6 +273,8 @@ static void send_slice(cache_read_t *r, const char *base, size_t len, h2o_send_s
 {
     h2o_iovec_t buf = h2o_iovec_init(base, len);
     r->bytes_sent += len;
+    r->h2o_writing = state == H2O_SEND_STATE_IN_PROGRESS;
+    r->head_sent = true;
     r->state = state == H2O_SEND_STATE_IN_PROGRESS ? READ_SENDING : READ_DONE;
     if (state != H2O_SEND_STATE_IN_PROGRESS)
         detach(r);
@@ -275,6 +286,7 @@ static void on_proceed(h2o_generator_t *generator, h2o_req_t *req)
 {
     cache_read_t *r = H2O_STRUCT_FROM_MEMBER(cache_read_t, super, generator);
     (void)req;
+    r->h2o_writing = false;
     worker_disarm(&r->watchdog);
     step(r);
 }
@@ -433,10 +445,85 @@ static bool step_from_fetch(cache_read_t *r)
     return false;
 }
 
+/* --- sending from the map --- */
+
+/*
+ * The copy into a buffer was a third of the CPU of big hits (issue 11). On a
+ * plain HTTP/1.1 connection whose head h2o has sent and which h2o has nothing
+ * left to write for, body bytes go straight from the store's map to the
+ * socket: a non-blocking send() inside the store's read transaction
+ * (store_chunk_use_at). The kernel copies them into its own buffers before
+ * send() returns, so no byte is read from the map once the transaction has
+ * ended and the store could have reused the page. What the socket does not
+ * take goes the usual way, copied and handed to h2o, which waits for the
+ * socket and calls on_proceed; so does one slice in every DIRECT_BURST bytes,
+ * so that one fast client cannot hold the worker. TLS and HTTP/2 frame the
+ * bytes themselves, and are always served the usual way.
+ */
+#define DIRECT_BURST (4 * 1024 * 1024)
+/* Bodies at least this long get their head sent alone, so that all of the body can go from the map. */
+#define DIRECT_MIN_BODY (64 * 1024)
+
+typedef struct socket_sink {
+    int fd;
+    int error; /* errno of a send that failed for another reason than a full socket */
+} socket_sink_t;
+
+static ssize_t send_to_socket(void *ctx, const void *bytes, size_t len)
+{
+    socket_sink_t *sink = ctx;
+    ssize_t sent = send(sink->fd, bytes, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (sent >= 0)
+        return sent;
+    if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+        sink->error = errno;
+    return 0;
+}
+
+typedef enum {
+    DIRECT_ALL_SENT, /* up to r->end */
+    DIRECT_GO_ON,    /* the socket is full, the burst is spent, or the store lacks a chunk: the usual way from r->next */
+    DIRECT_FAILED,   /* the socket failed: the connection is lost */
+} direct_result_t;
+
+static direct_result_t send_direct(cache_read_t *r)
+{
+    h2o_socket_t *sock = r->req->conn->callbacks->get_socket(r->req->conn);
+    socket_sink_t sink = {.fd = h2o_socket_get_fd(sock)};
+    size_t burst = 0;
+    int64_t first_index = (int64_t)(r->next / STORE_CHUNK_SIZE);
+    while (r->next < r->end && burst < DIRECT_BURST) {
+        int64_t index = (int64_t)(r->next / STORE_CHUNK_SIZE);
+        if (index != first_index && r->fetch != NULL)
+            return DIRECT_GO_ON; /* a fill runs: it says where the next chunk is (step_from_fetch) */
+        size_t offset = (size_t)(r->next - (uint64_t)index * STORE_CHUNK_SIZE);
+        size_t want = clamp_to_end(r, STORE_CHUNK_SIZE - offset);
+        ssize_t n = store_chunk_use_at(r->cache->store, &r->key, r->meta.generation, (uint32_t)index, offset, want,
+                                       send_to_socket, &sink, NULL);
+        if (sink.error != 0) {
+            r->error = "client connection lost";
+            return DIRECT_FAILED;
+        }
+        if (n <= 0)
+            return DIRECT_GO_ON; /* not stored (the usual way fetches it), or shorter than it should be */
+        r->next += (uint64_t)n;
+        r->bytes_sent += (uint64_t)n;
+        burst += (size_t)n;
+        atomic_fetch_add_explicit(&r->cache->direct_bytes, (uint64_t)n, memory_order_relaxed);
+        if ((size_t)n < want)
+            return DIRECT_GO_ON;
+    }
+    return r->next >= r->end ? DIRECT_ALL_SENT : DIRECT_GO_ON;
+}
+
 static void step(cache_read_t *r)
 {
     if (r->next >= r->end) {
         send_slice(r, NULL, 0, H2O_SEND_STATE_FINAL);
+        return;
+    }
+    if (r->direct_ok && !r->head_sent && r->fetch == NULL && r->end - r->next >= DIRECT_MIN_BODY) {
+        send_slice(r, NULL, 0, H2O_SEND_STATE_IN_PROGRESS); /* the head alone; on_proceed sends the body */
         return;
     }
     int64_t index = (int64_t)(r->next / STORE_CHUNK_SIZE);
@@ -444,6 +531,22 @@ static void step(cache_read_t *r)
     if (index != r->chunk_index || offset < r->slice_start || offset >= r->slice_start + r->slice_len) {
         if (r->fetch != NULL && step_from_fetch(r))
             return;
+        if (r->direct_ok && r->head_sent && !r->h2o_writing) {
+            switch (send_direct(r)) {
+            case DIRECT_ALL_SENT:
+                send_slice(r, NULL, 0, H2O_SEND_STATE_FINAL);
+                return;
+            case DIRECT_FAILED:
+                abort_response(r, r->error);
+                return;
+            case DIRECT_GO_ON:
+                break;
+            }
+            index = (int64_t)(r->next / STORE_CHUNK_SIZE);
+            offset = (size_t)(r->next - (uint64_t)index * STORE_CHUNK_SIZE);
+            if (r->fetch != NULL && step_from_fetch(r))
+                return;
+        }
         if (!load_slice(r, index, offset)) {
             if (r->end == UINT64_MAX) {
                 abort_response(r, "the fill of a body without a length broke off");
@@ -560,6 +663,11 @@ static void serve_media(cache_read_t *r)
     }
     r->buf_cap = size != 0 ? size : 1;
     r->chunk_index = -1;
+    h2o_socket_t *sock = req->version < 0x200 && req->conn->callbacks->get_socket != NULL
+                             ? req->conn->callbacks->get_socket(req->conn)
+                             : NULL;
+    /* Only with a Content-Length: a body without one is chunked by h2o, whose framing a direct send would skip. */
+    r->direct_ok = sock != NULL && sock->ssl == NULL && r->end != UINT64_MAX && req->res.content_length != SIZE_MAX;
     store_pin(r->cache->store, &r->key);
     r->pinned = true;
     start_response(r);

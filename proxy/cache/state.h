@@ -78,6 +78,7 @@ struct cache {
     recent_record_t *recent;               /* records queued to the store but maybe not committed yet */
     upload_sessions_t *sessions;           /* resumable and XML multipart uploads in progress */
     _Atomic uint64_t fills_started, fills_abandoned, gap_fetches;
+    _Atomic uint64_t direct_bytes; /* hit bytes sent from the store's map, without a copy (read.c) */
     _Atomic uint64_t fills_registered;     /* fills in the registry now: in flight, or committing */
     _Atomic uint64_t demand_fills;         /* those of them a client's read (not a prefetch's) started */
     _Atomic int64_t next_space_probe_ms;   /* out of space: when the next fill may try the store again */

@@ -8,8 +8,10 @@ from the emulator.
 """
 
 import hashlib
+import http.client
 import os
 import re
+import socket
 import sys
 import threading
 import time
@@ -301,6 +303,131 @@ class DamageIntervalTest(DamageCase):
         time.sleep(2.1)  # the coarse clock counts whole seconds: 2 s past the last check at the least
         self.assertRecovers(path, expected)
         self.assertLogAgrees()
+
+
+# ==========================================================================
+# Hits sent straight from the store's map while the store reuses pages
+# ==========================================================================
+
+CHURN_BUCKET = "churn-always"
+
+
+class DirectSendChurnTest(FaultCase):
+    """Plain HTTP/1.1 hits send body bytes straight from LMDB's map to the socket (read.c send_direct), each
+    send() inside a read transaction. This tries hard to make a page change under a send: slow and fast
+    readers of objects that are overwritten upstream all along (the "always" policy drops each old entry
+    mid-read and fills the new one into the pages it freed), while reads of other objects push the store
+    over its budget (eviction frees more). Every response must be whole with exactly the bytes of the
+    generation it names, or visibly cut (a short body): never a clean response with other bytes. The
+    direct path must have carried most bytes, or the test proves nothing about it."""
+    larder_config = {"store": {"budget": "40MiB", "high_water_percent": 90, "low_water_percent": 70},
+                     "cache": {"enabled": True, "default_policy": "immutable",
+                               "policies": CHURN_BUCKET + "=always"}}
+
+    def test_slow_and_fast_readers_while_pages_are_reused(self):
+        import random
+        self.emulator.create_bucket(CHURN_BUCKET)
+        size = 5 * MiB + 4321
+        seeds, digests, lock, stop = {}, {}, threading.Lock(), threading.Event()
+        hot = ["hot-%d" % i for i in range(3)]
+        next_seed = [1000]
+
+        def content(seed):
+            return random.Random(seed).randbytes(size)
+
+        def overwrite(name):
+            with lock:
+                next_seed[0] += 1
+                seed = next_seed[0]
+            data = content(seed)
+            resource = self.put_object(name, data=data, bucket=CHURN_BUCKET)
+            with lock:
+                seeds[str(resource["generation"])] = seed
+                digests[str(resource["generation"])] = hashlib.sha256(data).hexdigest()
+
+        for name in hot:
+            overwrite(name)
+        for i in range(8):
+            self.put_object("filler/%d" % i, size=4 * MiB, seed=300 + i)
+        before = self.stats()["direct_bytes"]
+        outcomes = {"whole": 0, "cut": 0}
+        wrong = []
+
+        class SlowConnection(http.client.HTTPConnection):
+            """A small receive buffer: the server's socket fills after a few KiB, so what larder hands
+            to h2o waits there (h2o keeps pointers to it) for as long as this reader dawdles."""
+
+            def connect(self):
+                self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                self.sock.settimeout(self.timeout)
+                self.sock.connect((self.host, self.port))
+
+        def check(name, generation, body, length):
+            """Whole: the generation's digest. Cut: what came must still be the generation's first bytes."""
+            with lock:
+                seed, digest = seeds.get(generation), digests.get(generation)
+            if len(body) == length:
+                ok = digest == hashlib.sha256(body).hexdigest()
+            else:
+                ok = seed is not None and content(seed)[:len(body)] == bytes(body)
+            with lock:
+                if not ok:
+                    wrong.append((name, generation, len(body), length))
+                else:
+                    outcomes["whole" if len(body) == length else "cut"] += 1
+
+        def reader(slow, seed):
+            rnd = random.Random(seed)
+            while not stop.is_set():
+                name = rnd.choice(hot)
+                conn = (SlowConnection if slow else http.client.HTTPConnection)("127.0.0.1", self.larder.port,
+                                                                                 timeout=30)
+                body, generation, length = bytearray(), None, None
+                try:
+                    conn.request("GET", self.media(name, bucket=CHURN_BUCKET), headers=OWNER)
+                    resp = conn.getresponse()
+                    if resp.status != 200:
+                        resp.read()
+                        continue
+                    generation, length = resp.getheader("x-goog-generation"), int(resp.getheader("content-length"))
+                    while True:
+                        piece = resp.read(16384 if slow else 1 << 20)
+                        if not piece:
+                            break
+                        body += piece
+                        if slow:
+                            time.sleep(0.005)
+                except (OSError, http.client.HTTPException) as e:
+                    if isinstance(e, http.client.IncompleteRead):
+                        body += e.partial
+                finally:
+                    conn.close()
+                if generation is not None:
+                    check(name, generation, body, length)
+
+        def churn():
+            i = 0
+            while not stop.is_set():
+                overwrite(hot[i % len(hot)])
+                self.read_sha(self.media("filler/%d" % (i % 8)))
+                i += 1
+                time.sleep(0.05)
+
+        threads = [threading.Thread(target=reader, args=(i < 4, i)) for i in range(8)]
+        threads.append(threading.Thread(target=churn))
+        for t in threads:
+            t.start()
+        time.sleep(12)
+        stop.set()
+        for t in threads:
+            t.join(60)
+        direct = self.stats()["direct_bytes"] - before
+        print("\ndirect-send churn: %s, %d wrong, %.0f MiB sent from the map" % (outcomes, len(wrong), direct / MiB),
+              flush=True)
+        self.assertEqual(wrong, [], "responses with bytes of no generation they name (whole, or before the cut)")
+        self.assertGreater(outcomes["whole"], 20, outcomes)
+        self.assertGreater(direct, 64 * MiB, "the direct path carried too little to prove anything")
 
 
 # ==========================================================================

@@ -1102,6 +1102,44 @@ class NoEtagTest(TrustCase):
                 self.assertEqual(len(self.media_requests(mark)), 1, "%s, %s" % (label, api))
         self.assertLogAgrees()
 
+    def test_follower_of_a_fill_without_a_length_gets_a_whole_chunked_body(self):
+        """A reader that joins a fill whose length is unknown gets a chunked HTTP/1.1 body; the chunks the
+        fill already committed come to it from the store. Hits with a length send body bytes straight from
+        the store's map to the socket (read.c send_direct), which would skip h2o's chunk framing: this
+        reader must get a well-formed chunked body with the object's bytes. The second reader starts once
+        the first has read half the object through a throttled upstream, so the fill is still running.
+
+        Fails on a send_direct allowed without a Content-Length (checked by hand: the client reports a
+        malformed chunked body)."""
+        bucket = self.quirky_bucket("chunked", {"media_content_length": False})
+        name = self.name("follow.bin")
+        size = 3 * CHUNK + 777
+        self.put_object(name, size=size, seed=97, bucket=bucket)
+        expected = sha(self.direct(self.media(name, bucket), OWNER).body)
+        self.emulator.faults(bandwidth_bps=1 * MiB, match="/" + name)
+        self.addCleanup(self.emulator.clear_faults)
+        leader = http.client.HTTPConnection("127.0.0.1", self.larder.port, timeout=60)
+        leader.request("GET", self.media(name, bucket), headers=OWNER)
+        first = leader.getresponse()
+        self.assertIsNone(first.getheader("content-length"))
+        head = first.read(CHUNK + CHUNK // 2)
+        follower = {}
+
+        def follow():
+            follower["r"], follower["sha"] = self.read_sha(self.media(name, bucket))
+
+        t = threading.Thread(target=follow)
+        t.start()
+        rest = first.read()
+        leader.close()
+        t.join(60)
+        self.assertEqual(sha(head + rest), expected, "the leader's body")
+        r = follower["r"]
+        self.assertEqual((r.status, r.error, follower["sha"]), (200, None, expected), "the follower (X-Cache %s)"
+                         % r.x_cache)
+        self.assertIsNone(r.header("content-length"), "the follower came after the fill: the test tests nothing")
+        self.assertLogAgrees()
+
     def test_no_etag_revalidated_by_generation_under_always(self):
         """Item 10, always: with media that carry no ETag (and no Content-Length), reads after the first
         are REVALIDATED, each with exactly one conditional upstream request (the caller's identity)
