@@ -497,7 +497,10 @@ static direct_result_t send_direct(cache_read_t *r)
         if (index != first_index && r->fetch != NULL)
             return DIRECT_GO_ON; /* a fill runs: it says where the next chunk is (step_from_fetch) */
         size_t offset = (size_t)(r->next - (uint64_t)index * STORE_CHUNK_SIZE);
-        size_t want = clamp_to_end(r, STORE_CHUNK_SIZE - offset);
+        /* To the chunk's end in one send: no buffer bounds it, and each send and transaction costs a little. */
+        size_t want = STORE_CHUNK_SIZE - offset;
+        if (want > r->end - r->next)
+            want = (size_t)(r->end - r->next);
         ssize_t n = store_chunk_use_at(r->cache->store, &r->key, r->meta.generation, (uint32_t)index, offset, want,
                                        send_to_socket, &sink, NULL);
         if (sink.error != 0) {
