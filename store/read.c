@@ -7,7 +7,8 @@
  * client I/O would let the file grow by everything written meanwhile. A
  * chunk's checksum is verified on the map, inside the transaction, on its
  * first read and once a configured interval has passed since the last check
- * (verified.c), or on every read; the copy may then be any slice of it. Nothing here writes: damage found is queued for the writer to remove,
+ * (verified.c), or on every read; what is used may then be any slice of it.
+ * Nothing here writes: damage found is queued for the writer to remove,
  * and hidden from readers until it is (hide.c), as are invalidated objects:
  * each call looks there first, which costs one atomic load while nothing
  * with a key in the same stripe is hidden.
@@ -98,6 +99,27 @@ static void chunk_found_corrupt(store_t *store, const store_key_t *key, int64_t 
     schedule_removal(store, OP_DROP_CHUNK, key, generation, index);
 }
 
+/*
+ * Whether a chunk's payload matches its checksum, checked on the map inside
+ * the caller's transaction unless verified.c remembers a recent check. A
+ * chunk in a leaf page has no fixed place to remember it by, and is small
+ * enough to check every time.
+ */
+static bool chunk_intact(store_t *store, const chunk_key_t *ck, const MDB_val *v, uint32_t crc, const void *payload,
+                         size_t len)
+{
+    uint64_t pgno = chunk_value_pgno(v, store->psize);
+    uint64_t tag = pgno != 0 && store->config.verify_interval_s != 0 ? verified_tag(ck, pgno, crc, len) : 0;
+    uint32_t now = tag != 0 ? verified_clock() : 0;
+    if (tag != 0 && verified_holds(&store->verified, tag, now, store->config.verify_interval_s))
+        return true;
+    if (!chunk_payload_ok(crc, ck, payload, len))
+        return false;
+    if (tag != 0)
+        verified_note(&store->verified, tag, now);
+    return true;
+}
+
 ssize_t store_chunk_use_at(store_t *store, const store_key_t *key, int64_t generation, uint32_t index, size_t offset,
                            size_t len_wanted, store_bytes_fn fn, void *ctx, size_t *chunk_len)
 {
@@ -117,23 +139,9 @@ ssize_t store_chunk_use_at(store_t *store, const store_key_t *key, int64_t gener
     if (rc == MDB_SUCCESS) {
         rc = chunk_value_header(&v, &crc, &len);
         const unsigned char *payload = (const unsigned char *)v.mv_data + CHUNK_HEADER_SIZE;
-        if (rc == STORE_OK) {
-            /*
-             * Checked on the map, inside the transaction: the bytes used may be
-             * only a slice, and the pages cannot change while it is open. A
-             * chunk in a leaf page has no fixed place to remember it by, and
-             * is small enough to check every time.
-             */
-            uint64_t pgno = chunk_value_pgno(&v, store->psize);
-            uint64_t tag = pgno != 0 && store->config.verify_interval_s != 0 ? verified_tag(&ck, pgno, crc, len) : 0;
-            uint32_t now = tag != 0 ? verified_clock() : 0;
-            if (tag == 0 || !verified_holds(&store->verified, tag, now, store->config.verify_interval_s)) {
-                if (!chunk_payload_ok(crc, &ck, payload, len))
-                    rc = STORE_CORRUPT;
-                else if (tag != 0)
-                    verified_note(&store->verified, tag, now);
-            }
-        }
+        /* The whole chunk, whatever slice is used: the pages cannot change while the transaction is open. */
+        if (rc == STORE_OK && !chunk_intact(store, &ck, &v, crc, payload, len))
+            rc = STORE_CORRUPT;
         if (rc == STORE_OK) {
             size_t n = offset >= len ? 0 : len - offset < len_wanted ? len - offset : len_wanted;
             used = n == 0 ? 0 : fn(ctx, payload + offset, n);

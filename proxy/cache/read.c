@@ -114,10 +114,11 @@ typedef struct cache_read {
     size_t slice_start, slice_len;
     unsigned gap_fetches;
     /*
-     * Plain HTTP/1.1: once h2o has sent the head and has nothing left to
-     * write, body bytes go from the store's map to the socket (send_direct).
+     * Plain HTTP/1.1 with a Content-Length: the connection's socket, to which
+     * body bytes go from the store's map once h2o has sent the head and has
+     * nothing left to write (send_direct); -1 otherwise.
      */
-    bool direct_ok;
+    int direct_fd;
     bool head_sent;   /* h2o was given the response head (with the first body bytes) */
     bool h2o_writing; /* h2o holds a send of ours that it has not finished */
     unsigned failed_fills;
@@ -488,8 +489,7 @@ typedef enum {
 
 static direct_result_t send_direct(cache_read_t *r)
 {
-    h2o_socket_t *sock = r->req->conn->callbacks->get_socket(r->req->conn);
-    socket_sink_t sink = {.fd = h2o_socket_get_fd(sock)};
+    socket_sink_t sink = {.fd = r->direct_fd};
     size_t burst = 0;
     int64_t first_index = (int64_t)(r->next / STORE_CHUNK_SIZE);
     while (r->next < r->end && burst < DIRECT_BURST) {
@@ -525,7 +525,7 @@ static void step(cache_read_t *r)
         send_slice(r, NULL, 0, H2O_SEND_STATE_FINAL);
         return;
     }
-    if (r->direct_ok && !r->head_sent && r->fetch == NULL && r->end - r->next >= DIRECT_MIN_BODY) {
+    if (r->direct_fd >= 0 && !r->head_sent && r->fetch == NULL && r->end - r->next >= DIRECT_MIN_BODY) {
         send_slice(r, NULL, 0, H2O_SEND_STATE_IN_PROGRESS); /* the head alone; on_proceed sends the body */
         return;
     }
@@ -534,7 +534,8 @@ static void step(cache_read_t *r)
     if (index != r->chunk_index || offset < r->slice_start || offset >= r->slice_start + r->slice_len) {
         if (r->fetch != NULL && step_from_fetch(r))
             return;
-        if (r->direct_ok && r->head_sent && !r->h2o_writing) {
+        if (r->direct_fd >= 0 && r->head_sent && !r->h2o_writing) {
+            uint64_t before = r->next;
             switch (send_direct(r)) {
             case DIRECT_ALL_SENT:
                 send_slice(r, NULL, 0, H2O_SEND_STATE_FINAL);
@@ -545,10 +546,12 @@ static void step(cache_read_t *r)
             case DIRECT_GO_ON:
                 break;
             }
-            index = (int64_t)(r->next / STORE_CHUNK_SIZE);
-            offset = (size_t)(r->next - (uint64_t)index * STORE_CHUNK_SIZE);
-            if (r->fetch != NULL && step_from_fetch(r))
-                return;
+            if (r->next != before) { /* sent some: go on from where that left off */
+                index = (int64_t)(r->next / STORE_CHUNK_SIZE);
+                offset = (size_t)(r->next - (uint64_t)index * STORE_CHUNK_SIZE);
+                if (r->fetch != NULL && step_from_fetch(r))
+                    return;
+            }
         }
         if (!load_slice(r, index, offset)) {
             if (r->end == UINT64_MAX) {
@@ -670,7 +673,8 @@ static void serve_media(cache_read_t *r)
                              ? req->conn->callbacks->get_socket(req->conn)
                              : NULL;
     /* Only with a Content-Length: a body without one is chunked by h2o, whose framing a direct send would skip. */
-    r->direct_ok = sock != NULL && sock->ssl == NULL && r->end != UINT64_MAX && req->res.content_length != SIZE_MAX;
+    bool direct = sock != NULL && sock->ssl == NULL && r->end != UINT64_MAX && req->res.content_length != SIZE_MAX;
+    r->direct_fd = direct ? h2o_socket_get_fd(sock) : -1;
     store_pin(r->cache->store, &r->key);
     r->pinned = true;
     start_response(r);
@@ -1099,6 +1103,7 @@ void cache_read_start(h2o_req_t *req, const target_t *target, const cache_reques
     r->creq = *creq;
     r->upstream_ms = -1;
     r->chunk_index = -1;
+    r->direct_fd = -1; /* until serve_media finds the response may use it */
     r->watchdog.cb = on_watchdog;
     r->sub.worker = r->worker;
     r->sub.wakeup.cb = on_fetch_wakeup;
