@@ -385,10 +385,10 @@ static bool fetch_missing(cache_read_t *r, uint32_t index)
  * buf; false when the store does not have the chunk. A slice rather than the
  * whole chunk: the socket's copy then reads bytes still in the CPU's cache.
  */
-static bool load_slice(cache_read_t *r, int64_t index, size_t offset)
+static bool load_slice(cache_read_t *r, int64_t index, size_t offset, size_t cap)
 {
     ssize_t n = store_chunk_read_at(r->cache->store, &r->key, r->meta.generation, (uint32_t)index, offset, r->buf,
-                                    r->buf_cap, NULL);
+                                    cap < r->buf_cap ? cap : r->buf_cap, NULL);
     if (n < 0)
         return false;
     r->chunk_index = index;
@@ -455,35 +455,43 @@ static bool step_from_fetch(cache_read_t *r)
  * socket: a non-blocking send() inside the store's read transaction
  * (store_chunk_use_at). The kernel copies them into its own buffers before
  * send() returns, so no byte is read from the map once the transaction has
- * ended and the store could have reused the page. What the socket does not
- * take goes the usual way, copied and handed to h2o, which waits for the
- * socket and calls on_proceed; so does one slice in every DIRECT_BURST bytes,
- * so that one fast client cannot hold the worker. TLS and HTTP/2 frame the
+ * ended and the store could have reused the page. When the socket is full,
+ * and after every DIRECT_BURST bytes so that one fast client cannot hold the
+ * worker, a small piece (DIRECT_HANDOFF) is copied and handed to h2o, which
+ * waits for the socket and calls on_proceed. Handing h2o a whole slice there
+ * instead copied one byte in sixteen of a big hit. TLS and HTTP/2 frame the
  * bytes themselves, and are always served the usual way.
  */
 #define DIRECT_BURST (4 * 1024 * 1024)
+/* h2o must be handed some bytes to wait for the socket: an empty send ends an HTTP/1.1 response (http1.c). */
+#define DIRECT_HANDOFF (16 * 1024)
 /* Bodies at least this long get their head sent alone, so that all of the body can go from the map. */
 #define DIRECT_MIN_BODY (64 * 1024)
 
 typedef struct socket_sink {
     int fd;
-    int error; /* errno of a send that failed for another reason than a full socket */
+    bool full;  /* the socket took less than it was offered */
+    int error;  /* errno of a send that failed for another reason than a full socket */
 } socket_sink_t;
 
 static ssize_t send_to_socket(void *ctx, const void *bytes, size_t len)
 {
     socket_sink_t *sink = ctx;
     ssize_t sent = send(sink->fd, bytes, len, MSG_DONTWAIT | MSG_NOSIGNAL);
-    if (sent >= 0)
+    if (sent >= 0) {
+        sink->full = (size_t)sent < len;
         return sent;
+    }
     if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
         sink->error = errno;
+    sink->full = true;
     return 0;
 }
 
 typedef enum {
     DIRECT_ALL_SENT, /* up to r->end */
-    DIRECT_GO_ON,    /* the socket is full, the burst is spent, or the store lacks a chunk: the usual way from r->next */
+    DIRECT_WAIT,     /* the socket is full or the burst is spent: hand h2o DIRECT_HANDOFF bytes from r->next */
+    DIRECT_GO_ON,    /* the store lacks the chunk or a fill runs: the usual way from r->next */
     DIRECT_FAILED,   /* the socket failed: the connection is lost */
 } direct_result_t;
 
@@ -507,16 +515,18 @@ static direct_result_t send_direct(cache_read_t *r)
             r->error = "client connection lost";
             return DIRECT_FAILED;
         }
-        if (n <= 0)
+        if (n > 0) {
+            r->next += (uint64_t)n;
+            r->bytes_sent += (uint64_t)n;
+            burst += (size_t)n;
+            atomic_fetch_add_explicit(&r->cache->direct_bytes, (uint64_t)n, memory_order_relaxed);
+        }
+        if (sink.full)
+            return DIRECT_WAIT;
+        if (n < 0 || (size_t)n < want)
             return DIRECT_GO_ON; /* not stored (the usual way fetches it), or shorter than it should be */
-        r->next += (uint64_t)n;
-        r->bytes_sent += (uint64_t)n;
-        burst += (size_t)n;
-        atomic_fetch_add_explicit(&r->cache->direct_bytes, (uint64_t)n, memory_order_relaxed);
-        if ((size_t)n < want)
-            return DIRECT_GO_ON;
     }
-    return r->next >= r->end ? DIRECT_ALL_SENT : DIRECT_GO_ON;
+    return r->next >= r->end ? DIRECT_ALL_SENT : DIRECT_WAIT;
 }
 
 static void step(cache_read_t *r)
@@ -534,6 +544,7 @@ static void step(cache_read_t *r)
     if (index != r->chunk_index || offset < r->slice_start || offset >= r->slice_start + r->slice_len) {
         if (r->fetch != NULL && step_from_fetch(r))
             return;
+        size_t cap = r->buf_cap;
         if (r->direct_fd >= 0 && r->head_sent && !r->h2o_writing) {
             uint64_t before = r->next;
             switch (send_direct(r)) {
@@ -543,6 +554,9 @@ static void step(cache_read_t *r)
             case DIRECT_FAILED:
                 abort_response(r, r->error);
                 return;
+            case DIRECT_WAIT:
+                cap = DIRECT_HANDOFF;
+                break;
             case DIRECT_GO_ON:
                 break;
             }
@@ -553,7 +567,7 @@ static void step(cache_read_t *r)
                     return;
             }
         }
-        if (!load_slice(r, index, offset)) {
+        if (!load_slice(r, index, offset, cap)) {
             if (r->end == UINT64_MAX) {
                 abort_response(r, "the fill of a body without a length broke off");
                 return;
