@@ -114,12 +114,14 @@ BUCKET = "bench"
 AUTH = "Bearer owner"  # the emulator's default owner token; entries belong to who filled them
 SIZES = {"4KiB": 4 * 1024, "1MiB": 1024 * 1024, "64MiB": 64 * 1024 * 1024}
 SERVERS = ("larder-immutable", "larder-always", "larder-users", "larder-users-off", "nginx-proxy_cache",
-           "nginx-static", "nginx-static-copy", "varnish")
-USER_SERVERS = ("larder-users", "larder-users-off")  # 4 KiB cells only
+           "nginx-static", "nginx-static-copy", "varnish", "h2o-floor")
+USER_SERVERS = ("larder-users", "larder-users-off")
+FOUR_KIB_ONLY = USER_SERVERS + ("h2o-floor",)
 EXPECTED_STATE = {"larder-immutable": ("x-cache", "HIT"), "larder-always": ("x-cache", "REVALIDATED"),
                   "larder-users": ("x-cache", "HIT"), "larder-users-off": ("x-cache", "HIT"),
                   "nginx-proxy_cache": ("x-cache-status", "HIT"), "nginx-static": (None, None),
-                  "nginx-static-copy": (None, None), "varnish": ("x-cache-status", "HIT")}
+                  "nginx-static-copy": (None, None), "varnish": ("x-cache-status", "HIT"),
+                  "h2o-floor": ("x-cache", "HIT")}
 # What says "miss" on a first read, for the miss first-byte runs.
 MISS_STATE = {"larder-immutable": ("x-cache", "MISS"), "nginx-proxy_cache": ("x-cache-status", "MISS"),
               "varnish": ("x-cache-status", "MISS")}
@@ -344,6 +346,24 @@ class Varnish(ForegroundServer):
         self.pids = [self.proc.pid]  # the manager; the child (the cache) is its descendant
 
 
+class H2oFloor(ForegroundServer):
+    """bench/h2o_floor.c, built next to larder: the docroot's bytes from memory under a larder hit's headers,
+    one h2o event loop per worker and nothing else - the least any server on this h2o spends on a hit."""
+
+    def __init__(self, workdir, label, workers, docroot):
+        self.label = label
+        self.port, self.tls_port = harness.free_port(), None
+        binary = os.path.join(os.path.dirname(harness.larder_bin()), "bench_h2o_floor")
+        if not os.path.exists(binary):
+            raise RuntimeError("h2o-floor: %s is missing (cmake --build builds it with larder)" % binary)
+        self.log = open(os.path.join(workdir, label + ".log"), "wb")
+        self.proc = subprocess.Popen([binary, str(self.port), str(workers), os.path.join(docroot, BUCKET)],
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        if not wait_listening(self.port, self.proc):
+            raise RuntimeError("h2o-floor did not start")
+        self.pids = [self.proc.pid]
+
+
 class LarderPeer:
     def __init__(self, workdir, emulator, ca, label, policy, workers, auth=None):
         self.label = label
@@ -391,6 +411,11 @@ def machine_busy_seconds():
 
 def tree_cpu_seconds(pids):
     """utime + stime of these processes and all their descendants."""
+    return sum(tree_cpu_split(pids))
+
+
+def tree_cpu_split(pids):
+    """(utime, stime) of these processes and all their descendants, in seconds."""
     children, times = {}, {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -398,18 +423,19 @@ def tree_cpu_seconds(pids):
                 with open("/proc/%s/stat" % entry) as f:
                     rest = f.read().rsplit(")", 1)[1].split()
                 children.setdefault(int(rest[1]), []).append(int(entry))
-                times[int(entry)] = (int(rest[11]) + int(rest[12])) / TICK
+                times[int(entry)] = (int(rest[11]) / TICK, int(rest[12]) / TICK)
             except (OSError, ValueError, IndexError):
                 pass
-    total, todo, seen = 0.0, list(pids), set()
+    user, system, todo, seen = 0.0, 0.0, list(pids), set()
     while todo:
         p = todo.pop()
         if p in seen:
             continue
         seen.add(p)
-        total += times.get(p, 0.0)
+        user += times.get(p, (0.0, 0.0))[0]
+        system += times.get(p, (0.0, 0.0))[1]
         todo.extend(children.get(p, []))
-    return total
+    return user, system
 
 
 class ServerCpu:
@@ -418,10 +444,15 @@ class ServerCpu:
 
     def __init__(self, pids):
         self.pids = pids
-        self.start = tree_cpu_seconds(pids)
+        self.start = tree_cpu_split(pids)
 
     def used(self):
-        return tree_cpu_seconds(self.pids) - self.start
+        return sum(self.used_split())
+
+    def used_split(self):
+        """(user, system) CPU seconds since construction."""
+        now = tree_cpu_split(self.pids)
+        return now[0] - self.start[0], now[1] - self.start[1]
 
 
 def per_core(cell, requests, nbytes, seconds, cpu):
@@ -633,7 +664,8 @@ def measure_cell(server, size_label, conns, emulator, opts, lua, ours):
     load = ForeignLoad(ours)
     cpu = ServerCpu(server.pids)
     r = run_wrk(server.port, path, conns, opts.duration, opts.threads, lua, opts.client_cpus)
-    cpu = cpu.used()
+    user_s, system_s = cpu.used_split()
+    cpu = user_s + system_s
     foreign = load.share()
     perf.stop()
     upstream, tokeninfo = upstream_requests(emulator)
@@ -644,6 +676,8 @@ def measure_cell(server, size_label, conns, emulator, opts, lua, ours):
             "requests": r["requests"], "upstream": upstream, "tokeninfo": tokeninfo,
             "errors": r["connect"] + r["read"] + r["write"] + r["status"] + r["timeout"], "foreign": foreign}
     per_core(cell, r["requests"], r["bytes"], secs, cpu)
+    if r["requests"]:
+        cell["user_us"], cell["system_us"] = user_s * 1e6 / r["requests"], system_s * 1e6 / r["requests"]
     problems = []
     if decisions_before is not None:
         after = access_decisions(server) or {}
@@ -786,7 +820,7 @@ def measure_fixed_rate(servers, emulator, opts, ours, workdir):
     3-4 ms) made wrk's p99 a measure of the scheduler's slice rather than of the server (issue 11)."""
     # larder-always: the emulator could not keep up. The 64-identity servers: h2load sends one
     # Authorization header on every request, so they are left to wrk.
-    chosen = [s for s in servers if s.label != "larder-always" and s.label not in USER_SERVERS]
+    chosen = [s for s in servers if s.label != "larder-always" and s.label not in FOUR_KIB_ONLY]
     path = "/%s/%s" % (BUCKET, object_name("4KiB"))
     runs = h2load_rounds(
         chosen, emulator, opts, ours,
@@ -970,12 +1004,12 @@ def measure(servers, emulator, opts, lua):
     ours = ours_of(servers, emulator)
     results = []
     everyone = servers
-    in_size = lambda size_label: [s for s in everyone if size_label == "4KiB" or s.label not in USER_SERVERS]
+    in_size = lambda size_label: [s for s in everyone if size_label == "4KiB" or s.label not in FOUR_KIB_ONLY]
     PROGRESS.update(done=0, total=sum(len(in_size(size)) for size in opts.sizes) * len(opts.conns) * opts.reps,
                     t0=time.monotonic())
     for size_label in opts.sizes:
         path = "/%s/%s" % (BUCKET, object_name(size_label))
-        servers = in_size(size_label)  # the 64-identity servers have 4 KiB cells only
+        servers = in_size(size_label)  # the 64-identity servers and the floor have 4 KiB cells only
         for server in servers:  # settle: not reported
             run_wrk(server.port, path, 16, 1, opts.threads, getattr(server, "lua", lua), opts.client_cpus)
         for conns in opts.conns:
@@ -995,8 +1029,10 @@ def measure(servers, emulator, opts, lua):
                 merged = dict(cells[0])
                 for key in ("rps", "mbps", "cores", "rps_core", "mbps_core"):  # per core: the median of the runs'
                     merged[key] = median([c[key] for c in cells])
-                for key in ("p50_ms", "p99_ms"):  # runs that completed no request have no latency
-                    merged[key] = median([c[key] for c in cells if c["requests"]] or [0.0])
+                for key in ("p50_ms", "p99_ms", "user_us", "system_us"):  # runs that completed no request have none
+                    values = [c[key] for c in cells if c["requests"]]
+                    if values or key not in ("user_us", "system_us"):
+                        merged[key] = median(values or [0.0])
                 key = "rps" if size_label == "4KiB" else "mbps"
                 merged["spread"] = (min(c[key] for c in cells), max(c[key] for c in cells))
                 merged["n"] = sum(c["requests"] for c in cells)
@@ -1069,6 +1105,9 @@ def report(results, fixed, opts, notes, tls=(), misses=None):
         w("                   confirmed by a 304 at warm-up, auth.grant_ttl 3600); tokens checked at tokeninfo")
         w("larder-users-off   4KiB only, the baseline: the same wrk script and object, auth.enabled false (no")
         w("                   validation, the old exact-credential rule); all 64 slots carry tok-bench-00, the filler")
+    if "h2o-floor" in opts.servers:
+        w("h2o-floor          4KiB only: bench/h2o_floor.c, the object's bytes from memory under a larder hit's")
+        w("                   headers on the same h2o, and nothing else: the least a server on this h2o spends")
     w("")
     w("%-6s %5s  %-18s %9s %9s %5s %9s %8s %9s %9s %7s  %s" % (
         "size", "conns", "server", "req/s", "MB/s", "cores", "req/s/c", "MB/s/c", "p50 ms", "p99 ms", "n", "range"))
@@ -1197,11 +1236,26 @@ def report(results, fixed, opts, notes, tls=(), misses=None):
         w("them too)")
         for name, ok, detail in hit_path:
             w("  %-4s %-47s %s" % ("PASS" if ok else "MISS", name, detail))
+        floor_budget(results, w)
         w("")
     for note in notes:
         w(note)
     print("\n".join(out), flush=True)
     return all(ok for _, ok, _ in verdicts + hit_path)
+
+
+def floor_budget(results, w):
+    """What the 1.5x per-core bar leaves larder, given what h2o alone spends on a hit here (h2o-floor)."""
+    floor, nginx, users = (find(results, s, "4KiB", 64) for s in ("h2o-floor", "nginx-proxy_cache", "larder-users"))
+    if not (floor and nginx and floor.get("rps_core") and nginx.get("rps_core")):
+        return
+    per_hit = lambda c: 1e6 / c["rps_core"]  # µs of server CPU per hit
+    budget = per_hit(nginx) / 1.5 - per_hit(floor)
+    w("  info h2o-floor, 64 conns: %.2fx proxy_cache per core (%.1f µs of CPU per hit: user %.1f + system %.1f)" % (
+        floor["rps_core"] / nginx["rps_core"], per_hit(floor), floor.get("user_us", 0), floor.get("system_us", 0)))
+    if users and users.get("rps_core"):
+        w("       the 1.5x bar leaves %.2f µs per hit above h2o's own; larder-users spends %.2f µs above it" % (
+            budget, per_hit(users) - per_hit(floor)))
 
 
 def plural(conns):
@@ -1342,8 +1396,8 @@ def miss_section(misses, opts, w):
 
 def side_by_side(results, fixed, tls, misses, opts, w):
     """The issue's table: one row per workload, one column per server (markdown, for the notes)."""
-    columns = [s for s in ("nginx-static", "nginx-static-copy", "nginx-proxy_cache", "varnish", "larder-immutable",
-                           "larder-users") if s in opts.servers]
+    columns = [s for s in ("nginx-static", "nginx-static-copy", "nginx-proxy_cache", "varnish", "h2o-floor",
+                           "larder-immutable", "larder-users") if s in opts.servers]
     if len(columns) < 2:
         return
     rows = []
@@ -1358,6 +1412,10 @@ def side_by_side(results, fixed, tls, misses, opts, w):
             rows.append(("the same, per server core", {s: k(c[key + "_core"]) for s, c in cells.items() if c}))
             if size == "4KiB":
                 rows.append(("the same, p99", {s: "%.2f ms" % c["p99_ms"] for s, c in cells.items() if c and c["n"]}))
+                # The floor of any server on this kernel: its system time per request, whatever its own code costs.
+                rows.append(("the same, server CPU per request: user + system",
+                             {s: "%.1f + %.1f µs" % (c["user_us"], c["system_us"]) for s, c in cells.items()
+                              if c and "user_us" in c}))
     if fixed:
         rows.append(("4KiB, h2load h1, 64 conns saturated: p99",
                      {c["server"]: "%.2f ms" % c["sat_p99_ms"] for c in fixed if c["server"] in columns}))
@@ -1515,9 +1573,10 @@ def main():
         opts.server_cpus = set(parse_list(server_cpus, convert=int))
         opts.client_cpus = set(parse_list(client_cpus, convert=int))
     os.environ.setdefault("LARDER_BIN", os.path.join(HERE, "..", "build", "larder"))
-    if "4KiB" not in opts.sizes and any(s in USER_SERVERS for s in opts.servers):
-        log("%s: 4KiB cells only, and 4KiB is not among --sizes: left out" % ", ".join(USER_SERVERS))
-        opts.servers = [s for s in opts.servers if s not in USER_SERVERS]
+    if "4KiB" not in opts.sizes and any(s in FOUR_KIB_ONLY for s in opts.servers):
+        log("%s: 4KiB cells only, and 4KiB is not among --sizes: left out" % ", ".join(
+            s for s in FOUR_KIB_ONLY if s in opts.servers))
+        opts.servers = [s for s in opts.servers if s not in FOUR_KIB_ONLY]
     if any(s.startswith("larder") for s in opts.servers):
         harness.larder_bin()  # fails early with a clear message
         if any(s in USER_SERVERS for s in opts.servers) and not harness.larder_has_setting("auth.grant_ttl"):
@@ -1592,6 +1651,8 @@ def main():
                                    UPSTREAM_PORT=str(emulator.port))
                 elif label == "varnish":
                     server = Varnish(workdir, label, workers, emulator.port)
+                elif label == "h2o-floor":
+                    server = H2oFloor(workdir, label, workers, docroot)
                 elif label == "nginx-static":
                     server = Nginx(workdir, "static.conf", label, workers, DOCROOT=docroot, SENDFILE="sendfile on;")
                 else:
