@@ -2,16 +2,58 @@
  * caller.c - who sent a request: credentials gathered, auth asked, and the
  * wait for a token's validation carried across threads (caller.h).
  */
+#include <stdbool.h>
 #include <string.h>
 
 #include "caller.h"
 #include "gcs_error.h"
-#include "route.h"
 
 /* Query parameters of signed URLs and API keys: credentials only upstream can check. */
 static const char *const signature_params[] = {"X-Goog-Signature", "X-Amz-Signature", "Signature", "key",
                                                "GoogleAccessId", "X-Goog-Credential", "X-Amz-Credential",
                                                "AWSAccessKeyId"};
+
+#define SIGNATURE_PARAMS (sizeof(signature_params) / sizeof(signature_params[0]))
+
+static bool param_named(const char *name, size_t name_len, const char *wanted)
+{
+    return strlen(wanted) == name_len && memcmp(name, wanted, name_len) == 0;
+}
+
+/*
+ * One pass over the query, as route_query_param would find each name: the
+ * first access_token, and the signature parameter that comes first in
+ * signature_params. Nine route_query_param calls were 4% of a 4 KiB hit.
+ */
+static void query_credentials(const char *path, size_t path_len, auth_credentials_t *c)
+{
+    const char *q = memchr(path, '?', path_len);
+    if (q == NULL)
+        return;
+    size_t chosen = SIGNATURE_PARAMS; /* the index in signature_params of c->signature */
+    const char *end = path + path_len;
+    for (const char *p = q + 1; p < end;) {
+        const char *amp = memchr(p, '&', (size_t)(end - p));
+        const char *param_end = amp != NULL ? amp : end;
+        const char *eq = memchr(p, '=', (size_t)(param_end - p));
+        size_t name_len = (size_t)((eq != NULL ? eq : param_end) - p);
+        const char *value = eq != NULL ? eq + 1 : param_end;
+        size_t value_len = (size_t)(param_end - value);
+        if (c->access_token == NULL && param_named(p, name_len, "access_token")) {
+            c->access_token = value;
+            c->access_token_len = value_len;
+        }
+        for (size_t k = 0; k < chosen; k++) {
+            if (param_named(p, name_len, signature_params[k])) {
+                c->signature = value;
+                c->signature_len = value_len;
+                chosen = k;
+                break;
+            }
+        }
+        p = param_end + 1;
+    }
+}
 
 static void credentials_of(h2o_req_t *req, auth_credentials_t *c)
 {
@@ -21,9 +63,7 @@ static void credentials_of(h2o_req_t *req, auth_credentials_t *c)
         c->authorization = req->headers.entries[i].value.base;
         c->authorization_len = req->headers.entries[i].value.len;
     }
-    c->access_token = route_query_param(req->path.base, req->path.len, "access_token", &c->access_token_len);
-    for (size_t k = 0; k < sizeof(signature_params) / sizeof(signature_params[0]) && c->signature == NULL; k++)
-        c->signature = route_query_param(req->path.base, req->path.len, signature_params[k], &c->signature_len);
+    query_credentials(req->path.base, req->path.len, c);
 }
 
 /* On the validation thread: only hand over to the request's loop. */
