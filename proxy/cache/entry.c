@@ -214,13 +214,12 @@ static char *record_after_304(const char *record, cache_flavour_t flavour, const
     return text;
 }
 
-static void replace_string(char **field, const char *value)
+static void replace_string(store_meta_t *meta, char **field, const char *value)
 {
     char *copy;
     if (value == NULL || (copy = strdup(value)) == NULL)
         return;
-    free(*field);
-    *field = copy;
+    store_meta_set_string(meta, field, copy);
 }
 
 /* Whether the 304 carries a replayed header the view lacks or holds with another value. */
@@ -276,15 +275,13 @@ bool entry_update_from_304(cache_t *cache, const store_key_t *key, cache_flavour
     char *latest = cache_record_latest(cache, key, meta->generation, meta->resource_json);
     char *record = record_after_304(latest, flavour, x);
     free(latest);
-    if (record != NULL) {
-        free(meta->resource_json);
-        meta->resource_json = record;
-    }
+    if (record != NULL)
+        store_meta_set_string(meta, &meta->resource_json, record);
     if (metageneration >= 0)
         meta->metageneration = metageneration;
-    replace_string(&meta->cache_control, exchange_header(x, "cache-control"));
-    replace_string(&meta->last_modified, exchange_header(x, "last-modified"));
-    replace_string(&meta->etag, exchange_header(x, "etag"));
+    replace_string(meta, &meta->cache_control, exchange_header(x, "cache-control"));
+    replace_string(meta, &meta->last_modified, exchange_header(x, "last-modified"));
+    replace_string(meta, &meta->etag, exchange_header(x, "etag"));
     /* The entry is confirmed: under a ttl policy the window starts again now. */
     meta->fill_time = worker_unix_ms();
     if (store_meta_update(cache->store, key, meta) == STORE_OK && meta->resource_json != NULL)
@@ -378,8 +375,7 @@ void entry_mark_public(cache_t *cache, const store_key_t *key, store_meta_t *met
     free(latest);
     if (marked == NULL)
         return;
-    free(meta->resource_json);
-    meta->resource_json = marked;
+    store_meta_set_string(meta, &meta->resource_json, marked);
     if (store_meta_update(cache->store, key, meta) == STORE_OK)
         cache_record_note(cache, key, meta->generation, marked);
 }

@@ -131,7 +131,7 @@ bool fetch_meta(fetch_t *f, store_meta_t *meta)
     bool ok = false;
     pthread_mutex_lock(&f->lock);
     if (f->have_meta)
-        ok = cache_meta_copy(meta, &f->meta) == 0;
+        ok = store_meta_copy(meta, &f->meta) == STORE_OK;
     pthread_mutex_unlock(&f->lock);
     return ok;
 }
@@ -839,7 +839,7 @@ void fetch_update_meta(fetch_t *f, const store_meta_t *meta)
     store_meta_t copy;
     pthread_mutex_lock(&f->lock);
     if (f->have_meta && f->meta.generation == meta->generation && f->meta.size == meta->size &&
-        cache_meta_copy(&copy, meta) == 0) {
+        store_meta_copy(&copy, meta) == STORE_OK) {
         copy.num_chunks = f->meta.num_chunks;
         copy.chunks_present = f->meta.chunks_present;
         store_meta_free(&f->meta);

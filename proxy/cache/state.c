@@ -121,21 +121,6 @@ bool cache_may_store(cache_t *cache)
     return now >= probe && atomic_compare_exchange_strong(&cache->next_space_probe_ms, &probe, now + SPACE_PROBE_MS);
 }
 
-/* --- metadata copies --- */
-
-int cache_meta_copy(store_meta_t *dst, const store_meta_t *src)
-{
-    *dst = *src;
-    char **fields[] = {&dst->bucket, &dst->name, &dst->etag, &dst->content_type, &dst->content_encoding,
-                       &dst->cache_control, &dst->content_disposition, &dst->content_language, &dst->last_modified,
-                       &dst->crc32c, &dst->md5, &dst->resource_json, &dst->owner};
-    int rc = 0;
-    for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
-        if (*fields[i] != NULL && (*fields[i] = strdup(*fields[i])) == NULL)
-            rc = -1; /* the rest still get their own copies or NULL, so store_meta_free is safe */
-    return rc;
-}
-
 /* --- records --- */
 
 bool cache_header_replayed(const h2o_iovec_t *name)

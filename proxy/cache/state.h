@@ -148,7 +148,4 @@ void cache_record_forget(cache_t *cache, const store_key_t *key);
 /* The record with "public": true (the generation is readable by anyone); NULL when unreadable. Caller frees. */
 char *cache_record_with_public(const char *record);
 
-/* Deep copies of store metadata (every string duplicated); free with store_meta_free. */
-int cache_meta_copy(store_meta_t *dst, const store_meta_t *src);
-
 #endif
