@@ -167,6 +167,7 @@ out:
 
 void env_close(store_t *s)
 {
+    reader_pool_drain(&s->readers); /* its transactions belong to this environment */
     if (s->env != NULL)
         mdb_env_close(s->env);
     s->env = NULL;

@@ -2,7 +2,8 @@
  * read.c - the hit path: metadata, chunk presence and chunk reads, callable
  * from any thread.
  *
- * Each call is one short read transaction that ends before the call returns.
+ * Each call is one short read transaction that ends before the call returns
+ * (reader_pool.c keeps them for the next call, reset).
  * A read transaction pins every page freed after it began, so one held across
  * client I/O would let the file grow by everything written meanwhile. A
  * chunk's checksum is verified on the map, inside the transaction, on its
@@ -19,14 +20,17 @@
 
 static MDB_txn *read_begin(store_t *s)
 {
-    MDB_txn *txn;
-    int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
+    int rc;
+    MDB_txn *txn = reader_pool_begin(&s->readers, s->env, &rc);
 
-    if (rc != MDB_SUCCESS) {
+    if (txn == NULL)
         store_log_msg(s, STORE_LOG_ERROR, "store %s: read transaction failed: %s", s->path, mdb_strerror(rc));
-        return NULL;
-    }
     return txn;
+}
+
+static void read_end(store_t *s, MDB_txn *txn)
+{
+    reader_pool_end(&s->readers, txn);
 }
 
 /*
@@ -64,7 +68,7 @@ int store_meta_get(store_t *store, const store_key_t *key, store_meta_t *meta)
         rc = STORE_NOT_FOUND;
     else
         rc = STORE_ERROR;
-    mdb_txn_abort(txn);
+    read_end(store, txn);
     if (rc == STORE_CORRUPT) {
         store_log_msg(store, STORE_LOG_WARN, "store %s: a damaged metadata record was found; removing the object",
                       store->path);
@@ -86,7 +90,7 @@ bool store_chunk_present(store_t *store, const store_key_t *key, int64_t generat
     if ((txn = read_begin(store)) == NULL)
         return false;
     rc = mdb_get(txn, store->dbi_chunks, &k, &v);
-    mdb_txn_abort(txn);
+    read_end(store, txn);
     return rc == MDB_SUCCESS;
 }
 
@@ -149,7 +153,7 @@ ssize_t store_chunk_use_at(store_t *store, const store_key_t *key, int64_t gener
     } else {
         rc = rc == MDB_NOTFOUND ? STORE_NOT_FOUND : STORE_ERROR;
     }
-    mdb_txn_abort(txn);
+    read_end(store, txn);
     if (rc == STORE_CORRUPT)
         chunk_found_corrupt(store, key, generation, index);
     if (rc != STORE_OK)
@@ -201,7 +205,7 @@ int store_scan(store_t *store, store_scan_fn fn, void *ctx)
     if (txn == NULL)
         return STORE_ERROR;
     if ((rc = mdb_cursor_open(txn, store->dbi_meta, &cursor)) != MDB_SUCCESS) {
-        mdb_txn_abort(txn);
+        read_end(store, txn);
         return STORE_ERROR;
     }
     for (rc = mdb_cursor_get(cursor, &k, &v, MDB_FIRST); rc == MDB_SUCCESS;
@@ -219,6 +223,6 @@ int store_scan(store_t *store, store_scan_fn fn, void *ctx)
             break;
     }
     mdb_cursor_close(cursor);
-    mdb_txn_abort(txn);
+    read_end(store, txn);
     return rc == MDB_SUCCESS || rc == MDB_NOTFOUND ? STORE_OK : STORE_ERROR;
 }

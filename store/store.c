@@ -277,6 +277,7 @@ static void store_free(store_t *s)
     index_destroy(&s->index);
     hide_destroy(&s->hide);
     verified_destroy(&s->verified);
+    reader_pool_destroy(&s->readers);
     free(s->transient); /* listed at open, and not removed: the writer did not start up */
     free(s->path);
     free(s);
@@ -304,6 +305,13 @@ int store_open(store_t **store, const store_config_t *config)
         return STORE_ERROR;
     }
     if (verified_init(&s->verified, VERIFIED_SLOTS) != 0) {
+        hide_destroy(&s->hide);
+        index_destroy(&s->index);
+        free(s);
+        return STORE_ERROR;
+    }
+    if (reader_pool_init(&s->readers) != 0) {
+        verified_destroy(&s->verified);
         hide_destroy(&s->hide);
         index_destroy(&s->index);
         free(s);

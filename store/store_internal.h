@@ -397,6 +397,25 @@ uint32_t verified_clock(void);
 bool verified_holds(const verified_table_t *table, uint64_t tag, uint32_t now, unsigned interval_s);
 void verified_note(verified_table_t *table, uint64_t tag, uint32_t now);
 
+/* --- read transactions kept between reads (reader_pool.c) --- */
+
+#define READER_POOL_MAX 16
+
+typedef struct reader_pool {
+    pthread_mutex_t lock;
+    MDB_txn *idle[READER_POOL_MAX]; /* reset: each holds a reader slot, but no snapshot */
+    size_t count;
+} reader_pool_t;
+
+int reader_pool_init(reader_pool_t *pool);
+/* Aborts the idle transactions: before their environment closes, with no read running. */
+void reader_pool_drain(reader_pool_t *pool);
+void reader_pool_destroy(reader_pool_t *pool);
+/* A read-only transaction on the newest snapshot; NULL on failure (*rc says why). */
+MDB_txn *reader_pool_begin(reader_pool_t *pool, MDB_env *env, int *rc);
+/* Ends a transaction from reader_pool_begin. */
+void reader_pool_end(reader_pool_t *pool, MDB_txn *txn);
+
 struct store {
     char *path;                   /* the directory, without trailing slashes */
     store_config_t config;        /* as given, with defaults filled in; config.path is ours */
@@ -418,6 +437,7 @@ struct store {
     store_index_t index;
     hide_table_t hide; /* invalidations and corrupt chunks, hidden from readers until committed */
     verified_table_t verified; /* chunks whose checksum this process checked lately (config.verify_interval_s) */
+    reader_pool_t readers;     /* for read.c's short transactions */
     writer_t writer;
     _Atomic uint64_t evicted_objects, evicted_bytes, commits, corrupt_chunks, busy_rejections, lost_chunks;
     _Atomic bool out_of_space; /* chunks are not being stored for lack of space (writer.c) */
