@@ -423,6 +423,16 @@ static bool step_from_fetch(cache_read_t *r)
         send_bytes(r, r->buf, n);
         return true;
     case FETCH_READ_WAIT:
+        if (!r->head_sent && r->end != UINT64_MAX) {
+            /*
+             * The head now, as a direct read would get it: waiting for the
+             * first body bytes added upstream's pause between its head and its
+             * body to a miss's first byte. on_proceed asks the fill again.
+             * (Without a length h2o's chunked framing would get an empty send.)
+             */
+            send_slice(r, NULL, 0, H2O_SEND_STATE_IN_PROGRESS);
+            return true;
+        }
         r->state = READ_WAITING_BYTES;
         return true;
     case FETCH_READ_STORE:
