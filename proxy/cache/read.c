@@ -34,6 +34,8 @@
  * gets a short body that looks whole.
  */
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -477,6 +479,16 @@ static bool step_from_fetch(cache_read_t *r)
 #define DIRECT_HANDOFF (16 * 1024)
 /* Bodies at least this long get their head sent alone, so that all of the body can go from the map. */
 #define DIRECT_MIN_BODY (64 * 1024)
+/*
+ * TCP_NOTSENT_LOWAT for connections that get such bodies. A send then queues
+ * at most this much that the peer's window has not taken yet, so the kernel
+ * transmits the rest in larder's sends rather than in the ACK path of the
+ * reader's receives: on loopback the autotuned buffer (up to 4 MiB) moved
+ * that work to the client, which then limited 1 MiB hits at 64 connections
+ * to 0.6 of larder's core (3.3 GB/s; 4.4 GB/s with this). Bytes in flight
+ * are not limited, so a long path keeps its window.
+ */
+#define DIRECT_UNSENT_MAX (256 * 1024)
 
 typedef struct socket_sink {
     int fd;
@@ -699,6 +711,11 @@ static void serve_media(cache_read_t *r)
     /* Only with a Content-Length: a body without one is chunked by h2o, whose framing a direct send would skip. */
     bool direct = sock != NULL && sock->ssl == NULL && r->end != UINT64_MAX && req->res.content_length != SIZE_MAX;
     r->direct_fd = direct ? h2o_socket_get_fd(sock) : -1;
+    if (direct && r->end - r->next >= DIRECT_MIN_BODY) {
+        int unsent_max = DIRECT_UNSENT_MAX;
+        /* Only a tuning: where the kernel refuses it, bytes are sent the same way, as before it existed. */
+        (void)setsockopt(r->direct_fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &unsent_max, sizeof(unsent_max));
+    }
     store_pin(r->cache->store, &r->key);
     r->pinned = true;
     start_response(r);
