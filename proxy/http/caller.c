@@ -7,6 +7,7 @@
 
 #include "caller.h"
 #include "gcs_error.h"
+#include "route.h"
 
 /* Query parameters of signed URLs and API keys: credentials only upstream can check. */
 static const char *const signature_params[] = {"X-Goog-Signature", "X-Amz-Signature", "Signature", "key",
@@ -21,37 +22,30 @@ static bool param_named(const char *name, size_t name_len, const char *wanted)
 }
 
 /*
- * One pass over the query, as route_query_param would find each name: the
- * first access_token, and the signature parameter that comes first in
- * signature_params. Nine route_query_param calls were 4% of a 4 KiB hit.
+ * One pass over the query, finding what route_query_param would for each
+ * name: the first access_token, and the signature parameter that comes first
+ * in signature_params. Nine route_query_param calls were 4% of a 4 KiB hit.
  */
 static void query_credentials(const char *path, size_t path_len, auth_credentials_t *c)
 {
-    const char *q = memchr(path, '?', path_len);
-    if (q == NULL)
-        return;
     size_t chosen = SIGNATURE_PARAMS; /* the index in signature_params of c->signature */
-    const char *end = path + path_len;
-    for (const char *p = q + 1; p < end;) {
-        const char *amp = memchr(p, '&', (size_t)(end - p));
-        const char *param_end = amp != NULL ? amp : end;
-        const char *eq = memchr(p, '=', (size_t)(param_end - p));
-        size_t name_len = (size_t)((eq != NULL ? eq : param_end) - p);
-        const char *value = eq != NULL ? eq + 1 : param_end;
-        size_t value_len = (size_t)(param_end - value);
-        if (c->access_token == NULL && param_named(p, name_len, "access_token")) {
+    route_query_walk_t walk;
+    const char *name, *value;
+    size_t name_len, value_len;
+    route_query_walk_start(&walk, path, path_len);
+    while (route_query_walk_next(&walk, &name, &name_len, &value, &value_len)) {
+        if (c->access_token == NULL && param_named(name, name_len, "access_token")) {
             c->access_token = value;
             c->access_token_len = value_len;
         }
         for (size_t k = 0; k < chosen; k++) {
-            if (param_named(p, name_len, signature_params[k])) {
+            if (param_named(name, name_len, signature_params[k])) {
                 c->signature = value;
                 c->signature_len = value_len;
                 chosen = k;
                 break;
             }
         }
-        p = param_end + 1;
     }
 }
 

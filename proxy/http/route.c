@@ -34,23 +34,42 @@ static bool is_segment_prefix(const char *path, size_t len, const char *prefix)
     return len == plen || path[plen] == '/' || path[plen] == '?';
 }
 
-const char *route_query_param(const char *path, size_t path_len, const char *name, size_t *value_len)
+void route_query_walk_start(route_query_walk_t *walk, const char *path, size_t path_len)
 {
     const char *q = memchr(path, '?', path_len);
-    if (q == NULL)
-        return NULL;
-    size_t name_len = strlen(name);
-    const char *end = path + path_len, *p = q + 1;
-    while (p < end) {
-        const char *amp = memchr(p, '&', (size_t)(end - p));
-        const char *param_end = amp != NULL ? amp : end;
-        if ((size_t)(param_end - p) >= name_len && memcmp(p, name, name_len) == 0 &&
-            (p + name_len == param_end || p[name_len] == '=')) {
-            const char *value = p + name_len == param_end ? param_end : p + name_len + 1;
-            *value_len = (size_t)(param_end - value);
+    walk->end = path + path_len;
+    walk->next = q != NULL ? q + 1 : walk->end;
+}
+
+bool route_query_walk_next(route_query_walk_t *walk, const char **name, size_t *name_len, const char **value,
+                           size_t *value_len)
+{
+    const char *p = walk->next;
+    if (p >= walk->end)
+        return false;
+    const char *amp = memchr(p, '&', (size_t)(walk->end - p));
+    const char *param_end = amp != NULL ? amp : walk->end;
+    const char *eq = memchr(p, '=', (size_t)(param_end - p));
+    *name = p;
+    *name_len = (size_t)((eq != NULL ? eq : param_end) - p);
+    *value = eq != NULL ? eq + 1 : param_end;
+    *value_len = (size_t)(param_end - *value);
+    walk->next = param_end + 1;
+    return true;
+}
+
+const char *route_query_param(const char *path, size_t path_len, const char *name, size_t *value_len)
+{
+    size_t wanted_len = strlen(name);
+    route_query_walk_t walk;
+    const char *param, *value;
+    size_t param_len, len;
+    route_query_walk_start(&walk, path, path_len);
+    while (route_query_walk_next(&walk, &param, &param_len, &value, &len)) {
+        if (param_len == wanted_len && memcmp(param, name, wanted_len) == 0) {
+            *value_len = len;
             return value;
         }
-        p = param_end + 1;
     }
     return NULL;
 }

@@ -53,4 +53,14 @@ bool route_bucket_name_valid(const char *name, size_t len);
  */
 const char *route_query_param(const char *path, size_t path_len, const char *name, size_t *value_len);
 
+/* A walk over the raw target's query parameters, one name=value pair at a time (neither percent-decoded). */
+typedef struct route_query_walk {
+    const char *next, *end;
+} route_query_walk_t;
+
+void route_query_walk_start(route_query_walk_t *walk, const char *path, size_t path_len);
+/* The next parameter; false when there is none. A parameter without '=' has an empty value. */
+bool route_query_walk_next(route_query_walk_t *walk, const char **name, size_t *name_len, const char **value,
+                           size_t *value_len);
+
 #endif

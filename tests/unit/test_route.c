@@ -99,6 +99,34 @@ static void test_query_param(void)
     CHECK(v != NULL && len == 0);
     CHECK(route_query_param(p, strlen(p), "al", &len) == NULL);
     CHECK(route_query_param("/x", 2, "a", &len) == NULL);
+    /* The first occurrence wins, and a value may hold '='. */
+    const char *twice = "/x?k=a=b&k=c";
+    v = route_query_param(twice, strlen(twice), "k", &len);
+    CHECK(v != NULL && len == 3 && memcmp(v, "a=b", 3) == 0);
+}
+
+/* The walk that route_query_param and caller.c's credential scan share. */
+static void test_query_walk(void)
+{
+    const char *p = "/x?a=1&flag&&c=x=y&=v";
+    const char *want[][2] = {{"a", "1"}, {"flag", ""}, {"", ""}, {"c", "x=y"}, {"", "v"}};
+    route_query_walk_t walk;
+    const char *name, *value;
+    size_t name_len, value_len, n = 0;
+    route_query_walk_start(&walk, p, strlen(p));
+    while (route_query_walk_next(&walk, &name, &name_len, &value, &value_len)) {
+        CHECK(n < 5);
+        if (n >= 5)
+            break;
+        CHECK(name_len == strlen(want[n][0]) && memcmp(name, want[n][0], name_len) == 0);
+        CHECK(value_len == strlen(want[n][1]) && memcmp(value, want[n][1], value_len) == 0);
+        n++;
+    }
+    CHECK(n == 5);
+    route_query_walk_start(&walk, "/x", 2);
+    CHECK(!route_query_walk_next(&walk, &name, &name_len, &value, &value_len));
+    route_query_walk_start(&walk, "/x?", 3);
+    CHECK(!route_query_walk_next(&walk, &name, &name_len, &value, &value_len));
 }
 
 static void test_bucket_names(void)
@@ -123,6 +151,7 @@ int main(void)
     test_xml_routes();
     test_virtual_hosted();
     test_query_param();
+    test_query_walk();
     test_bucket_names();
     UNIT_DONE();
 }
