@@ -452,14 +452,8 @@ class MissHeadTest(FaultCase):
         path = self.media("late-body.bin")
         expected = self.direct_sha(path)
         self.emulator.faults(stall_ms=110000, stall_after_bytes=0, match="/late-body.bin", times=1)
-        conn = http.client.HTTPConnection("127.0.0.1", self.larder.port, timeout=30)
+        conn, resp = self.open_head(path)  # the status line and headers only
         try:
-            conn.request("GET", path, headers=OWNER)
-            try:
-                resp = conn.getresponse()  # the status line and headers only
-            except socket.timeout:
-                self.fail("no response head in 30 s while upstream held the body back")
-            conn.sock.settimeout(120)
             held = self.emulator.control("GET", "faults")["waiting"]
             self.assertEqual((resp.status, resp.getheader("x-cache"), resp.getheader("content-length"), held),
                              (200, "MISS", str(size), 1), "the head came only after upstream sent body bytes")
@@ -470,6 +464,58 @@ class MissHeadTest(FaultCase):
             self.assertEqual(digest.hexdigest(), expected)
         finally:
             conn.close()
+            self.emulator.clear_faults()
+        self.settle()
+        r, digest = self.read_sha(path)
+        self.assertEqual((r.status, r.x_cache, digest), (200, "HIT", expected))
+
+    def open_head(self, path):
+        """A GET through larder whose head has arrived; fails the test when none comes in 30 s."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.larder.port, timeout=30)
+        conn.request("GET", path, headers=OWNER)
+        try:
+            resp = conn.getresponse()
+        except socket.timeout:
+            conn.close()
+            self.fail("no response head in 30 s while upstream held the body back")
+        conn.sock.settimeout(120)
+        return conn, resp
+
+    def test_reset_before_the_first_byte_with_a_follower(self):
+        """The head went out early, then upstream resets before sending a single body byte: the reader that
+        started the fill and a follower that joined it, both already holding a 200 head, still get the whole
+        object, byte-exact, from larder's ranged retry; neither gets a short body that looks whole."""
+        size = 2 * MiB + 99
+        self.put_object("reset-at-0.bin", size=size, seed=22)
+        path = self.media("reset-at-0.bin")
+        expected = self.direct_sha(path)
+        self.emulator.faults(stall_ms=110000, stall_after_bytes=0, reset_after_bytes=0, match="/reset-at-0.bin",
+                             times=1)
+        mark = self.mark()
+        conns = []
+        try:
+            for who in ("leader", "follower"):
+                conn, resp = self.open_head(path)
+                conns.append((conn, resp))
+                self.assertEqual((resp.status, resp.getheader("content-length")), (200, str(size)), who)
+            # One fill for both: upstream saw one read, still held.
+            self.assertEqual(self.emulator.control("GET", "faults")["waiting"], 1)
+            self.assertEqual(len(self.upstream_since(mark, ("media_get", "xml_get"))), 1)
+            self.emulator.control("POST", "release", {})
+            for who, (conn, resp) in zip(("leader", "follower"), conns):
+                digest = hashlib.sha256()
+                got = 0
+                try:
+                    for block in iter(lambda: resp.read(1 << 20), b""):
+                        digest.update(block)
+                        got += len(block)
+                except http.client.IncompleteRead as cut:
+                    self.fail("%s: cut after %d bytes (visibly, but the retry should have completed it)" % (
+                        who, got + len(cut.partial)))
+                self.assertEqual((got, digest.hexdigest()), (size, expected), who)
+        finally:
+            for conn, _ in conns:
+                conn.close()
             self.emulator.clear_faults()
         self.settle()
         r, digest = self.read_sha(path)
