@@ -93,6 +93,7 @@ Exit status 0 when every target is met, 1 when one is missed.
 """
 
 import argparse
+import bisect
 import hashlib
 import http.client
 import json
@@ -416,42 +417,64 @@ def tree_cpu_seconds(pids):
 
 def tree_cpu_split(pids):
     """(utime, stime) of these processes and all their descendants, in seconds."""
-    children, times = {}, {}
+    return cpu_split(process_tree(pids))
+
+
+def process_tree(pids):
+    """These processes and all their descendants: a walk over every process's /proc/PID/stat."""
+    children = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
                 with open("/proc/%s/stat" % entry) as f:
-                    rest = f.read().rsplit(")", 1)[1].split()
-                children.setdefault(int(rest[1]), []).append(int(entry))
-                times[int(entry)] = (int(rest[11]) / TICK, int(rest[12]) / TICK)
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(entry))
             except (OSError, ValueError, IndexError):
                 pass
-    user, system, todo, seen = 0.0, 0.0, list(pids), set()
+    tree, todo = [], list(pids)
     while todo:
         p = todo.pop()
-        if p in seen:
-            continue
-        seen.add(p)
-        user += times.get(p, (0.0, 0.0))[0]
-        system += times.get(p, (0.0, 0.0))[1]
-        todo.extend(children.get(p, []))
+        if p not in tree:
+            tree.append(p)
+            todo.extend(children.get(p, []))
+    return tree
+
+
+def cpu_split(pids):
+    """(utime, stime) of exactly these processes (all their threads), in seconds; one small read each."""
+    user = system = 0.0
+    for p in pids:
+        try:
+            with open("/proc/%d/stat" % p) as f:
+                rest = f.read().rsplit(")", 1)[1].split()
+            user, system = user + int(rest[11]) / TICK, system + int(rest[12]) / TICK
+        except (OSError, ValueError, IndexError):
+            pass  # gone: a process that exits takes its time with it, as before it was counted
     return user, system
 
 
 class ServerCpu:
     """CPU seconds a server's processes (all their threads and descendants: nginx's workers, varnishd's
-    child) used from construction to used(); /proc/PID/stat's utime + stime, in clock ticks."""
+    child) used from construction (or restart()) to used(); /proc/PID/stat's utime + stime, in clock ticks.
+
+    The process tree is found once, at construction: walking all of /proc takes the bench's Python some
+    milliseconds, and done inside a latency run it stole the server's CPU and delayed a whole burst of
+    requests (issue 11). Servers do not fork during a run, so the readings after it only read their own
+    few /proc/PID/stat files."""
 
     def __init__(self, pids):
-        self.pids = pids
-        self.start = tree_cpu_split(pids)
+        self.pids = process_tree(pids)
+        self.restart()
+
+    def restart(self):
+        self.start = cpu_split(self.pids)
 
     def used(self):
         return sum(self.used_split())
 
     def used_split(self):
-        """(user, system) CPU seconds since construction."""
-        now = tree_cpu_split(self.pids)
+        """(user, system) CPU seconds since construction or restart()."""
+        now = cpu_split(self.pids)
         return now[0] - self.start[0], now[1] - self.start[1]
 
 
@@ -615,19 +638,7 @@ def run_wrk(port, path, conns, duration, threads, lua, cpus=None):
 
 def pin_tree(pid, cpus):
     """Sets the CPU affinity of a process, its threads and its children's (nginx workers)."""
-    children = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open("/proc/%s/stat" % entry) as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-                children.setdefault(ppid, []).append(int(entry))
-            except (OSError, ValueError, IndexError):
-                pass
-    todo = [pid]
-    while todo:
-        p = todo.pop()
-        todo.extend(children.get(p, []))
+    for p in process_tree([pid]):
         try:
             for tid in os.listdir("/proc/%d/task" % p):
                 os.sched_setaffinity(int(tid), cpus)
@@ -722,13 +733,85 @@ def ours_of(servers, emulator):
     return [2, emulator.proc.pid] + [pid for server in servers for pid in server.pids]
 
 
-def run_h2load(url, conns, duration, cpus, log_path, rate=None, streams=1, tls_cipher=None, server_pids=None):
+class MachineCanary:
+    """bench/machine_canary.c over one latency run: when this machine itself ran slow.
+
+    Its threads, one per CPU at real-time priority, time a 20 us spin every millisecond. An episode is two
+    or more slow spins (over twice their best, or woken over 0.5 ms late) less than 1.5 ms apart on one
+    CPU, or one slow span of 1 ms or more: the windows, some 10-40 ms long and several a second on the
+    bench VM whoever runs, in which the guest ran at a fraction of its speed without steal time showing it
+    (issue 11). A lone slow spin is the VM's ordinary jitter and stays in every server's figures."""
+
+    GAP_US, MIN_SPINS, LONG_US = 1500, 2, 1000
+
+    def __init__(self):
+        binary = os.path.join(os.path.dirname(harness.larder_bin()), "bench_machine_canary")
+        if not os.path.exists(binary):
+            raise RuntimeError("%s is missing (cmake --build builds it with larder)" % binary)
+        self.proc = subprocess.Popen([binary, ",".join(str(c) for c in sorted(os.sched_getaffinity(0)))],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        line = self.proc.stderr.readline()
+        if "ready" not in line:
+            self.proc.kill()
+            raise RuntimeError("machine canary did not start: %s" % line.strip())
+
+    def stop(self):
+        """Episodes as sorted, disjoint [start_us, end_us] (CLOCK_REALTIME, h2load's log clock), and the
+        canary's summary {spins, slow, dropped, realtime}."""
+        self.proc.send_signal(signal.SIGTERM)
+        out, err = self.proc.communicate()
+        if self.proc.returncode != 0 or not out.rstrip().splitlines()[-1:][0].startswith("# spins"):
+            raise RuntimeError("machine canary failed (exit %d): %s" % (self.proc.returncode, err.strip()))
+        lines = out.rstrip().splitlines()
+        words = lines[-1].split()[1:]
+        summary = {words[i]: int(words[i + 1]) for i in range(0, len(words) - 1, 2)}
+        spans = sorted((int(c), int(a), int(b)) for a, b, c in (line.split() for line in lines[:-1]))
+        return self.episodes(spans), summary
+
+    @classmethod
+    def episodes(cls, spans):
+        found, group = [], []
+
+        def close():
+            if group and (len(group) >= cls.MIN_SPINS or group[-1][2] - group[0][1] >= cls.LONG_US):
+                found.append([group[0][1], group[-1][2]])
+
+        for span in spans:  # (cpu, start, end), sorted
+            if group and (span[0] != group[-1][0] or span[1] - group[-1][2] > cls.GAP_US):
+                close()
+                group = []
+            group.append(span)
+        close()
+        merged = []
+        for start, end in sorted(found):
+            if merged and start <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], end)
+            else:
+                merged.append([start, end])
+        return merged
+
+
+def outside_episodes(requests, episodes):
+    """Latencies (us) of the requests, (start_us, latency_us), whose lifetime overlaps no episode."""
+    starts = [e[0] for e in episodes]
+    kept = []
+    for start, latency in requests:
+        i = bisect.bisect_right(starts, start + latency)  # episodes starting before the request ends
+        if i == 0 or episodes[i - 1][1] < start:
+            kept.append(latency)
+    return kept
+
+
+def run_h2load(url, conns, duration, cpus, log_path, rate=None, streams=1, tls_cipher=None, server_pids=None,
+               canary=False):
     """h2load: HTTP/1.1 (rate given: conns connections each sending rate/conns requests a second) or, for an
     https URL, h2 over TLS with `streams` concurrent streams per connection and one TLS 1.3 suite.
 
     After a 1 s warm-up, `duration` seconds are measured; the server's CPU time (server_pids) is read
     over the same span, by our clock (h2load may take a while to exit after it, big responses still
-    flowing)."""
+    flowing). With canary, the machine canary runs alongside: the result's quiet_* percentiles leave out
+    the requests that overlapped an episode of the machine running slow, and slow_share says how many
+    that was."""
     if os.path.exists(log_path):
         os.unlink(log_path)  # h2load appends
     warmup = 1
@@ -741,14 +824,16 @@ def run_h2load(url, conns, duration, cpus, log_path, rate=None, streams=1, tls_c
         args += ["--tls13-ciphers", tls_cipher or TLS_CIPHER]
     else:
         args += ["--h1"]
+    cpu = ServerCpu(server_pids) if server_pids is not None else None
+    watch = MachineCanary() if canary else None
     proc = subprocess.Popen(args + [url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    cpu = None
-    if server_pids is not None:
+    if cpu is not None:
         time.sleep(warmup + 0.05)  # h2load's connections are up and its warm-up is over
-        cpu = ServerCpu(server_pids)
+        cpu.restart()
         time.sleep(duration)
         cpu = cpu.used()
     stdout, stderr = proc.communicate()
+    episodes, watched = watch.stop() if watch else (None, None)
     summary, tls = {}, {}
     for line in stdout.splitlines():
         line = line.strip()
@@ -770,7 +855,8 @@ def run_h2load(url, conns, duration, cpus, log_path, rate=None, streams=1, tls_c
     # one per stream, left out. Its summary counts a status when the head arrives and a request when it
     # is done, so a response straddling either end of the span is in one count only.
     cut = sum(row[1] == "0" for row in rows)
-    lat = sorted(int(row[2]) for row in rows if row[1] == "200")
+    done = [(int(row[0]), int(row[2])) for row in rows if row[1] == "200"]
+    lat = sorted(latency for _, latency in done)
     if proc.returncode != 0 or not summary.get("bytes") or summary.get("failed", 1) or summary.get("errored", 1) or \
             abs(summary.get("done", 0) - summary.get("2xx", 0)) > conns * streams or cut > conns * streams or \
             len(lat) + cut != len(rows):
@@ -782,6 +868,13 @@ def run_h2load(url, conns, duration, cpus, log_path, rate=None, streams=1, tls_c
               "p50_ms": pick(0.5), "p99_ms": pick(0.99), "p999_ms": pick(0.999), "tls": tls}
     if cpu is not None:
         per_core(result, len(lat), summary["bytes"], duration, cpu)
+    if watch:
+        quiet = sorted(outside_episodes(done, episodes))
+        first, last = (min(s for s, _ in done), max(s + d for s, d in done)) if done else (0, 0)
+        slow_us = sum(max(0, min(e, last) - max(s, first)) for s, e in episodes)
+        result.update(quiet_p50_ms=percentile(quiet, 0.5) / 1e3, quiet_p99_ms=percentile(quiet, 0.99) / 1e3,
+                      slow_requests=1 - len(quiet) / len(lat) if lat else 0.0,
+                      slow_time=slow_us / (last - first) if last > first else 0.0, canary=watched)
     return result
 
 
@@ -820,27 +913,29 @@ def measure_fixed_rate(servers, emulator, opts, ours, workdir):
     3-4 ms) made wrk's p99 a measure of the scheduler's slice rather than of the server (issue 11)."""
     # larder-always: the emulator could not keep up. The 64-identity servers: h2load sends one
     # Authorization header on every request, so they are left to wrk.
-    chosen = [s for s in servers if s.label != "larder-always" and s.label not in FOUR_KIB_ONLY]
+    chosen = [s for s in servers if s.label != "larder-always" and s.label not in USER_SERVERS]
     path = "/%s/%s" % (BUCKET, object_name("4KiB"))
-    runs = h2load_rounds(
-        chosen, emulator, opts, ours,
-        lambda server: run_h2load("http://127.0.0.1:%d%s" % (server.port, path), 64, opts.duration + 1,
-                                  opts.client_cpus, os.path.join(workdir, "h2load.tsv"), rate=opts.rate,
-                                  server_pids=server.pids),
-        lambda server, r: "  fixed rate %-18s 4KiB c64 %8.0f req/s p50 %.3f ms p99 %.3f ms p99.9 %.3f ms, "
-                          "%.2f cores" % (server.label, r["rps"], r["p50_ms"], r["p99_ms"], r["p999_ms"], r["cores"]))
-    saturated = h2load_rounds(
-        chosen, emulator, opts, ours,
-        lambda server: run_h2load("http://127.0.0.1:%d%s" % (server.port, path), 64, opts.duration + 1,
-                                  opts.client_cpus, os.path.join(workdir, "h2load.tsv"), server_pids=server.pids),
-        lambda server, r: "  saturated  %-18s 4KiB c64 %8.0f req/s p50 %.3f ms p99 %.3f ms p99.9 %.3f ms, "
-                          "%.2f cores" % (server.label, r["rps"], r["p50_ms"], r["p99_ms"], r["p999_ms"], r["cores"]))
+    keys = ("rps", "p50_ms", "p99_ms", "p999_ms", "cores", "rps_core") + (
+        ("quiet_p99_ms", "slow_requests", "slow_time") if opts.canary else ())
+
+    def describe(what):
+        return lambda server, r: "  %-10s %-18s 4KiB c64 %8.0f req/s p50 %.3f ms p99 %.3f ms p99.9 %.3f ms, " \
+            "%.2f cores%s" % (what, server.label, r["rps"], r["p50_ms"], r["p99_ms"], r["p999_ms"], r["cores"],
+                              "; outside slow episodes p99 %.3f ms, %.1f%% of requests left out" % (
+                                  r["quiet_p99_ms"], r["slow_requests"] * 100) if opts.canary else "")
+
+    def run(rate):
+        return lambda server: run_h2load("http://127.0.0.1:%d%s" % (server.port, path), 64, opts.duration + 1,
+                                         opts.client_cpus, os.path.join(workdir, "h2load.tsv"), rate=rate,
+                                         server_pids=server.pids, canary=opts.canary)
+
+    runs = h2load_rounds(chosen, emulator, opts, ours, run(opts.rate), describe("fixed rate"))
+    saturated = h2load_rounds(chosen, emulator, opts, ours, run(None), describe("saturated"))
     merged = []
     for server in chosen:
-        m = merge_runs(runs[server.label], ("rps", "p50_ms", "p99_ms", "p999_ms", "cores", "rps_core"), opts,
-                       server=server.label)
-        sat = merge_runs(saturated[server.label], ("rps", "p50_ms", "p99_ms", "p999_ms", "cores", "rps_core"), opts)
-        m.update({"sat_" + key: sat[key] for key in ("rps", "p50_ms", "p99_ms", "p999_ms", "rps_core", "noisy")})
+        m = merge_runs(runs[server.label], keys, opts, server=server.label)
+        sat = merge_runs(saturated[server.label], keys, opts)
+        m.update({"sat_" + key: sat[key] for key in keys + ("noisy",)})
         merged.append(m)
     return merged
 
@@ -1155,26 +1250,33 @@ def report(results, fixed, opts, notes, tls=(), misses=None):
     if fixed:
         w("4KiB hits at a fixed offered load: h2load --h1, 64 connections, %.0f req/s in all (%.0f a connection "
           "a second)," % (opts.rate, opts.rate / 64))
-        w("median of %d run(s) of %d s. Nobody is saturated here; h2load starts each connection's requests on the"
+        w("median of %d run(s) of %d s. Nobody is saturated here; h2load's rate timer fires every 10 ms at most, on"
           % (opts.reps, opts.duration + 1))
-        w("same timer ticks, so bursts of up to 64 requests arrive together and p99 is about the time to serve a "
-          "burst.")
+        w("the same ticks for every connection, so each tick sends 64 requests at once and their 1-2 followers on")
+        w("each connection: p99 is about the time to serve such a burst.")
         w("cores and req/s/c as above: at the same load, the CPU each server spends.")
-        w("%-18s %9s %9s %9s %9s %5s %9s" % ("server", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "cores", "req/s/c"))
+        if opts.canary:
+            w("quiet p99: the p99 of the requests that overlapped no episode of the machine itself running slow")
+            w("(bench/machine_canary.c), and slow %: the share of requests left out for it (bench/README.md).")
+        quiet = lambda c, pre="": "%9.3f %6.1f" % (c[pre + "quiet_p99_ms"], c[pre + "slow_requests"] * 100) \
+            if opts.canary else ""
+        quiet_head = "%9s %6s" % ("quiet p99", "slow %") if opts.canary else ""
+        w("%-18s %9s %9s %9s %9s %s %5s %9s" % ("server", "req/s", "p50 ms", "p99 ms", "p99.9 ms", quiet_head, "cores",
+                                              "req/s/c"))
         for c in fixed:
             # h2load keeps one request per connection in flight: a server slower than the offered
             # interval gets less than the offered load, and its p99 is then a saturated one.
-            w("%-18s %9.0f %9.3f %9.3f %9.3f %5.2f %9.0f%s%s" % (
-                c["server"], c["rps"], c["p50_ms"], c["p99_ms"], c["p999_ms"], c["cores"], c["rps_core"],
+            w("%-18s %9.0f %9.3f %9.3f %9.3f %s %5.2f %9.0f%s%s" % (
+                c["server"], c["rps"], c["p50_ms"], c["p99_ms"], c["p999_ms"], quiet(c), c["cores"], c["rps_core"],
                 "  NOISY" if c["noisy"] else "", "  BELOW THE OFFERED LOAD" if c["rps"] < 0.97 * opts.rate else ""))
         w("")
         w("The same, saturated: h2load --h1, 64 connections, no rate (one client thread, so no wait for a second "
           "client thread's time slice).")
-        w("%-18s %9s %9s %9s %9s %9s" % ("server", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "req/s/c"))
+        w("%-18s %9s %9s %9s %9s %s %9s" % ("server", "req/s", "p50 ms", "p99 ms", "p99.9 ms", quiet_head, "req/s/c"))
         for c in fixed:
-            w("%-18s %9.0f %9.3f %9.3f %9.3f %9.0f%s" % (c["server"], c["sat_rps"], c["sat_p50_ms"], c["sat_p99_ms"],
-                                                    c["sat_p999_ms"], c["sat_rps_core"],
-                                                    "  NOISY" if c["sat_noisy"] else ""))
+            w("%-18s %9.0f %9.3f %9.3f %9.3f %s %9.0f%s" % (c["server"], c["sat_rps"], c["sat_p50_ms"],
+                                                       c["sat_p99_ms"], c["sat_p999_ms"], quiet(c, "sat_"),
+                                                       c["sat_rps_core"], "  NOISY" if c["sat_noisy"] else ""))
         w("")
     tails_section(results, fixed, opts, w)
     tls_section(tls, opts, w)
@@ -1289,6 +1391,11 @@ def hit_path_verdicts(results, fixed, tls, misses, opts):
             f.get("nginx-proxy_cache"), "sat_p99_ms", 0.8, lower=True, unit=" ms")
     against("4KiB p99 at 64 conns <= 0.8x proxy_cache, %.0f req/s" % opts.rate, f.get("larder-immutable"),
             f.get("nginx-proxy_cache"), "p99_ms", 0.8, lower=True, unit=" ms")
+    if opts.canary:
+        against("the same, saturated, outside the machine's slow episodes", f.get("larder-immutable"),
+                f.get("nginx-proxy_cache"), "sat_quiet_p99_ms", 0.8, lower=True, unit=" ms")
+        against("the same, %.0f req/s, outside the machine's slow episodes" % opts.rate, f.get("larder-immutable"),
+                f.get("nginx-proxy_cache"), "quiet_p99_ms", 0.8, lower=True, unit=" ms")
     for size, times in (misses or {}).items():
         if "larder-immutable" in times:
             added = median(paired_added(times, "larder-immutable"))
@@ -1318,20 +1425,26 @@ def tails_section(results, fixed, opts, w):
     rows = [(s, wrk, fix) for s, wrk, fix in rows if wrk or fix]
     if not rows:
         return
-    ms = lambda c, key="p99_ms": "%9.3f" % c[key] if c else "%9s" % "-"
+    ms = lambda c, key="p99_ms": "%9.3f" % c[key] if c and key in c else "%9s" % "-"
     w("Tails: 4KiB p99 (ms) at 64 connections: saturated (h2load, one client thread), at %.0f req/s offered "
-      "(h2load --rps), and saturated under wrk (two client threads on one CPU: for reference)" % opts.rate)
-    w("%-18s %9s %9s %9s" % ("server", "saturated", "at rate", "wrk"))
+      "(h2load --rps), and saturated under wrk (two client threads on one CPU: for reference)%s" % (
+          opts.rate, "; quiet: outside the machine's slow episodes" if opts.canary else ""))
+    w("%-18s %9s %9s %9s %9s %9s" % ("server", "saturated", "quiet", "at rate", "quiet", "wrk"))
     for server, wrk, fix in rows:
-        w("%-18s %s %s %s" % (server, ms(fix, "sat_p99_ms"), ms(fix), ms(wrk)))
+        w("%-18s %s %s %s %s %s" % (server, ms(fix, "sat_p99_ms"), ms(fix, "sat_quiet_p99_ms"), ms(fix),
+                                    ms(fix, "quiet_p99_ms"), ms(wrk)))
     fmt = lambda v: "%.2fx" % v if v is not None else "-"
-    for b_name in ("nginx-proxy_cache", "varnish"):
-        a_fix, b_fix = f.get("larder-immutable"), f.get(b_name)
-        a_wrk, b_wrk = find(results, "larder-immutable", "4KiB", 64), find(results, b_name, "4KiB", 64)
+    for a_name, b_name in (("larder-immutable", "nginx-proxy_cache"), ("larder-immutable", "varnish"),
+                           ("h2o-floor", "nginx-proxy_cache")):
+        a_fix, b_fix = f.get(a_name), f.get(b_name)
+        a_wrk, b_wrk = find(results, a_name, "4KiB", 64), find(results, b_name, "4KiB", 64)
         if (a_fix and b_fix) or (a_wrk and b_wrk):
-            w("larder-immutable / %s: saturated %s, at rate %s, wrk %s" % (
-                b_name.replace("nginx-", ""), fmt(ratio(a_fix, b_fix, "sat_p99_ms")), fmt(ratio(a_fix, b_fix, "p99_ms")),
-                fmt(ratio(a_wrk, b_wrk, "p99_ms"))))
+            quiet = ", quiet: saturated %s, at rate %s" % (
+                fmt(ratio(a_fix, b_fix, "sat_quiet_p99_ms")), fmt(ratio(a_fix, b_fix, "quiet_p99_ms"))) \
+                if opts.canary and a_fix and b_fix else ""
+            w("%s / %s: saturated %s, at rate %s, wrk %s%s" % (
+                a_name, b_name.replace("nginx-", ""), fmt(ratio(a_fix, b_fix, "sat_p99_ms")),
+                fmt(ratio(a_fix, b_fix, "p99_ms")), fmt(ratio(a_wrk, b_wrk, "p99_ms")), quiet))
     w("")
 
 
@@ -1536,6 +1649,9 @@ def main():
     parser.add_argument("--rate", type=float, default=16000, metavar="REQ_PER_S",
                         help="offered load for the fixed-rate 4KiB latency runs (h2load --rps over 64 "
                              "connections; 0 skips them; default 16000)")
+    parser.add_argument("--no-canary", dest="canary", action="store_false",
+                        help="leave out the machine canary (bench_machine_canary) from the h2load latency runs, "
+                             "and with it the quiet p99")
     parser.add_argument("--max-foreign", type=float, default=0.05, metavar="SHARE",
                         help="a run during which other processes used more than this share of the CPUs "
                              "is repeated (default 0.05)")
