@@ -765,6 +765,9 @@ class MachineCanary:
         lines = out.rstrip().splitlines()
         words = lines[-1].split()[1:]
         summary = {words[i]: int(words[i + 1]) for i in range(0, len(words) - 1, 2)}
+        if not summary.get("realtime"):
+            log("machine canary: no real-time priority here (needs root or CAP_SYS_NICE), so a saturated CPU "
+                "delays its wake-ups and saturated runs leave out more than the machine's own episodes")
         spans = sorted((int(c), int(a), int(b)) for a, b, c in (line.split() for line in lines[:-1]))
         return self.episodes(spans), summary
 
