@@ -80,7 +80,10 @@ Optional parts:
 The fixed-rate run (--rate, h2load --rps over 64 connections) and an
 unthrottled h2load run over the same 64 connections give the two p99s of the
 tails target; h2load runs one client thread, where wrk's two share a CPU and
-their time slices showed in wrk's p99 (which is still printed).
+their time slices showed in wrk's p99 (which is still printed). Beside each
+h2load latency run, bench_machine_canary notes when the machine itself ran
+slow; a "quiet p99" leaves out the requests that overlapped those episodes
+(bench/README.md), and is judged beside the p99 of all requests.
 
 Usage: bench/hits.py [--quick] [--duration S] [--reps N] [--sizes 4KiB,1MiB,64MiB]
                      [--conns 1,16,64] [--servers larder-immutable,...,varnish]
@@ -760,9 +763,9 @@ class MachineCanary:
         canary's summary {spins, slow, dropped, realtime}."""
         self.proc.send_signal(signal.SIGTERM)
         out, err = self.proc.communicate()
-        if self.proc.returncode != 0 or not out.rstrip().splitlines()[-1:][0].startswith("# spins"):
+        lines = out.splitlines()
+        if self.proc.returncode != 0 or not lines or not lines[-1].startswith("# spins"):
             raise RuntimeError("machine canary failed (exit %d): %s" % (self.proc.returncode, err.strip()))
-        lines = out.rstrip().splitlines()
         words = lines[-1].split()[1:]
         summary = {words[i]: int(words[i + 1]) for i in range(0, len(words) - 1, 2)}
         if not summary.get("realtime"):

@@ -452,9 +452,10 @@ void store_log_limited(store_t *s, log_limit_t *limit, int level, const char *fm
     __attribute__((format(printf, 4, 5)));
 int64_t store_now_ms(void);
 
-/* Byte order helpers: every integer on disk is explicit about its order. A
- * byte-at-a-time loop was not merged into one load by the compiler: some
- * 1,200 instructions of every 4 KiB hit went to decoding its record. */
+/* Byte order helpers: every integer on disk is explicit about its order. GCC
+ * did not merge a byte-at-a-time loop into one load: it cost a 4 KiB hit,
+ * mostly in decoding its record, 670 instructions in a Release build and
+ * 1,740 at -O2 (callgrind). */
 static inline void put_le32(unsigned char *p, uint32_t v)
 {
     v = htole32(v);
