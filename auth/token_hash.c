@@ -11,23 +11,24 @@
  * 128 bits put a chance collision out of reach. The key is random per
  * process, so nothing hashed outlives it.
  */
+#include <endian.h>
 #include <openssl/crypto.h>
 #include <string.h>
 
 #include "auth_internal.h"
 
+/* Whole-word loads and stores: GCC 12 at -O2 does not merge a byte loop into one, and this runs on every request. */
 static uint64_t load_le64(const uint8_t *p)
 {
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--)
-        v = v << 8 | p[i];
-    return v;
+    uint64_t v;
+    memcpy(&v, p, sizeof(v));
+    return le64toh(v);
 }
 
 static void store_le64(uint8_t *p, uint64_t v)
 {
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
+    v = htole64(v);
+    memcpy(p, &v, sizeof(v));
 }
 
 static inline uint64_t rotl(uint64_t x, int b)

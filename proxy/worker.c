@@ -2,9 +2,11 @@
  * worker.c - the wake queue: how other threads ask a worker's loop to run
  * something. A fill runs on the worker whose client started it, but its
  * readers may be on any worker; each chunk the fill receives or commits wakes
- * them here, on their own loop, where they may talk to h2o.
+ * them here, on their own loop, where they may talk to h2o. Also the
+ * worker's spare send buffers for small hits.
  */
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -87,4 +89,23 @@ void worker_wake_dispose(worker_t *worker)
     h2o_socket_close(worker->wake_sock); /* closes wake_fd */
     worker->wake_sock = NULL;
     pthread_mutex_destroy(&worker->wake_lock);
+}
+
+char *worker_small_buffer_take(worker_t *worker)
+{
+    return worker->spare_count > 0 ? worker->spare_buffers[--worker->spare_count] : malloc(WORKER_SMALL_BUFFER);
+}
+
+void worker_small_buffer_give(worker_t *worker, char *buf)
+{
+    if (buf != NULL && worker->spare_count < WORKER_SPARE_BUFFERS)
+        worker->spare_buffers[worker->spare_count++] = buf;
+    else
+        free(buf);
+}
+
+void worker_small_buffers_clear(worker_t *worker)
+{
+    while (worker->spare_count > 0)
+        free(worker->spare_buffers[--worker->spare_count]);
 }

@@ -259,6 +259,30 @@ void store_meta_set_string(store_meta_t *meta, char **field_at, char *value)
     *field_at = value;
 }
 
+/*
+ * A copy of a decoded record (every string in src's block) in one allocation
+ * of its own: STORE_OK, or STORE_ERROR with *dst empty. Anything else gets
+ * store_meta_copy's string-by-string copy.
+ */
+int meta_clone(store_meta_t *dst, const store_meta_t *src)
+{
+    for (size_t i = 0; i < META_NSTRINGS; i++)
+        if (field_const(src, i) != NULL && !in_block(src, field_const(src, i)))
+            return store_meta_copy(dst, src);
+    *dst = *src;
+    if (src->string_block == NULL)
+        return STORE_OK;
+    if ((dst->string_block = malloc(src->string_block_len)) == NULL) {
+        memset(dst, 0, sizeof(*dst));
+        return STORE_ERROR;
+    }
+    memcpy(dst->string_block, src->string_block, src->string_block_len);
+    for (size_t i = 0; i < META_NSTRINGS; i++)
+        if (field_const(src, i) != NULL)
+            *field(dst, i) = dst->string_block + (field_const(src, i) - src->string_block);
+    return STORE_OK;
+}
+
 int store_meta_copy(store_meta_t *dst, const store_meta_t *src)
 {
     *dst = *src;

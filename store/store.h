@@ -172,6 +172,16 @@ void store_close(store_t *store);
 /* Copies the metadata of the cached version of bucket/name into *meta (caller frees with store_meta_free). */
 int store_meta_get(store_t *store, const store_key_t *key, store_meta_t *meta);
 void store_meta_free(store_meta_t *meta);
+/*
+ * A thread's memo of the records it decoded lately (meta_memo.c):
+ * store_meta_get_memo answers as store_meta_get, from the memo while the
+ * writer has committed nothing since the record was read. Not shared between
+ * threads.
+ */
+typedef struct store_meta_memo store_meta_memo_t;
+store_meta_memo_t *store_meta_memo_new(store_t *store);
+void store_meta_memo_free(store_meta_memo_t *memo);
+int store_meta_get_memo(store_meta_memo_t *memo, const store_key_t *key, store_meta_t *meta);
 /* Replaces the string *field of meta (one of its members) by value, which meta then owns (malloc'd, or NULL). */
 void store_meta_set_string(store_meta_t *meta, char **field, char *value);
 /* A copy of src with every string its own allocation; on STORE_ERROR (no memory) *dst is still safe to free. */

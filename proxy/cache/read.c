@@ -111,6 +111,7 @@ typedef struct cache_read {
     uint64_t next, end;    /* absolute offsets still to send: [next, end); end UINT64_MAX until the body's end */
     char *buf;
     size_t buf_cap;
+    bool buf_small; /* buf is the worker's (worker_small_buffer_take), given back at the end */
     /* buf holds bytes [slice_start, slice_start + slice_len) of store chunk chunk_index (-1: none). */
     int64_t chunk_index;
     size_t slice_start, slice_len;
@@ -197,7 +198,10 @@ static void on_dispose(void *p)
                                                .identity = r->caller.identity.name,
                                                .access = r->access.decided ? auth_decision_name(r->access.decision) : NULL,
                                                .error = r->error});
-    free(r->buf);
+    if (r->buf_small)
+        worker_small_buffer_give(r->worker, r->buf);
+    else
+        free(r->buf);
     forget_entry(r);
 }
 
@@ -699,7 +703,8 @@ static void serve_media(cache_read_t *r)
      */
     size_t slice = store_verifies_every_read(r->cache->store) ? STORE_CHUNK_SIZE : SEND_SLICE;
     size_t size = r->meta.size < slice ? (size_t)r->meta.size : slice;
-    if ((r->buf = malloc(size != 0 ? size : 1)) == NULL) {
+    r->buf_small = size <= WORKER_SMALL_BUFFER;
+    if ((r->buf = r->buf_small ? worker_small_buffer_take(r->worker) : malloc(size != 0 ? size : 1)) == NULL) {
         r->error = "out of memory";
         worker_cut_connection(req);
         return;
@@ -918,7 +923,7 @@ static bool find_entry(cache_read_t *r, fetch_t *newest, fetch_t **filling)
     fetch_state_t st = newest != NULL ? fetch_state(newest) : FETCH_FAILED;
     bool from_fill = (st == FETCH_STREAMING || st == FETCH_COMPLETE) && fetch_meta(newest, &r->meta);
     store_meta_t stored;
-    bool have_stored = store_meta_get(r->cache->store, &r->key, &stored) == STORE_OK;
+    bool have_stored = store_meta_get_memo(r->worker->meta_memo, &r->key, &stored) == STORE_OK;
     if (from_fill && have_stored && stored.generation == r->meta.generation && stored.size == r->meta.size) {
         store_meta_free(&r->meta); /* the store's has what revalidations updated since */
         r->meta = stored;
