@@ -44,14 +44,26 @@ struct answer_slot {
 
 void answer_key_seal(answer_key_t *key)
 {
-    /* FNV-1a: keys are short, and token keys are keyed hashes already. */
-    uint64_t h = 1469598103934665603ULL;
-    for (size_t i = 0; i < key->len; i++)
-        h = (h ^ key->bytes[i]) * 1099511628211ULL;
     /*
-     * FNV's multiply carries a byte only upward, so its top bits, which pick
-     * the stripe, hardly depend on a key's last bytes: grants differing only
-     * at the end of the identity would crowd one stripe. MurmurHash3's
+     * Eight bytes a step (a byte-at-a-time FNV-1a was 2.5% of a 4 KiB hit
+     * with per-user checks): keys are short, and token keys are keyed hashes
+     * already. The value never leaves the process, so host byte order is fine.
+     */
+    uint64_t h = 1469598103934665603ULL ^ key->len;
+    size_t i = 0;
+    for (; i + 8 <= key->len; i += 8) {
+        uint64_t word;
+        memcpy(&word, key->bytes + i, sizeof(word));
+        h = (h ^ word) * 0x9e3779b97f4a7c15ULL;
+        h ^= h >> 29;
+    }
+    uint64_t tail = 0;
+    memcpy(&tail, key->bytes + i, key->len - i);
+    h = (h ^ tail) * 0x9e3779b97f4a7c15ULL;
+    /*
+     * The multiplies carry a byte only upward, so the top bits, which pick
+     * the stripe, would hardly depend on a key's last bytes: grants differing
+     * only at the end of the identity would crowd one stripe. MurmurHash3's
      * finalizer makes every bit depend on every byte.
      */
     h ^= h >> 33;

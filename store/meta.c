@@ -245,10 +245,17 @@ void store_meta_free(store_meta_t *meta)
 {
     if (meta == NULL)
         return;
-    for (size_t i = 0; i < META_NSTRINGS; i++)
-        if (!in_block(meta, *field(meta, i)))
+    /* The block's bounds once, not per string: every hit frees one record. */
+    uintptr_t block = (uintptr_t)meta->string_block, block_end = block + meta->string_block_len;
+    for (size_t i = 0; i < META_NSTRINGS; i++) {
+        uintptr_t at = (uintptr_t)*field(meta, i);
+        if (at != 0 && (at < block || at >= block_end))
             free(*field(meta, i));
-    free(meta->string_block);
+    }
+    if (meta->string_block_owner != NULL)
+        meta_block_release(meta->string_block_owner);
+    else
+        free(meta->string_block);
     memset(meta, 0, sizeof(*meta));
 }
 
@@ -259,28 +266,23 @@ void store_meta_set_string(store_meta_t *meta, char **field_at, char *value)
     *field_at = value;
 }
 
-/*
- * A copy of a decoded record (every string in src's block) in one allocation
- * of its own: STORE_OK, or STORE_ERROR with *dst empty. Anything else gets
- * store_meta_copy's string-by-string copy.
- */
-int meta_clone(store_meta_t *dst, const store_meta_t *src)
+/* Whether every string of meta is in its block: true of a decoded record until a string is replaced. */
+bool meta_strings_in_block(const store_meta_t *meta)
 {
     for (size_t i = 0; i < META_NSTRINGS; i++)
-        if (field_const(src, i) != NULL && !in_block(src, field_const(src, i)))
-            return store_meta_copy(dst, src);
+        if (field_const(meta, i) != NULL && !in_block(meta, field_const(meta, i)))
+            return false;
+    return true;
+}
+
+/* *dst = *src, its strings pointing into block, a copy of src's block (meta_strings_in_block(src) holds). */
+void meta_rebase(store_meta_t *dst, const store_meta_t *src, char *block)
+{
     *dst = *src;
-    if (src->string_block == NULL)
-        return STORE_OK;
-    if ((dst->string_block = malloc(src->string_block_len)) == NULL) {
-        memset(dst, 0, sizeof(*dst));
-        return STORE_ERROR;
-    }
-    memcpy(dst->string_block, src->string_block, src->string_block_len);
+    dst->string_block = block;
     for (size_t i = 0; i < META_NSTRINGS; i++)
         if (field_const(src, i) != NULL)
-            *field(dst, i) = dst->string_block + (field_const(src, i) - src->string_block);
-    return STORE_OK;
+            *field(dst, i) = block + (field_const(src, i) - src->string_block);
 }
 
 int store_meta_copy(store_meta_t *dst, const store_meta_t *src)
@@ -288,6 +290,7 @@ int store_meta_copy(store_meta_t *dst, const store_meta_t *src)
     *dst = *src;
     dst->string_block = NULL;
     dst->string_block_len = 0;
+    dst->string_block_owner = NULL;
     int rc = STORE_OK;
     for (size_t i = 0; i < META_NSTRINGS; i++)
         if (*field(dst, i) != NULL && (*field(dst, i) = strdup(*field(dst, i))) == NULL)

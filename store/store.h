@@ -154,6 +154,8 @@ typedef struct store_meta {
      */
     char *string_block;
     size_t string_block_len;
+    /* Non-NULL when string_block is shared with a memo (store_meta_get_memo): released, never written to. */
+    void *string_block_owner;
 } store_meta_t;
 
 /*

@@ -358,7 +358,10 @@ void meta_encode(void *rec, size_t len, const store_key_t *key, const store_meta
 bool meta_read_fixed(const void *rec, size_t len, const store_key_t *key, meta_fixed_t *f);
 void meta_write_fixed(void *rec, size_t len, const store_key_t *key, const meta_fixed_t *f);
 int meta_decode(const void *rec, size_t len, const store_key_t *key, store_meta_t *m);
-int meta_clone(store_meta_t *dst, const store_meta_t *src);
+bool meta_strings_in_block(const store_meta_t *meta);
+void meta_rebase(store_meta_t *dst, const store_meta_t *src, char *block);
+/* Drops one reference to a memo's shared string block (meta_memo.c). */
+void meta_block_release(void *owner);
 
 /* ---- env.c: the LMDB environment and its format record ---- */
 
