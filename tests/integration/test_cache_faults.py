@@ -430,6 +430,62 @@ class DirectSendChurnTest(FaultCase):
         self.assertGreater(direct, 64 * MiB, "the direct path carried too little to prove anything")
 
 
+class SmallBufferReuseTest(FaultCase):
+    """Small hits send from a buffer the worker keeps and hands to the next hit (worker_small_buffer_take).
+    A buffer must not be handed on while h2o still holds a response that points into it: that happens when
+    a client stops reading and its socket fills. One client pipelines many reads of object A without
+    reading, so its connection stalls with a response half sent; meanwhile another client, on the same
+    worker, reads object B again and again. Then the first client reads on: every response must be A's,
+    byte for byte. Handing the stalled response's buffer to B's hits would put B's bytes into it: with
+    worker_small_buffer_take changed to leave the buffer it returns on the spare list, this test fails."""
+    larder_config = {"cache": {"enabled": True, "default_policy": "immutable"}, "worker_threads": 1}
+
+    def test_buffer_of_a_stalled_response_is_not_reused(self):
+        size = 12 * 1024  # under WORKER_SMALL_BUFFER: a small hit
+        a, b = os.urandom(size), os.urandom(size)
+        self.put_object("small/a", data=a)
+        self.put_object("small/b", data=b)
+        for name in ("small/a", "small/b"):
+            r, _ = self.read_sha(self.media(name))
+            self.assertEqual(r.status, 200)
+            self.assertEqual(self.get(self.media(name), OWNER).x_cache, "HIT")
+        count = 2000  # 24 MiB of responses: far more than the two sockets' buffers hold
+        request = ("GET %s HTTP/1.1\r\nHost: larder\r\nAuthorization: %s\r\n\r\n"
+                   % (self.media("small/a"), OWNER["Authorization"])).encode()
+        stalled = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stalled.settimeout(120)
+        stalled.connect(("127.0.0.1", self.larder.port))
+        try:
+            stalled.sendall(request * count)
+            # Nothing read yet: larder now waits to write a response into the full socket. B's hits run
+            # meanwhile on the one worker, taking spare buffers.
+            for _ in range(300):
+                r, digest = self.read_sha(self.media("small/b"))
+                self.assertEqual((r.status, digest), (200, hashlib.sha256(b).hexdigest()))
+            received, wrong, buf = 0, 0, b""
+            while received < count:
+                chunk = stalled.recv(1 << 20)
+                self.assertTrue(chunk, "larder closed the connection after %d responses" % received)
+                buf += chunk
+                while True:
+                    end = buf.find(b"\r\n\r\n")
+                    if end < 0:
+                        break
+                    head = buf[:end].decode("latin-1")
+                    self.assertTrue(head.startswith("HTTP/1.1 200"), head.splitlines()[0])
+                    length = int(re.search(r"(?im)^content-length:\s*(\d+)", head).group(1))
+                    if len(buf) < end + 4 + length:
+                        break
+                    body = buf[end + 4:end + 4 + length]
+                    buf = buf[end + 4 + length:]
+                    received += 1
+                    wrong += body != a
+            self.assertEqual(wrong, 0, "responses to the stalled client that were not object A's bytes")
+        finally:
+            stalled.close()
+
+
 # ==========================================================================
 # Upstream faults in the middle of a fill
 # ==========================================================================
