@@ -5,7 +5,7 @@
  * Two levels. answer_table_t is shared by every thread: bounded, striped
  * (a lock per stripe, so threads rarely meet), the oldest entry of a full
  * stripe making room. answer_cache_t is one thread's own small
- * direct-mapped copy of what that thread looked up lately: a hit there
+ * set-associative copy of what that thread looked up lately: a hit there
  * takes no lock. Keys are byte strings compared exactly (a token's keyed hash, or
  * a grant's object, generation and identity); the hash only places them.
  */
@@ -52,6 +52,7 @@ typedef struct answer_slot answer_slot_t;
 typedef struct answer_cache {
     answer_slot_t *slots;
     size_t mask;
+    uint64_t puts;
 } answer_cache_t;
 
 int answer_cache_init(answer_cache_t *cache, size_t slots);

@@ -256,10 +256,33 @@ static void test_cache(void)
     same_hash.len++;
     CHECK(!answer_cache_get(&cache, &same_hash, 0, 3, &got));
 
-    /* Direct-mapped: a key in the same slot replaces the one there. */
+    /*
+     * Set-associative: keys of one hash share a set of four slots and keep each
+     * other, where the old direct-mapped cache let the second evict the first
+     * (this failed there). A fifth replaces the one put longest ago, and a key
+     * put again takes its own slot, never a second one.
+     */
     answer_cache_put(&cache, &same_hash, &put, 3);
     CHECK(answer_cache_get(&cache, &same_hash, 0, 3, &got));
-    CHECK(!answer_cache_get(&cache, &alpha, 0, 3, &got));
+    CHECK(answer_cache_get(&cache, &alpha, 0, 3, &got));
+    answer_key_t more[3];
+    for (size_t i = 0; i < 3; i++) {
+        more[i] = alpha;
+        more[i].bytes[1 + i] ^= 0x40;
+    }
+    answer_cache_put(&cache, &more[0], &put, 3);
+    answer_cache_put(&cache, &alpha, &(answer_t){.kind = AUTH_IDENTIFIED, .until_ms = 2000}, 3);
+    answer_cache_put(&cache, &more[1], &put, 3);
+    CHECK(answer_cache_get(&cache, &alpha, 0, 3, &got) && got.until_ms == 2000);
+    CHECK(answer_cache_get(&cache, &same_hash, 0, 3, &got));
+    CHECK(answer_cache_get(&cache, &more[0], 0, 3, &got));
+    CHECK(answer_cache_get(&cache, &more[1], 0, 3, &got));
+    answer_cache_put(&cache, &more[2], &put, 3); /* alpha was put first, but again since: same_hash goes */
+    CHECK(answer_cache_get(&cache, &more[2], 0, 3, &got));
+    CHECK(answer_cache_get(&cache, &alpha, 0, 3, &got) && got.until_ms == 2000);
+    CHECK(!answer_cache_get(&cache, &same_hash, 0, 3, &got));
+    CHECK(answer_cache_get(&cache, &more[0], 0, 3, &got));
+    CHECK(answer_cache_get(&cache, &more[1], 0, 3, &got));
     answer_cache_dispose(&cache);
 }
 
