@@ -197,12 +197,10 @@ uint64_t index_next_seq(store_index_t *ix)
     return seq;
 }
 
-void index_touch(store_index_t *ix, const store_key_t *key, int64_t now)
+static void touch_locked(store_index_t *ix, const store_key_t *key, int64_t now)
 {
-    index_entry_t *e;
+    index_entry_t *e = find(ix, key);
 
-    pthread_mutex_lock(&ix->lock);
-    e = find(ix, key);
     if (e != NULL) {
         lru_unlink(e);
         lru_push_front(ix, e);
@@ -225,6 +223,12 @@ void index_touch(store_index_t *ix, const store_key_t *key, int64_t now)
             }
         }
     }
+}
+
+void index_touch(store_index_t *ix, const store_key_t *key, int64_t now)
+{
+    pthread_mutex_lock(&ix->lock);
+    touch_locked(ix, key, now);
     pthread_mutex_unlock(&ix->lock);
 }
 
@@ -400,11 +404,10 @@ static pin_t *pin_node(store_index_t *ix)
     return p;
 }
 
-void index_pin(store_index_t *ix, const store_key_t *key)
+static void pin_locked(store_index_t *ix, const store_key_t *key)
 {
     pin_t **pp, *p;
 
-    pthread_mutex_lock(&ix->lock);
     if ((pp = pin_link(ix, key)) != NULL) {
         (*pp)->count++;
     } else if ((p = pin_node(ix)) != NULL) {
@@ -417,6 +420,20 @@ void index_pin(store_index_t *ix, const store_key_t *key)
         ix->npins++;
         pins_maybe_grow(ix);
     }
+}
+
+void index_pin(store_index_t *ix, const store_key_t *key)
+{
+    pthread_mutex_lock(&ix->lock);
+    pin_locked(ix, key);
+    pthread_mutex_unlock(&ix->lock);
+}
+
+void index_touch_and_pin(store_index_t *ix, const store_key_t *key, int64_t now)
+{
+    pthread_mutex_lock(&ix->lock);
+    touch_locked(ix, key, now);
+    pin_locked(ix, key);
     pthread_mutex_unlock(&ix->lock);
 }
 

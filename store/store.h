@@ -287,6 +287,8 @@ void store_touch(store_t *store, const store_key_t *key);
  */
 void store_pin(store_t *store, const store_key_t *key);
 void store_unpin(store_t *store, const store_key_t *key);
+/* store_touch and store_pin in one step: a hit about to send the object's bytes takes the index's lock once. */
+void store_touch_and_pin(store_t *store, const store_key_t *key);
 /*
  * Blocks until everything queued before the call is committed (tests,
  * shutdown), and the outcomes of its chunks reported.

@@ -155,6 +155,8 @@ size_t index_victims(store_index_t *ix, uint64_t want_bytes, store_key_t *out, s
 size_t index_take_dirty(store_index_t *ix, recency_t *out, size_t max);
 void index_usage(store_index_t *ix, uint64_t *used, uint64_t *objects, uint64_t *chunks);
 void index_pin(store_index_t *ix, const store_key_t *key);
+/* index_touch and index_pin under one lock. */
+void index_touch_and_pin(store_index_t *ix, const store_key_t *key, int64_t now);
 void index_unpin(store_index_t *ix, const store_key_t *key);
 bool index_pinned(store_index_t *ix, const store_key_t *key);
 uint64_t index_pinned_bytes(store_index_t *ix);

@@ -136,3 +136,8 @@ void store_unpin(store_t *store, const store_key_t *key)
 {
     index_unpin(&store->index, key);
 }
+
+void store_touch_and_pin(store_t *store, const store_key_t *key)
+{
+    index_touch_and_pin(&store->index, key, time(NULL));
+}

@@ -1,8 +1,9 @@
 /*
  * test_store_evict.c - staying within the budget: least recently used
- * objects go first, a touch changes the order (also across a restart),
- * eviction is by size down to the low-water mark, and a workload three times
- * the budget leaves both the accounting and the file bounded.
+ * objects go first, a touch changes the order (also across a restart), a
+ * pinned object is skipped, eviction is by size down to the low-water mark,
+ * and a workload three times the budget leaves both the accounting and the
+ * file bounded.
  */
 #include <lmdb.h>
 #include <sys/wait.h>
@@ -86,6 +87,66 @@ static void test_lru_order(void)
         fill_objects(s, i, i + 1, OBJ, buf);
     CHECK(!test_cached(s, name));
     snprintf(name, sizeof(name), "obj/%d", 16 - survivors);
+    CHECK(test_cached(s, name));
+    store_close(s);
+    test_dir_remove(&d);
+    free(buf);
+}
+
+/*
+ * store_touch_and_pin, the hit path's one call: the object counts as used
+ * (LRU order) and is held (eviction skips it) until unpinned. Checked
+ * against broken versions: without the pin, obj/0 is evicted; without the
+ * touch, the oldest survivor goes before the next oldest.
+ */
+static void test_touch_and_pin(void)
+{
+    const uint64_t budget = 16 * TEST_MiB;
+    void *buf = test_alloc_chunk();
+    store_stats_t st;
+    test_dir_t d;
+    store_key_t held, key;
+    char name[32];
+
+    test_dir_make(&d, "test_store_touch_pin");
+    store_t *s = open_store(&d, budget);
+    fill_objects(s, 0, 12, OBJ, buf);
+    test_key(&held, "obj/0");
+    store_touch_and_pin(s, &held);
+    for (int i = 2; i < 12; i++) { /* obj/1 is the least recently used, obj/0 next: held */
+        snprintf(name, sizeof(name), "obj/%d", i);
+        test_key(&key, name);
+        store_touch(s, &key);
+    }
+    store_stats_get(s, &st);
+    CHECK(st.pinned_bytes >= OBJ);
+    fill_objects(s, 12, 16, OBJ, buf);
+    store_stats_get(s, &st);
+    CHECK(st.evicted_objects >= 2);
+    CHECK(test_cached(s, "obj/0"));
+    CHECK(!test_cached(s, "obj/1") && !test_cached(s, "obj/2"));
+    store_unpin(s, &held);
+    store_stats_get(s, &st);
+    CHECK(st.pinned_bytes == 0);
+
+    /* The touch: of the two oldest unpinned survivors, the one touched (and released) outlives the other. */
+    int oldest = 3;
+    while (oldest < 16) {
+        snprintf(name, sizeof(name), "obj/%d", oldest);
+        if (test_cached(s, name))
+            break;
+        oldest++;
+    }
+    char next_oldest[32];
+    snprintf(next_oldest, sizeof(next_oldest), "obj/%d", oldest + 1);
+    CHECK(test_cached(s, name) && test_cached(s, next_oldest));
+    test_key(&key, name);
+    store_touch_and_pin(s, &key);
+    store_unpin(s, &key);
+    store_touch(s, &held); /* obj/0, unpinned now, is no older than the rest */
+    for (int i = 16; i < 40 && test_cached(s, next_oldest); i++)
+        fill_objects(s, i, i + 1, OBJ, buf);
+    CHECK(!test_cached(s, next_oldest));
     CHECK(test_cached(s, name));
     store_close(s);
     test_dir_remove(&d);
@@ -296,6 +357,7 @@ int main(void)
 {
     test_log_init(&evict_log);
     test_lru_order();
+    test_touch_and_pin();
     test_size_aware();
     test_three_times_budget();
     CHECK(evict_log.lines[0] == 0 && evict_log.lines[1] == 0);
