@@ -7,16 +7,14 @@
 #include "batch_use.h"
 #include "state.h"
 
-void batch_use_parse(batch_use_t *use, h2o_req_t *req)
+void batch_use_parse(batch_use_t *use, h2o_mem_pool_t *pool, const request_headers_t *headers)
 {
     memset(use, 0, sizeof(*use));
-    ssize_t i = h2o_find_header_by_str(&req->headers, H2O_STRLIT("x-larder-batch"), -1);
-    if (i == -1)
+    h2o_iovec_t v = headers->batch;
+    if (v.base == NULL)
         return;
-    h2o_iovec_t v = req->headers.entries[i].value;
-    use->invalid = !cache_batch_id_valid(v.base, v.len) ||
-                   h2o_find_header_by_str(&req->headers, H2O_STRLIT("x-larder-batch"), i) != -1;
-    use->id = h2o_strdup(&req->pool, v.base, v.len).base;
+    use->invalid = !cache_batch_id_valid(v.base, v.len) || headers->batch_count > 1;
+    use->id = h2o_strdup(pool, v.base, v.len).base;
 }
 
 bool batch_use_check(batch_use_t *use, h2o_req_t *req, const auth_identity_t *who, error_format_t format)

@@ -14,6 +14,7 @@
 
 #include "cache.h"
 #include "gcs_error.h"
+#include "request_headers.h"
 
 typedef struct batch_use {
     const char *id;            /* the header's value; NULL: the request is in no batch */
@@ -26,8 +27,8 @@ typedef struct batch_use {
     void (*on_pinned)(struct batch_use *use, int result);
 } batch_use_t;
 
-/* Reads X-Larder-Batch from req (once per request). */
-void batch_use_parse(batch_use_t *use, h2o_req_t *req);
+/* Takes X-Larder-Batch from the request's headers (once per request); the id is copied into pool. */
+void batch_use_parse(batch_use_t *use, h2o_mem_pool_t *pool, const request_headers_t *headers);
 /*
  * After the caller is known: the batch is live and the caller its owner or
  * an admin. Otherwise answers the request (400, 404, 403 or 503, in format)

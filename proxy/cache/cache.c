@@ -197,9 +197,11 @@ void cache_handle(h2o_req_t *req, const target_t *target)
         cache_write_start(req, target);
         return;
     }
+    request_headers_t headers;
+    request_headers_scan(&headers, &req->headers);
     cache_request_t creq;
     const char *invalid;
-    cache_request_parse(&creq, target, req, &invalid);
+    cache_request_parse(&creq, target, req, &headers, &invalid);
     if (invalid != NULL) {
         gcs_error_send(req, target->route.error_format, GCS_ERROR_BAD_REQUEST, invalid);
         access_log_local_answer(req, target->route.api, NULL, NULL, invalid);
@@ -209,5 +211,5 @@ void cache_handle(h2o_req_t *req, const target_t *target)
         forward_start(req, target, &(forward_options_t){.cache_state = "PASS"});
         return;
     }
-    cache_read_start(req, target, &creq);
+    cache_read_start(req, target, &creq, &headers);
 }

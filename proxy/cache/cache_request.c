@@ -129,12 +129,11 @@ int64_t cache_parse_http_date(const char *s, size_t len)
 
 static bool accepts_gzip(h2o_iovec_t v)
 {
-    const char *s = v.base;
-    size_t len = v.len;
-    for (size_t i = 0; i + 4 <= len; i++) {
-        if (strncasecmp(s + i, "gzip", 4) != 0)
+    const char *s = v.base, *end = v.base + v.len;
+    for (const char *p = s; end - p >= 4; p++) {
+        if ((*p | 0x20) != 'g' || !h2o_lcstris(p, 4, H2O_STRLIT("gzip")))
             continue;
-        const char *rest = s + i + 4, *end = s + len;
+        const char *rest = p + 4;
         while (rest < end && *rest == ' ')
             rest++;
         /* "gzip;q=0" refuses it */
@@ -144,42 +143,34 @@ static bool accepts_gzip(h2o_iovec_t v)
     return false;
 }
 
-static h2o_iovec_t header_value(const h2o_req_t *req, const h2o_token_t *token)
-{
-    ssize_t i = h2o_find_header(&req->headers, token, -1);
-    return i != -1 ? req->headers.entries[i].value : h2o_iovec_init(NULL, 0);
-}
-
-static void parse_conditionals(cache_request_t *out, const target_t *t, const h2o_req_t *req)
+static void parse_conditionals(cache_request_t *out, const target_t *t, const request_headers_t *h)
 {
     out->if_generation_match = t->numbers.if_generation_match;
     out->if_generation_not_match = t->numbers.if_generation_not_match;
     out->if_metageneration_match = t->numbers.if_metageneration_match;
     out->if_metageneration_not_match = t->numbers.if_metageneration_not_match;
-    out->if_none_match = header_value(req, H2O_TOKEN_IF_NONE_MATCH);
-    out->if_match = header_value(req, H2O_TOKEN_IF_MATCH);
-    out->if_range = header_value(req, H2O_TOKEN_IF_RANGE);
-    h2o_iovec_t ims = header_value(req, H2O_TOKEN_IF_MODIFIED_SINCE), ius = header_value(req, H2O_TOKEN_IF_UNMODIFIED_SINCE);
-    out->if_modified_since = ims.base != NULL ? cache_parse_http_date(ims.base, ims.len) : -1;
-    out->if_unmodified_since = ius.base != NULL ? cache_parse_http_date(ius.base, ius.len) : -1;
-    h2o_iovec_t ae = header_value(req, H2O_TOKEN_ACCEPT_ENCODING);
-    out->accepts_gzip = ae.base != NULL && accepts_gzip(ae);
+    out->if_none_match = h->if_none_match;
+    out->if_match = h->if_match;
+    out->if_range = h->if_range;
+    out->if_modified_since =
+        h->if_modified_since.base != NULL ? cache_parse_http_date(h->if_modified_since.base, h->if_modified_since.len) : -1;
+    out->if_unmodified_since = h->if_unmodified_since.base != NULL
+                                   ? cache_parse_http_date(h->if_unmodified_since.base, h->if_unmodified_since.len)
+                                   : -1;
+    out->accepts_gzip = h->accept_encoding.base != NULL && accepts_gzip(h->accept_encoding);
 }
 
 /* The XML API's precondition headers: an int64 or a 400, like the JSON API's parameters. */
-static bool parse_xml_preconditions(cache_request_t *out, const h2o_req_t *req, const char **invalid)
+static bool parse_xml_preconditions(cache_request_t *out, const request_headers_t *h, const char **invalid)
 {
-    static const struct {
-        const char *name;
-        size_t offset;
-    } headers[] = {{"x-goog-if-generation-match", offsetof(cache_request_t, if_generation_match)},
-                   {"x-goog-if-metageneration-match", offsetof(cache_request_t, if_metageneration_match)}};
+    const struct {
+        const h2o_iovec_t *value;
+        int64_t *into;
+    } headers[] = {{&h->if_generation_match, &out->if_generation_match},
+                   {&h->if_metageneration_match, &out->if_metageneration_match}};
     for (size_t i = 0; i < sizeof(headers) / sizeof(headers[0]); i++) {
-        ssize_t at = h2o_find_header_by_str(&req->headers, headers[i].name, strlen(headers[i].name), -1);
-        if (at == -1)
-            continue;
-        const h2o_iovec_t *v = &req->headers.entries[at].value;
-        if (!target_parse_int64(v->base, v->len, (int64_t *)((char *)out + headers[i].offset))) {
+        const h2o_iovec_t *v = headers[i].value;
+        if (v->base != NULL && !target_parse_int64(v->base, v->len, headers[i].into)) {
             *invalid = "Invalid value for a precondition header: it must be a 64-bit integer.";
             return false;
         }
@@ -195,11 +186,9 @@ static bool parse_xml_preconditions(cache_request_t *out, const h2o_req_t *req, 
  */
 bool cache_request_carries_encryption_key(const h2o_req_t *req)
 {
-    static const char *const names[] = {"x-goog-encryption-key", "x-amz-server-side-encryption-customer-key"};
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-        if (h2o_find_header_by_str(&req->headers, names[i], strlen(names[i]), -1) != -1)
-            return true;
-    return false;
+    request_headers_t headers;
+    request_headers_scan(&headers, &req->headers);
+    return headers.encryption_key;
 }
 
 static void init_request(cache_request_t *out)
@@ -212,13 +201,14 @@ static void init_request(cache_request_t *out)
     out->if_modified_since = out->if_unmodified_since = -1;
 }
 
-void cache_request_parse(cache_request_t *out, const target_t *t, const h2o_req_t *req, const char **invalid)
+void cache_request_parse(cache_request_t *out, const target_t *t, const h2o_req_t *req, const request_headers_t *headers,
+                         const char **invalid)
 {
     init_request(out);
     *invalid = NULL;
     bool get = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET"));
     out->head = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD"));
-    if ((!get && !out->head) || cache_request_carries_encryption_key(req))
+    if ((!get && !out->head) || headers->encryption_key)
         return;
     route_api_t api = t->route.api;
     if (api == ROUTE_XML)
@@ -229,8 +219,8 @@ void cache_request_parse(cache_request_t *out, const target_t *t, const h2o_req_
         return;
     cache_request_t parsed = *out;
     parsed.kind = api == ROUTE_JSON ? CACHE_READ_METADATA : CACHE_READ_MEDIA;
-    parse_conditionals(&parsed, t, req);
-    if (api == ROUTE_XML && !parse_xml_preconditions(&parsed, req, invalid))
+    parse_conditionals(&parsed, t, headers);
+    if (api == ROUTE_XML && !parse_xml_preconditions(&parsed, headers, invalid))
         return;
     /* One object, named in the path; no sub-resource, no repeated parameter. */
     if (t->object == NULL || t->object_suffix.len != 0 || t->repeated)
@@ -241,7 +231,7 @@ void cache_request_parse(cache_request_t *out, const target_t *t, const h2o_req_
             return;
         has_fields = has_fields || h2o_memis(t->params[i].name.base, t->params[i].name.len, H2O_STRLIT("fields"));
     }
-    h2o_iovec_t range = header_value(req, H2O_TOKEN_RANGE);
+    h2o_iovec_t range = headers->range;
     if (range.base != NULL && !parse_range(&parsed.range, range.base, range.len))
         return;
     /* JSON metadata GETs take no Range and no partial response; a HEAD of the JSON API is not a GCS read. */

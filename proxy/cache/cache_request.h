@@ -16,6 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "request_headers.h"
 #include "target.h"
 
 typedef enum {
@@ -51,11 +52,13 @@ typedef struct cache_request {
 } cache_request_t;
 
 /*
- * What the request asks of the cache; out->kind is CACHE_READ_NONE when it
- * must pass through. A bad x-goog-if-generation-match header (not an int64)
- * sets *invalid, and the request is to be refused with 400.
+ * What the request asks of the cache, from its target and its headers
+ * (request_headers_scan of req's); out->kind is CACHE_READ_NONE when it must
+ * pass through. A bad x-goog-if-generation-match header (not an int64) sets
+ * *invalid, and the request is to be refused with 400.
  */
-void cache_request_parse(cache_request_t *out, const target_t *target, const h2o_req_t *req, const char **invalid);
+void cache_request_parse(cache_request_t *out, const target_t *target, const h2o_req_t *req,
+                         const request_headers_t *headers, const char **invalid);
 
 /* Parses an HTTP date (RFC 9110 IMF-fixdate, and RFC 850/asctime); -1 if invalid. */
 int64_t cache_parse_http_date(const char *s, size_t len);

@@ -314,8 +314,16 @@ static void start_response(cache_read_t *r)
 
 static void add_x_cache(cache_read_t *r)
 {
-    h2o_add_header_by_str(&r->req->pool, &r->req->res.headers, H2O_STRLIT("x-cache"), 0, NULL, r->cache_state,
-                          strlen(r->cache_state));
+    /*
+     * One name for every response, as record_add_headers does for the
+     * record's: h2o_add_header_by_str would copy the name's iovec into the
+     * pool on every hit. h2o only reads header names.
+     */
+    static const h2o_iovec_t name = {H2O_STRLIT("x-cache")};
+    h2o_headers_t *headers = &r->req->res.headers;
+    h2o_vector_reserve(&r->req->pool, headers, headers->size + 1);
+    headers->entries[headers->size++] = (h2o_header_t){.name = (h2o_iovec_t *)&name,
+                                                       .value = h2o_iovec_init(r->cache_state, strlen(r->cache_state))};
 }
 
 static error_format_t error_format(const cache_read_t *r)
@@ -722,8 +730,6 @@ static void serve_media(cache_read_t *r)
         /* Only a tuning: where the kernel refuses it, bytes are sent the same way, as before it existed. */
         (void)setsockopt(r->direct_fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &unsent_max, sizeof(unsent_max));
     }
-    store_pin(r->cache->store, &r->key);
-    r->pinned = true;
     start_response(r);
     step(r);
 }
@@ -738,7 +744,13 @@ static void serve(cache_read_t *r, const char *state)
         return;
     }
     batch_use_advertise(&r->batch, r->req);
-    store_touch(r->cache->store, &r->key); /* every answer from the entry is a use: HEADs, 304s, metadata */
+    /* Every answer from the entry is a use: HEADs, 304s, metadata. One that may send the object's bytes pins it too. */
+    if (r->creq.kind == CACHE_READ_MEDIA && !r->pinned) {
+        store_touch_and_pin(r->cache->store, &r->key);
+        r->pinned = true;
+    } else {
+        store_touch(r->cache->store, &r->key);
+    }
     if (r->entry_fill != NULL) {
         attach(r, r->entry_fill);
         fetch_release(r->entry_fill);
@@ -1139,7 +1151,8 @@ static void on_caller_known(caller_t *caller)
     plan(r);
 }
 
-void cache_read_start(h2o_req_t *req, const target_t *target, const cache_request_t *creq)
+void cache_read_start(h2o_req_t *req, const target_t *target, const cache_request_t *creq,
+                      const request_headers_t *headers)
 {
     cache_read_t *r = h2o_mem_alloc_shared(&req->pool, sizeof(*r), on_dispose);
     memset(r, 0, sizeof(*r));
@@ -1157,7 +1170,7 @@ void cache_read_start(h2o_req_t *req, const target_t *target, const cache_reques
     r->sub.on_unfilled = on_unfilled;
     store_key_make_memo(r->worker->key_memo, &r->key, creq->bucket, strlen(creq->bucket), creq->name,
                         strlen(creq->name));
-    batch_use_parse(&r->batch, req);
-    r->prefetch = h2o_find_header_by_str(&req->headers, H2O_STRLIT("x-larder-prefetch"), -1) != -1;
+    batch_use_parse(&r->batch, &req->pool, headers);
+    r->prefetch = headers->prefetch;
     caller_identify(&r->caller, req, on_caller_known);
 }

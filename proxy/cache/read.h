@@ -6,6 +6,7 @@
 
 #include "state.h"
 
-void cache_read_start(h2o_req_t *req, const target_t *target, const cache_request_t *creq);
+void cache_read_start(h2o_req_t *req, const target_t *target, const cache_request_t *creq,
+                      const request_headers_t *headers);
 
 #endif

@@ -396,7 +396,9 @@ void cache_write_start(h2o_req_t *req, const target_t *target)
     w->cache = worker_of(req)->cache;
     w->target = target;
     w->batch = target->route.api == ROUTE_BATCH;
-    batch_use_parse(&w->batch_use, req);
+    request_headers_t headers;
+    request_headers_scan(&headers, &req->headers);
+    batch_use_parse(&w->batch_use, &req->pool, &headers);
     h2o_iovec_t boundary;
     if (w->batch) {
         if (multipart_boundary(header_of(&req->headers, H2O_TOKEN_CONTENT_TYPE), &boundary))

@@ -2,9 +2,9 @@
  * request_metrics.h - what a worker's requests added up to, for
  * /_larder/metrics (request_metrics.c).
  *
- * Each worker counts its own requests as they end: relaxed atomic adds to
- * counters no other thread writes, so a scrape on any thread can add the
- * workers up without stopping them.
+ * Each worker counts its own requests as they end, in counters no other
+ * thread writes: relaxed atomic loads and stores, so a scrape on any thread
+ * can add the workers up without stopping them, and no add is a locked one.
  */
 #ifndef LARDER_REQUEST_METRICS_H
 #define LARDER_REQUEST_METRICS_H
@@ -18,7 +18,9 @@
 #define METRICS_METHODS 8 /* GET HEAD POST PUT PATCH DELETE OPTIONS, and any other */
 #define METRICS_STATUS_MIN 100
 #define METRICS_STATUSES 500 /* 100 to 599 */
-#define METRICS_CACHE_RESULTS 4 /* hit, miss, revalidated, pass */
+/* The results of cacheable reads, in metrics_cache_results' order. */
+typedef enum { METRICS_CACHE_HIT, METRICS_CACHE_MISS, METRICS_CACHE_REVALIDATED, METRICS_CACHE_PASS } metrics_cache_result_t;
+#define METRICS_CACHE_RESULTS 4
 /* Upper bounds of the upstream latency histogram, in milliseconds (Prometheus' default buckets). */
 #define METRICS_LATENCY_BUCKETS 11
 
@@ -34,6 +36,8 @@ extern const char *const metrics_method_names[METRICS_METHODS];
 extern const char *const metrics_cache_results[METRICS_CACHE_RESULTS];
 extern const double metrics_latency_bounds_s[METRICS_LATENCY_BUCKETS];
 
+/* The result a cache state ("HIT", "MISS"...) names, whatever its case; -1 for none. */
+int request_metrics_cache_result(const char *cache);
 /* Counts one ended request (every request ends through access_log_finish). */
 void request_metrics_record(request_metrics_t *m, const access_log_entry_t *e);
 

@@ -10,8 +10,8 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
+#include "request_metrics.h"
 #include "user_usage.h"
 
 int user_usage_init(user_usage_t *u)
@@ -79,7 +79,8 @@ void user_usage_record(user_usage_t *u, const access_log_entry_t *e)
     if (e->identity == NULL || e->identity[0] == '\0' || e->cache == NULL || e->api == ROUTE_ADMIN ||
         e->bytes_sent == 0)
         return;
-    bool served = strcasecmp(e->cache, "HIT") == 0 || strcasecmp(e->cache, "REVALIDATED") == 0;
+    int result = request_metrics_cache_result(e->cache);
+    bool served = result == METRICS_CACHE_HIT || result == METRICS_CACHE_REVALIDATED;
     pthread_mutex_lock(&u->lock);
     user_usage_entry_t *entry = entry_of(u, e->identity);
     if (entry != NULL) {
