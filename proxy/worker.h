@@ -74,6 +74,7 @@ struct worker {
     record_cache_t records;          /* records this worker parsed lately, ready for hits */
     store_key_memo_t *key_memo;      /* store keys this worker made lately */
     store_meta_memo_t *meta_memo;    /* metadata records this worker read lately; NULL without a cache */
+    store_reader_t *store_reader;    /* this worker's own read transaction, for its chunk reads; NULL without a cache */
     conn_table_t *conns;             /* this worker's client connections */
     request_metrics_t *metrics;      /* what this worker's requests added up to */
     user_usage_t *usage;             /* bytes served and fetched, by identity */

@@ -3,7 +3,8 @@
  * from any thread.
  *
  * Each call is one short read transaction that ends before the call returns
- * (reader_pool.c keeps them for the next call, reset).
+ * (reader_pool.c keeps them for the next call, reset; a thread with a reader
+ * of its own, reader.c, uses that).
  * A read transaction pins every page freed after it began, so one held across
  * client I/O would let the file grow by everything written meanwhile. A
  * chunk's checksum is verified on the map, inside the transaction, on its
@@ -124,8 +125,29 @@ static bool chunk_intact(store_t *store, const chunk_key_t *ck, const MDB_val *v
     return true;
 }
 
-ssize_t store_chunk_use_at(store_t *store, const store_key_t *key, int64_t generation, uint32_t index, size_t offset,
-                           size_t len_wanted, store_bytes_fn fn, void *ctx, size_t *chunk_len)
+/* A read transaction: the thread's own reader's when it has one, else one from the pool. */
+static MDB_txn *chunk_txn_begin(store_t *store, store_reader_t *reader)
+{
+    if (reader == NULL)
+        return read_begin(store);
+    int rc;
+    MDB_txn *txn = store_reader_begin(reader, &rc);
+    if (txn == NULL)
+        store_log_msg(store, STORE_LOG_ERROR, "store %s: read transaction failed: %s", store->path, mdb_strerror(rc));
+    return txn;
+}
+
+static void chunk_txn_end(store_t *store, store_reader_t *reader, MDB_txn *txn)
+{
+    if (reader != NULL)
+        store_reader_end(reader);
+    else
+        read_end(store, txn);
+}
+
+static ssize_t chunk_use(store_t *store, store_reader_t *reader, const store_key_t *key, int64_t generation,
+                         uint32_t index, size_t offset, size_t len_wanted, store_bytes_fn fn, void *ctx,
+                         size_t *chunk_len)
 {
     chunk_key_t ck;
     MDB_val k = {CHUNK_KEY_SIZE, ck.bytes}, v;
@@ -136,7 +158,7 @@ ssize_t store_chunk_use_at(store_t *store, const store_key_t *key, int64_t gener
     if (hide_chunk_hidden(&store->hide, key, generation, index))
         return STORE_NOT_FOUND;
     chunk_key_make(&ck, key, generation, index);
-    MDB_txn *txn = read_begin(store);
+    MDB_txn *txn = chunk_txn_begin(store, reader);
     if (txn == NULL)
         return STORE_ERROR;
     int rc = mdb_get(txn, store->dbi_chunks, &k, &v);
@@ -153,7 +175,7 @@ ssize_t store_chunk_use_at(store_t *store, const store_key_t *key, int64_t gener
     } else {
         rc = rc == MDB_NOTFOUND ? STORE_NOT_FOUND : STORE_ERROR;
     }
-    read_end(store, txn);
+    chunk_txn_end(store, reader, txn);
     if (rc == STORE_CORRUPT)
         chunk_found_corrupt(store, key, generation, index);
     if (rc != STORE_OK)
@@ -173,11 +195,32 @@ static ssize_t copy_bytes(void *ctx, const void *bytes, size_t len)
     return (ssize_t)len;
 }
 
+ssize_t store_chunk_use_at(store_t *store, const store_key_t *key, int64_t generation, uint32_t index, size_t offset,
+                           size_t len, store_bytes_fn fn, void *ctx, size_t *chunk_len)
+{
+    return chunk_use(store, NULL, key, generation, index, offset, len, fn, ctx, chunk_len);
+}
+
+ssize_t store_reader_chunk_use_at(store_reader_t *reader, const store_key_t *key, int64_t generation, uint32_t index,
+                                  size_t offset, size_t len, store_bytes_fn fn, void *ctx, size_t *chunk_len)
+{
+    if (reader->store == NULL)
+        return STORE_ERROR; /* the store is gone */
+    return chunk_use(reader->store, reader, key, generation, index, offset, len, fn, ctx, chunk_len);
+}
+
 ssize_t store_chunk_read_at(store_t *store, const store_key_t *key, int64_t generation, uint32_t index, size_t offset,
                             void *buf, size_t cap, size_t *chunk_len)
 {
     copy_target_t target = {buf};
     return store_chunk_use_at(store, key, generation, index, offset, cap, copy_bytes, &target, chunk_len);
+}
+
+ssize_t store_reader_chunk_read_at(store_reader_t *reader, const store_key_t *key, int64_t generation, uint32_t index,
+                                   size_t offset, void *buf, size_t cap, size_t *chunk_len)
+{
+    copy_target_t target = {buf};
+    return store_reader_chunk_use_at(reader, key, generation, index, offset, cap, copy_bytes, &target, chunk_len);
 }
 
 bool store_verifies_every_read(const store_t *store)

@@ -12,12 +12,16 @@
  * The pool is small and bounded: it holds at most READER_POOL_MAX idle
  * transactions (reader slots), about the number of threads that read at
  * once; a transaction ended when the pool is full is aborted as before.
+ *
+ * It also lists the transactions threads keep as their own (reader.c), so
+ * that closing the environment ends those too, whoever holds them.
  */
 #include "store_internal.h"
 
 int reader_pool_init(reader_pool_t *pool)
 {
     pool->count = 0;
+    pool->owned = NULL;
     return pthread_mutex_init(&pool->lock, NULL) == 0 ? 0 : -1;
 }
 
@@ -26,13 +30,53 @@ void reader_pool_drain(reader_pool_t *pool)
     pthread_mutex_lock(&pool->lock);
     while (pool->count > 0)
         mdb_txn_abort(pool->idle[--pool->count]);
+    for (store_reader_t *r = pool->owned; r != NULL; r = r->next) {
+        if (r->txn != NULL)
+            mdb_txn_abort(r->txn);
+        r->txn = NULL; /* the next read, if the environment opens again, begins a new one */
+    }
     pthread_mutex_unlock(&pool->lock);
 }
 
 void reader_pool_destroy(reader_pool_t *pool)
 {
     reader_pool_drain(pool);
+    for (store_reader_t *r = pool->owned, *next; r != NULL; r = next) {
+        next = r->next;
+        r->pool = NULL;
+        r->store = NULL;
+        r->prev = r->next = NULL;
+    }
+    pool->owned = NULL;
     pthread_mutex_destroy(&pool->lock);
+}
+
+void reader_pool_own(reader_pool_t *pool, store_reader_t *reader)
+{
+    pthread_mutex_lock(&pool->lock);
+    reader->pool = pool;
+    reader->prev = NULL;
+    reader->next = pool->owned;
+    if (pool->owned != NULL)
+        pool->owned->prev = reader;
+    pool->owned = reader;
+    pthread_mutex_unlock(&pool->lock);
+}
+
+void reader_pool_disown(reader_pool_t *pool, store_reader_t *reader)
+{
+    pthread_mutex_lock(&pool->lock);
+    if (reader->prev != NULL)
+        reader->prev->next = reader->next;
+    else
+        pool->owned = reader->next;
+    if (reader->next != NULL)
+        reader->next->prev = reader->prev;
+    if (reader->txn != NULL)
+        mdb_txn_abort(reader->txn);
+    reader->txn = NULL;
+    reader->pool = NULL;
+    pthread_mutex_unlock(&pool->lock);
 }
 
 MDB_txn *reader_pool_begin(reader_pool_t *pool, MDB_env *env, int *rc)

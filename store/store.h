@@ -224,6 +224,20 @@ ssize_t store_chunk_read_at(store_t *store, const store_key_t *key, int64_t gene
 typedef ssize_t (*store_bytes_fn)(void *ctx, const void *bytes, size_t len);
 ssize_t store_chunk_use_at(store_t *store, const store_key_t *key, int64_t generation, uint32_t index, size_t offset,
                            size_t len, store_bytes_fn fn, void *ctx, size_t *chunk_len);
+/*
+ * A thread's own read transaction (reader.c), kept reset between reads: the
+ * chunk reads below, given one, take no lock to begin and end. Used by one
+ * thread at a time. store_close ends its transaction; free it before or
+ * after, never during, store_close. NULL without memory.
+ */
+typedef struct store_reader store_reader_t;
+store_reader_t *store_reader_new(store_t *store);
+void store_reader_free(store_reader_t *reader);
+/* store_chunk_read_at and store_chunk_use_at in reader's transaction. */
+ssize_t store_reader_chunk_read_at(store_reader_t *reader, const store_key_t *key, int64_t generation, uint32_t index,
+                                   size_t offset, void *buf, size_t cap, size_t *chunk_len);
+ssize_t store_reader_chunk_use_at(store_reader_t *reader, const store_key_t *key, int64_t generation, uint32_t index,
+                                  size_t offset, size_t len, store_bytes_fn fn, void *ctx, size_t *chunk_len);
 /* config.verify_interval_s 0: then each slice read checks the whole chunk, and whole chunks are the cheaper read. */
 bool store_verifies_every_read(const store_t *store);
 

@@ -410,16 +410,32 @@ void verified_note(verified_table_t *table, uint64_t tag, uint32_t now);
 
 #define READER_POOL_MAX 16
 
+/* A thread's own transaction (reader.c), listed in the pool so that closing the environment can end it. */
+struct store_reader {
+    struct reader_pool *pool; /* NULL once the store is gone */
+    store_t *store;
+    MDB_txn *txn;         /* reset between reads; NULL before the first, and after a drain */
+    store_reader_t *prev, *next;
+};
+
 typedef struct reader_pool {
     pthread_mutex_t lock;
     MDB_txn *idle[READER_POOL_MAX]; /* reset: each holds a reader slot, but no snapshot */
     size_t count;
+    store_reader_t *owned; /* the threads' own readers (store_reader_new) */
 } reader_pool_t;
 
 int reader_pool_init(reader_pool_t *pool);
-/* Aborts the idle transactions: before their environment closes, with no read running. */
+/* Aborts the idle transactions and the threads' own: before their environment closes, with no read running. */
 void reader_pool_drain(reader_pool_t *pool);
+/* Drains, and lets the threads' own readers go: each is only freed by its owner from then on. */
 void reader_pool_destroy(reader_pool_t *pool);
+void reader_pool_own(reader_pool_t *pool, store_reader_t *reader);
+/* Takes reader out of the pool's list and aborts its transaction. */
+void reader_pool_disown(reader_pool_t *pool, store_reader_t *reader);
+/* A thread's own reader's transaction on the newest snapshot; NULL on failure (*rc says why). */
+MDB_txn *store_reader_begin(store_reader_t *reader, int *rc);
+void store_reader_end(store_reader_t *reader);
 /* A read-only transaction on the newest snapshot; NULL on failure (*rc says why). */
 MDB_txn *reader_pool_begin(reader_pool_t *pool, MDB_env *env, int *rc);
 /* Ends a transaction from reader_pool_begin. */

@@ -401,8 +401,8 @@ static bool fetch_missing(cache_read_t *r, uint32_t index)
  */
 static bool load_slice(cache_read_t *r, int64_t index, size_t offset, size_t cap)
 {
-    ssize_t n = store_chunk_read_at(r->cache->store, &r->key, r->meta.generation, (uint32_t)index, offset, r->buf,
-                                    cap < r->buf_cap ? cap : r->buf_cap, NULL);
+    ssize_t n = store_reader_chunk_read_at(r->worker->store_reader, &r->key, r->meta.generation, (uint32_t)index,
+                                           offset, r->buf, cap < r->buf_cap ? cap : r->buf_cap, NULL);
     if (n < 0)
         return false;
     r->chunk_index = index;
@@ -544,8 +544,8 @@ static direct_result_t send_direct(cache_read_t *r)
         size_t want = STORE_CHUNK_SIZE - offset;
         if (want > r->end - r->next)
             want = (size_t)(r->end - r->next);
-        ssize_t n = store_chunk_use_at(r->cache->store, &r->key, r->meta.generation, (uint32_t)index, offset, want,
-                                       send_to_socket, &sink, NULL);
+        ssize_t n = store_reader_chunk_use_at(r->worker->store_reader, &r->key, r->meta.generation, (uint32_t)index,
+                                              offset, want, send_to_socket, &sink, NULL);
         if (sink.error != 0) {
             r->error = "client connection lost";
             return DIRECT_FAILED;

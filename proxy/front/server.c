@@ -371,6 +371,7 @@ static int worker_init(worker_t *worker, server_t *server, unsigned id)
     worker->tls_reload.cb = on_tls_reloaded;
     if ((worker->auth = auth_local_new(server->auth)) == NULL || (worker->key_memo = store_key_memo_new()) == NULL ||
         (worker->cache != NULL && (worker->meta_memo = store_meta_memo_new(cache_store(worker->cache))) == NULL) ||
+        (worker->cache != NULL && (worker->store_reader = store_reader_new(cache_store(worker->cache))) == NULL) ||
         (worker->metrics = calloc(1, sizeof(*worker->metrics))) == NULL ||
         (worker->usage = malloc(sizeof(*worker->usage))) == NULL)
         return -1;
@@ -519,6 +520,7 @@ static void worker_dispose(worker_t *worker, size_t num_listeners)
     auth_local_free(worker->auth);
     store_key_memo_free(worker->key_memo);
     store_meta_memo_free(worker->meta_memo);
+    store_reader_free(worker->store_reader); /* before or after the store closed: either ends its transaction */
     record_cache_clear(&worker->records); /* after the loop: the last hits hold references until it ends */
     worker_small_buffers_clear(worker);   /* after the loop too: the last hits give theirs back as they end */
     free(worker->metrics);                /* after the loop too: the last requests count as they end */
