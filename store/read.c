@@ -19,19 +19,23 @@
 
 #include "store_internal.h"
 
-static MDB_txn *read_begin(store_t *s)
+/* A read transaction: the calling thread's own reader's when it passes one, else one from the pool. */
+static MDB_txn *read_begin(store_t *s, store_reader_t *reader)
 {
     int rc;
-    MDB_txn *txn = reader_pool_begin(&s->readers, s->env, &rc);
+    MDB_txn *txn = reader != NULL ? store_reader_begin(reader, &rc) : reader_pool_begin(&s->readers, s->env, &rc);
 
     if (txn == NULL)
         store_log_msg(s, STORE_LOG_ERROR, "store %s: read transaction failed: %s", s->path, mdb_strerror(rc));
     return txn;
 }
 
-static void read_end(store_t *s, MDB_txn *txn)
+static void read_end(store_t *s, store_reader_t *reader, MDB_txn *txn)
 {
-    reader_pool_end(&s->readers, txn);
+    if (reader != NULL)
+        store_reader_end(reader);
+    else
+        reader_pool_end(&s->readers, txn);
 }
 
 /*
@@ -60,7 +64,7 @@ int store_meta_get(store_t *store, const store_key_t *key, store_meta_t *meta)
     memset(meta, 0, sizeof(*meta));
     if (hide_object_hidden(&store->hide, key))
         return STORE_NOT_FOUND; /* invalidated; LMDB still has it until the writer commits */
-    if ((txn = read_begin(store)) == NULL)
+    if ((txn = read_begin(store, NULL)) == NULL)
         return STORE_ERROR;
     rc = mdb_get(txn, store->dbi_meta, &k, &v);
     if (rc == MDB_SUCCESS)
@@ -69,7 +73,7 @@ int store_meta_get(store_t *store, const store_key_t *key, store_meta_t *meta)
         rc = STORE_NOT_FOUND;
     else
         rc = STORE_ERROR;
-    read_end(store, txn);
+    read_end(store, NULL, txn);
     if (rc == STORE_CORRUPT) {
         store_log_msg(store, STORE_LOG_WARN, "store %s: a damaged metadata record was found; removing the object",
                       store->path);
@@ -88,10 +92,10 @@ bool store_chunk_present(store_t *store, const store_key_t *key, int64_t generat
     if (hide_chunk_hidden(&store->hide, key, generation, index))
         return false; /* invalidated, or found corrupt: its removal is queued */
     chunk_key_make(&ck, key, generation, index);
-    if ((txn = read_begin(store)) == NULL)
+    if ((txn = read_begin(store, NULL)) == NULL)
         return false;
     rc = mdb_get(txn, store->dbi_chunks, &k, &v);
-    read_end(store, txn);
+    read_end(store, NULL, txn);
     return rc == MDB_SUCCESS;
 }
 
@@ -125,26 +129,6 @@ static bool chunk_intact(store_t *store, const chunk_key_t *ck, const MDB_val *v
     return true;
 }
 
-/* A read transaction: the thread's own reader's when it has one, else one from the pool. */
-static MDB_txn *chunk_txn_begin(store_t *store, store_reader_t *reader)
-{
-    if (reader == NULL)
-        return read_begin(store);
-    int rc;
-    MDB_txn *txn = store_reader_begin(reader, &rc);
-    if (txn == NULL)
-        store_log_msg(store, STORE_LOG_ERROR, "store %s: read transaction failed: %s", store->path, mdb_strerror(rc));
-    return txn;
-}
-
-static void chunk_txn_end(store_t *store, store_reader_t *reader, MDB_txn *txn)
-{
-    if (reader != NULL)
-        store_reader_end(reader);
-    else
-        read_end(store, txn);
-}
-
 static ssize_t chunk_use(store_t *store, store_reader_t *reader, const store_key_t *key, int64_t generation,
                          uint32_t index, size_t offset, size_t len_wanted, store_bytes_fn fn, void *ctx,
                          size_t *chunk_len)
@@ -158,7 +142,7 @@ static ssize_t chunk_use(store_t *store, store_reader_t *reader, const store_key
     if (hide_chunk_hidden(&store->hide, key, generation, index))
         return STORE_NOT_FOUND;
     chunk_key_make(&ck, key, generation, index);
-    MDB_txn *txn = chunk_txn_begin(store, reader);
+    MDB_txn *txn = read_begin(store, reader);
     if (txn == NULL)
         return STORE_ERROR;
     int rc = mdb_get(txn, store->dbi_chunks, &k, &v);
@@ -175,7 +159,7 @@ static ssize_t chunk_use(store_t *store, store_reader_t *reader, const store_key
     } else {
         rc = rc == MDB_NOTFOUND ? STORE_NOT_FOUND : STORE_ERROR;
     }
-    chunk_txn_end(store, reader, txn);
+    read_end(store, reader, txn);
     if (rc == STORE_CORRUPT)
         chunk_found_corrupt(store, key, generation, index);
     if (rc != STORE_OK)
@@ -240,7 +224,7 @@ ssize_t store_chunk_read(store_t *store, const store_key_t *key, int64_t generat
 
 int store_scan(store_t *store, store_scan_fn fn, void *ctx)
 {
-    MDB_txn *txn = read_begin(store);
+    MDB_txn *txn = read_begin(store, NULL);
     MDB_cursor *cursor;
     MDB_val k, v;
     int rc;
@@ -248,7 +232,7 @@ int store_scan(store_t *store, store_scan_fn fn, void *ctx)
     if (txn == NULL)
         return STORE_ERROR;
     if ((rc = mdb_cursor_open(txn, store->dbi_meta, &cursor)) != MDB_SUCCESS) {
-        read_end(store, txn);
+        read_end(store, NULL, txn);
         return STORE_ERROR;
     }
     for (rc = mdb_cursor_get(cursor, &k, &v, MDB_FIRST); rc == MDB_SUCCESS;
@@ -266,6 +250,6 @@ int store_scan(store_t *store, store_scan_fn fn, void *ctx)
             break;
     }
     mdb_cursor_close(cursor);
-    read_end(store, txn);
+    read_end(store, NULL, txn);
     return rc == MDB_SUCCESS || rc == MDB_NOTFOUND ? STORE_OK : STORE_ERROR;
 }

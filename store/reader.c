@@ -40,17 +40,8 @@ MDB_txn *store_reader_begin(store_reader_t *reader, int *rc)
         *rc = EINVAL;
         return NULL;
     }
-    if (reader->txn != NULL) {
-        if ((*rc = mdb_txn_renew(reader->txn)) == MDB_SUCCESS)
-            return reader->txn;
-        mdb_txn_abort(reader->txn); /* and try a fresh one */
-        reader->txn = NULL;
-    }
-    MDB_txn *txn;
-    if ((*rc = mdb_txn_begin(reader->store->env, NULL, MDB_RDONLY, &txn)) != MDB_SUCCESS)
-        return NULL;
-    reader->txn = txn;
-    return txn;
+    reader->txn = reader_txn_renew(reader->store->env, reader->txn, rc);
+    return reader->txn;
 }
 
 void store_reader_end(store_reader_t *reader)

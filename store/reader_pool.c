@@ -79,19 +79,25 @@ void reader_pool_disown(reader_pool_t *pool, store_reader_t *reader)
     pthread_mutex_unlock(&pool->lock);
 }
 
+MDB_txn *reader_txn_renew(MDB_env *env, MDB_txn *idle, int *rc)
+{
+    if (idle != NULL) {
+        if ((*rc = mdb_txn_renew(idle)) == MDB_SUCCESS)
+            return idle;
+        mdb_txn_abort(idle); /* and try a fresh one */
+    }
+    MDB_txn *txn;
+    if ((*rc = mdb_txn_begin(env, NULL, MDB_RDONLY, &txn)) != MDB_SUCCESS)
+        return NULL;
+    return txn;
+}
+
 MDB_txn *reader_pool_begin(reader_pool_t *pool, MDB_env *env, int *rc)
 {
     pthread_mutex_lock(&pool->lock);
     MDB_txn *txn = pool->count > 0 ? pool->idle[--pool->count] : NULL;
     pthread_mutex_unlock(&pool->lock);
-    if (txn != NULL) {
-        if ((*rc = mdb_txn_renew(txn)) == MDB_SUCCESS)
-            return txn;
-        mdb_txn_abort(txn); /* and try a fresh one */
-    }
-    if ((*rc = mdb_txn_begin(env, NULL, MDB_RDONLY, &txn)) != MDB_SUCCESS)
-        return NULL;
-    return txn;
+    return reader_txn_renew(env, txn, rc);
 }
 
 void reader_pool_end(reader_pool_t *pool, MDB_txn *txn)

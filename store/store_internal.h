@@ -433,6 +433,8 @@ void reader_pool_destroy(reader_pool_t *pool);
 void reader_pool_own(reader_pool_t *pool, store_reader_t *reader);
 /* Takes reader out of the pool's list and aborts its transaction. */
 void reader_pool_disown(reader_pool_t *pool, store_reader_t *reader);
+/* idle (a reset transaction, or NULL) renewed on the newest snapshot, else a new one; NULL on failure (*rc says why). */
+MDB_txn *reader_txn_renew(MDB_env *env, MDB_txn *idle, int *rc);
 /* A thread's own reader's transaction on the newest snapshot; NULL on failure (*rc says why). */
 MDB_txn *store_reader_begin(store_reader_t *reader, int *rc);
 void store_reader_end(store_reader_t *reader);

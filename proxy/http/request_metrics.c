@@ -21,19 +21,12 @@ static size_t method_index(const h2o_iovec_t *method)
     return METRICS_METHODS - 1;
 }
 
-/* ASCII only, and inline: strcasecmp's locale lookups cost more than the rest of a request's counting. */
-static bool same_ignoring_case(const char *a, const char *b)
-{
-    for (; *a != '\0' && *b != '\0'; a++, b++)
-        if ((*a | 0x20) != (*b | 0x20))
-            return false;
-    return *a == *b;
-}
-
 int request_metrics_cache_result(const char *cache)
 {
+    /* h2o's ASCII compare against the lower-case names: strcasecmp's locale lookups cost more than the counting. */
+    size_t len = cache != NULL ? strlen(cache) : 0;
     for (int i = 0; cache != NULL && i < METRICS_CACHE_RESULTS; i++)
-        if (same_ignoring_case(cache, metrics_cache_results[i]))
+        if (h2o_lcstris(cache, len, metrics_cache_results[i], strlen(metrics_cache_results[i])))
             return i;
     return -1;
 }
