@@ -19,10 +19,12 @@
  *                write may have taken effect, and all are unmarked.
  *
  * In a batch (X-Larder-Batch), the caller must be allowed to use it before
- * anything goes upstream, and a write that would pass the batch's quota is
- * refused (507) before it is made; once upstream confirmed it, the object
- * is pinned into the batch, marked written, and the answer waits for that
- * pin's commit (batch_use.h).
+ * anything goes upstream, and a write whose size is known up front and
+ * would pass the batch's quota is refused (507) before it is made; once
+ * upstream confirmed it, the object is pinned into the batch, marked
+ * written, and the answer waits for that pin's commit (batch_use.h). The
+ * pin is queued after the entry the write made, so that its commit holds
+ * the entry's record too.
  *
  * "May have taken effect": a 2xx, or no answer at all (a timeout, a reset:
  * the object's state is unknown). A definite refusal (a 4xx, a 5xx with an
@@ -37,6 +39,7 @@
 
 #include "batch_use.h"
 #include "caller.h"
+#include "fetch.h"
 #include "forward.h"
 #include "invalidate.h"
 #include "multipart.h"
@@ -185,14 +188,21 @@ static void release_one(cache_write_t *w)
         forward_release(w->forward);
 }
 
+/* The write stands, but its object is not held for the batch: the answer says why. */
+static void add_pin_refusal(cache_write_t *w, h2o_iovec_t why)
+{
+    h2o_add_header_by_str(&w->req->pool, &w->req->res.headers, H2O_STRLIT("x-larder-batch-pin"), 0, NULL, why.base,
+                          why.len);
+}
+
 static void on_written_pinned(batch_use_t *use, int result)
 {
     cache_write_t *w = H2O_STRUCT_FROM_MEMBER(cache_write_t, batch_use, use);
     if (result == STORE_OK)
         batch_use_advertise(use, w->req);
     else /* the write happened: its answer stands, and says the object is not held for the batch */
-        h2o_add_header_by_str(&w->req->pool, &w->req->res.headers, H2O_STRLIT("x-larder-batch-pin"), 0, NULL,
-                              H2O_STRLIT(result == STORE_QUOTA ? "refused: over quota" : "failed"));
+        add_pin_refusal(w, result == STORE_QUOTA ? h2o_iovec_init(H2O_STRLIT("refused: over quota"))
+                                                 : h2o_iovec_init(H2O_STRLIT("failed")));
     release_one(w);
 }
 
@@ -235,22 +245,51 @@ static bool object_written(cache_write_t *w, const char *body, size_t len, const
     }
 }
 
-/* Upstream took a write in a batch: its object joins the batch, before the client hears of it. */
-static void pin_written(cache_write_t *w, int status, const char *body, size_t len)
+/* The object a write upstream took in a batch made, to pin; named before upload_answered ends its session. */
+static bool batch_object_written(cache_write_t *w, int status, const char *body, size_t len, const char **bucket,
+                                 const char **name)
 {
     bool resumable = w->upload.kind == UPLOAD_RESUMABLE_CHUNK; /* its batch is its session's */
     if (!(status >= 200 && status < 300) || (w->batch_use.id == NULL && !resumable))
-        return;
-    const char *bucket, *name;
-    if (!object_written(w, body, len, &bucket, &name) || w->batch_use.id == NULL)
-        return;
+        return false;
+    return object_written(w, body, len, bucket, name) && w->batch_use.id != NULL;
+}
+
+/*
+ * What the written object will count against the batch's quota: the size of
+ * the entry the write made, which its fill knows before any of its chunks
+ * commit; else a single-request upload's body. The pin's quota check cannot
+ * rely on the store for it: the entry commits around the pin, not before.
+ */
+static uint64_t written_size(cache_write_t *w, const store_key_t *made)
+{
+    fetch_t *fill = made != NULL ? fetch_registry_newest(w->cache, made) : NULL;
+    store_meta_t meta;
+    bool known = fill != NULL && fetch_meta(fill, &meta);
+    if (fill != NULL)
+        fetch_release(fill);
+    if (known) {
+        uint64_t size = meta.size;
+        store_meta_free(&meta);
+        if (size != STORE_SIZE_UNKNOWN)
+            return size;
+    }
+    return w->upload.kind == UPLOAD_JSON || w->upload.kind == UPLOAD_XML_PUT ? w->upload.media.len : 0;
+}
+
+/*
+ * Upstream took a write in a batch: its object joins the batch, before the
+ * client hears of it. Queued after the entry's record (upload_answered), so
+ * the pin's commit is also the record's: a listing of the batch right after
+ * the answer finds the object's size.
+ */
+static void pin_written(cache_write_t *w, const char *bucket, const char *name, const store_key_t *made)
+{
     w->batch_use.on_pinned = on_written_pinned;
-    uint64_t expect = w->upload.kind == UPLOAD_JSON || w->upload.kind == UPLOAD_XML_PUT ? w->upload.media.len : 0;
-    if (batch_use_pin(&w->batch_use, w->req, bucket, name, CACHE_BATCH_WRITTEN, expect))
+    if (batch_use_pin(&w->batch_use, w->req, bucket, name, CACHE_BATCH_WRITTEN, written_size(w, made)))
         w->holds++;
     else
-        h2o_add_header_by_str(&w->req->pool, &w->req->res.headers, H2O_STRLIT("x-larder-batch-pin"), 0, NULL,
-                              H2O_STRLIT("failed"));
+        add_pin_refusal(w, h2o_iovec_init(H2O_STRLIT("failed")));
 }
 
 /* The object a JSON answer returns (a rewrite wraps it): invalidated, the write having made a new version. */
@@ -290,15 +329,19 @@ static void on_whole(void *ctx, h2o_req_t *req, int status, const h2o_headers_t 
      */
     forward_hold(w->forward);
     w->holds = 1;
-    pin_written(w, status, body, len);
+    const char *bucket, *name;
+    bool pin = batch_object_written(w, status, body, len, &bucket, &name);
     store_key_t made;
-    if (upload_answered(&w->upload, status, headers, body, len, &made)) {
+    bool made_entry = upload_answered(&w->upload, status, headers, body, len, &made);
+    if (made_entry) {
         for (size_t i = 0; i < w->nkeys; i++)
             if (cache_same_key(&w->keys[i].key, &made))
                 w->keys[i].done = true;
     } else if (status >= 200 && status < 300 && len > 0) {
         invalidate_returned(w, body, len);
     }
+    if (pin)
+        pin_written(w, bucket, name, made_entry ? &made : NULL);
     if (w->completion.completion != NULL)
         w->holds++;
     release_one(w);
@@ -344,13 +387,29 @@ static void forward_write(cache_write_t *w)
                                        .identity = h2o_strdup(&w->req->pool, who->name, SIZE_MAX).base});
 }
 
-/* A write that would take its batch past a quota is refused before it is made (507). */
+/* The bytes a write will store, when its request says so before any goes upstream; 0 when it does not. */
+static uint64_t announced_size(const cache_write_t *w)
+{
+    if (w->upload.kind == UPLOAD_JSON || w->upload.kind == UPLOAD_XML_PUT)
+        return w->upload.media.len;
+    if (w->upload.kind != UPLOAD_RESUMABLE_START)
+        return 0;
+    ssize_t i = h2o_find_header_by_str(&w->req->headers, H2O_STRLIT("x-upload-content-length"), -1);
+    if (i == -1)
+        return 0;
+    size_t size = h2o_strtosize(w->req->headers.entries[i].value.base, w->req->headers.entries[i].value.len);
+    return size != SIZE_MAX ? size : 0;
+}
+
+/*
+ * A write that would take its batch past a quota is refused before it is
+ * made (507). One whose size is not known yet (a resumable session that did
+ * not announce it) is checked when its object is pinned, after upstream took it.
+ */
 static bool batch_room_for(cache_write_t *w)
 {
-    bool sized = w->upload.kind == UPLOAD_JSON || w->upload.kind == UPLOAD_XML_PUT;
-    if (w->batch_use.id == NULL || !sized || w->upload.media.len == 0)
-        return true;
-    if (batch_use_has_room(&w->batch_use, w->req, w->upload.media.len))
+    uint64_t size = w->batch_use.id != NULL ? announced_size(w) : 0;
+    if (size == 0 || batch_use_has_room(&w->batch_use, w->req, size))
         return true;
     batch_use_refuse(&w->batch_use, w->req, STORE_QUOTA, w->target->route.error_format);
     return false;
