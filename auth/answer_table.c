@@ -258,20 +258,17 @@ void answer_cache_dispose(answer_cache_t *cache)
     cache->slots = NULL;
 }
 
-bool answer_cache_get(const answer_cache_t *cache, const answer_key_t *key, int64_t now_ms, unsigned epoch,
-                      answer_t *out)
+const answer_t *answer_cache_get(const answer_cache_t *cache, const answer_key_t *key, int64_t now_ms,
+                                 unsigned epoch)
 {
     const answer_slot_t *set = set_of(cache, key->hash);
     for (size_t i = 0; i < CACHE_WAYS; i++) {
         const answer_slot_t *slot = &set[i];
         if (!slot_holds(slot, key))
             continue;
-        if (slot->epoch != epoch || now_ms >= slot->answer.until_ms)
-            return false;
-        *out = slot->answer;
-        return true;
+        return slot->epoch == epoch && now_ms < slot->answer.until_ms ? &slot->answer : NULL;
     }
-    return false;
+    return NULL;
 }
 
 void answer_cache_put(answer_cache_t *cache, const answer_key_t *key, const answer_t *answer, unsigned epoch)

@@ -57,9 +57,12 @@ typedef struct answer_cache {
 
 int answer_cache_init(answer_cache_t *cache, size_t slots);
 void answer_cache_dispose(answer_cache_t *cache);
-/* Like answer_table_get, for entries put under the same epoch. */
-bool answer_cache_get(const answer_cache_t *cache, const answer_key_t *key, int64_t now_ms, unsigned epoch,
-                      answer_t *out);
+/*
+ * Like answer_table_get, for entries put under the same epoch; the answer
+ * in place (NULL when none), valid until the next put: a hit copies nothing.
+ */
+const answer_t *answer_cache_get(const answer_cache_t *cache, const answer_key_t *key, int64_t now_ms,
+                                 unsigned epoch);
 void answer_cache_put(answer_cache_t *cache, const answer_key_t *key, const answer_t *answer, unsigned epoch);
 
 #endif

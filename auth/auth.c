@@ -265,11 +265,12 @@ bool auth_identify(auth_local_t *local, const auth_credentials_t *credentials, a
     auth_token_key(&key, hash);
     int64_t now = auth_now_ms();
     unsigned epoch = atomic_load_explicit(&auth->epoch, memory_order_acquire);
-    answer_t answer;
-    if (answer_cache_get(&local->tokens, &key, now, epoch, &answer)) {
-        answer_to_identity(&answer, now, out);
+    const answer_t *cached = answer_cache_get(&local->tokens, &key, now, epoch);
+    if (cached != NULL) {
+        answer_to_identity(cached, now, out);
         return true;
     }
+    answer_t answer;
     pthread_mutex_lock(&auth->file_lock);
     bool listed = token_file_find(auth->file, hash, now, &answer);
     pthread_mutex_unlock(&auth->file_lock);
@@ -335,9 +336,9 @@ bool auth_grant_holds(auth_local_t *local, const char *identity, const uint8_t o
     answer_key_t key;
     grant_key(&key, identity, object, generation);
     int64_t now = auth_now_ms();
-    answer_t grant;
-    if (answer_cache_get(&local->grants, &key, now, 0, &grant))
+    if (answer_cache_get(&local->grants, &key, now, 0) != NULL)
         return true;
+    answer_t grant;
     if (!answer_table_get(local->auth->grants, &key, now, &grant))
         return false;
     answer_cache_put(&local->grants, &key, &grant, 0);

@@ -131,8 +131,9 @@ void access_log_write(const access_log_entry_t *e)
 void access_log_finish(const access_log_entry_t *e)
 {
     worker_t *worker = worker_of(e->req);
-    request_metrics_record(worker->metrics, e);
-    user_usage_record(worker->usage, e);
+    int result = request_metrics_cache_result(e->cache);
+    request_metrics_record(worker->metrics, e, result);
+    user_usage_record(worker->usage, e, result);
     if (worker->conf->log.access_log)
         access_log_write(e);
 }

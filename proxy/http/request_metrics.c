@@ -24,9 +24,11 @@ static size_t method_index(const h2o_iovec_t *method)
 int request_metrics_cache_result(const char *cache)
 {
     /* h2o's ASCII compare against the lower-case names: strcasecmp's locale lookups cost more than the counting. */
+    static const size_t lens[METRICS_CACHE_RESULTS] = {
+        [METRICS_CACHE_HIT] = 3, [METRICS_CACHE_MISS] = 4, [METRICS_CACHE_REVALIDATED] = 11, [METRICS_CACHE_PASS] = 4};
     size_t len = cache != NULL ? strlen(cache) : 0;
     for (int i = 0; cache != NULL && i < METRICS_CACHE_RESULTS; i++)
-        if (h2o_lcstris(cache, len, metrics_cache_results[i], strlen(metrics_cache_results[i])))
+        if (h2o_lcstris(cache, len, metrics_cache_results[i], lens[i]))
             return i;
     return -1;
 }
@@ -37,13 +39,12 @@ static void add(_Atomic uint64_t *counter, uint64_t n)
     atomic_store_explicit(counter, atomic_load_explicit(counter, memory_order_relaxed) + n, memory_order_relaxed);
 }
 
-void request_metrics_record(request_metrics_t *m, const access_log_entry_t *e)
+void request_metrics_record(request_metrics_t *m, const access_log_entry_t *e, int result)
 {
     int status = e->status >= METRICS_STATUS_MIN && e->status < METRICS_STATUS_MIN + METRICS_STATUSES ? e->status : 0;
     if (status != 0 && (size_t)e->api < METRICS_ROUTES)
         add(&m->requests[e->api][method_index(&e->req->method)][status - METRICS_STATUS_MIN], 1);
-    int result = e->api != ROUTE_ADMIN ? request_metrics_cache_result(e->cache) : -1; /* larder's own answers are no cache's */
-    if (result >= 0) {
+    if (result >= 0 && e->api != ROUTE_ADMIN) { /* larder's own answers are no cache's */
         add(&m->cache_requests[result], 1);
         add(&m->cache_bytes[result], e->bytes_sent);
     }

@@ -38,7 +38,7 @@ extern const double metrics_latency_bounds_s[METRICS_LATENCY_BUCKETS];
 
 /* The result a cache state ("HIT", "MISS"...) names, whatever its case; -1 for none. */
 int request_metrics_cache_result(const char *cache);
-/* Counts one ended request (every request ends through access_log_finish). */
-void request_metrics_record(request_metrics_t *m, const access_log_entry_t *e);
+/* Counts one ended request (every request ends through access_log_finish); result: its cache state's. */
+void request_metrics_record(request_metrics_t *m, const access_log_entry_t *e, int result);
 
 #endif

@@ -25,6 +25,13 @@ static size_t path_only_len(const char *path, size_t len)
     return q != NULL ? (size_t)(q - path) : len;
 }
 
+/* Whether the segment (no '/' in it) is name; inlined, so that name's length is a constant. */
+static inline bool segment_is(const char *seg, size_t seg_len, const char *name)
+{
+    size_t len = strlen(name);
+    return seg_len == len && memcmp(seg, name, len) == 0;
+}
+
 /* prefix followed by end of path, '/' or '?' */
 static bool is_segment_prefix(const char *path, size_t len, const char *prefix)
 {
@@ -150,8 +157,11 @@ void route_classify(route_t *route, const char *path, size_t path_len, const cha
     if (path_len == 0 || path[0] != '/')
         return;
     size_t len = path_only_len(path, path_len);
+    /* The first segment decides, and is compared whole: this runs on every request. */
+    const char *seg = path + 1, *slash = memchr(seg, '/', len - 1);
+    size_t seg_len = slash != NULL ? (size_t)(slash - seg) : len - 1;
 
-    if (is_segment_prefix(path, len, "/_larder")) {
+    if (segment_is(seg, seg_len, "_larder")) {
         route->api = ROUTE_ADMIN;
         route->error_format = ERROR_FORMAT_JSON;
         return;
@@ -160,17 +170,14 @@ void route_classify(route_t *route, const char *path, size_t path_len, const cha
         route->media = len > 1; /* an object, not the bucket listing */
         return;
     }
-    static const char *const json_roots[] = {"/storage", "/upload", "/resumable", "/download", "/batch"};
-    for (size_t i = 0; i < sizeof(json_roots) / sizeof(json_roots[0]); i++) {
-        if (is_segment_prefix(path, len, json_roots[i])) {
-            classify_json_prefixes(route, path, len, path_len);
-            return;
-        }
+    if (segment_is(seg, seg_len, "storage") || segment_is(seg, seg_len, "upload") ||
+        segment_is(seg, seg_len, "resumable") || segment_is(seg, seg_len, "download") ||
+        segment_is(seg, seg_len, "batch")) {
+        classify_json_prefixes(route, path, len, path_len);
+        return;
     }
 
     /* XML path style: "/" lists buckets, "/BUCKET[/OBJECT]" otherwise. */
-    const char *seg = path + 1, *slash = memchr(seg, '/', len - 1);
-    size_t seg_len = slash != NULL ? (size_t)(slash - seg) : len - 1;
     if (seg_len != 0 && !route_bucket_name_valid(seg, seg_len))
         return;
     route->api = ROUTE_XML;

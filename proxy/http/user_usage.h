@@ -29,8 +29,11 @@ typedef struct user_usage {
 
 int user_usage_init(user_usage_t *u);
 void user_usage_dispose(user_usage_t *u);
-/* Counts an ended request of a known identity (anonymous and unverifiable callers are nobody's). */
-void user_usage_record(user_usage_t *u, const access_log_entry_t *e);
+/*
+ * Counts an ended request of a known identity (anonymous and unverifiable
+ * callers are nobody's); result: its cache state's (request_metrics_cache_result).
+ */
+void user_usage_record(user_usage_t *u, const access_log_entry_t *e, int result);
 /* Adds this worker's figures into *into (a table of the caller's own), for user or, when user is NULL, all. */
 void user_usage_add_into(user_usage_t *u, const char *user, user_usage_t *into);
 /* The entry of user in a table (NULL when absent). */
