@@ -92,6 +92,7 @@ typedef struct conf {
         unsigned commit_interval_ms; /* the store's writer commits at least this often */
         unsigned low_water_percent;  /* ... down to this share */
         unsigned verify_interval;    /* seconds a chunk's checksum check holds for its later reads; 0: every read */
+        uint64_t hot_bytes;          /* memory for copies of small objects, split among the workers; 0: none */
     } store;
 
     struct {

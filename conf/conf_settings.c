@@ -82,6 +82,9 @@ const setting_t conf_settings[] = {
     {"store.verify_interval", SETTING_SECONDS, FIELD(store.verify_interval), false, false, 0, 7 * DAY, "60s",
      "DURATION", "a chunk's checksum is checked on its first read, then again on the first read once this long has "
      "passed; 0: on every read"},
+    {"store.hot_bytes", SETTING_SIZE, FIELD(store.hot_bytes), false, false, 0, 0, "64MiB", "SIZE",
+     "memory for copies of small objects (up to 64 KiB) that hits are served from, split among the worker "
+     "threads; 0: every hit reads the store; none while store.verify_interval is 0"},
     {"prefetch.max_bandwidth", SETTING_SIZE, FIELD(prefetch.max_bandwidth), false, false, 0, 0, "0", "SIZE",
      "bytes a second that prefetching (DAGs, prefetch lists) may move from upstream; 0: no bound"},
     {"prefetch.max_connections", SETTING_UINT, FIELD(prefetch.max_connections), false, false, 1, 256, "4", "N",

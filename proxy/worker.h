@@ -75,6 +75,7 @@ struct worker {
     store_key_memo_t *key_memo;      /* store keys this worker made lately */
     store_meta_memo_t *meta_memo;    /* metadata records this worker read lately; NULL without a cache */
     store_reader_t *store_reader;    /* this worker's own read transaction, for its chunk reads; NULL without a cache */
+    store_hot_t *store_hot;          /* this worker's copies of small objects; NULL when there are none */
     conn_table_t *conns;             /* this worker's client connections */
     request_metrics_t *metrics;      /* what this worker's requests added up to */
     user_usage_t *usage;             /* bytes served and fetched, by identity */
@@ -179,5 +180,7 @@ static inline worker_t *worker_of(h2o_req_t *req)
 size_t server_worker_count(const server_t *server);
 worker_t *server_worker_at(server_t *server, size_t i);
 unsigned server_client_connections(server_t *server);
+/* The workers' copies of small objects, added up. */
+void server_hot_stats(server_t *server, store_hot_stats_t *sum);
 
 #endif

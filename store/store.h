@@ -238,6 +238,31 @@ ssize_t store_reader_chunk_read_at(store_reader_t *reader, const store_key_t *ke
                                    size_t offset, void *buf, size_t cap, size_t *chunk_len);
 ssize_t store_reader_chunk_use_at(store_reader_t *reader, const store_key_t *key, int64_t generation, uint32_t index,
                                   size_t offset, size_t len, store_bytes_fn fn, void *ctx, size_t *chunk_len);
+/*
+ * A thread's copies of small objects in memory (hot.c), read through its
+ * reader: store_hot_get gives the copy of exactly this version (key,
+ * generation, size), made from the store on its first use, retained for
+ * the caller (store_hot_release); NULL when the object is larger than
+ * STORE_HOT_MAX_OBJECT or not in one chunk, the budget is 0, or the store
+ * has no whole copy. The caller must know from the store's metadata that
+ * this version is the cached one: a copy answers for that version only, and
+ * is never checked against the store again. Not shared between threads;
+ * hot NULL gives NULL.
+ */
+#define STORE_HOT_MAX_OBJECT (64 * 1024)
+typedef struct store_hot store_hot_t;
+typedef struct store_hot_object store_hot_object_t;
+typedef struct store_hot_stats {
+    uint64_t hits, loads, evictions, bytes, objects;
+} store_hot_stats_t;
+store_hot_t *store_hot_new(store_reader_t *reader, uint64_t budget);
+/* Copies still retained live on until their release. */
+void store_hot_free(store_hot_t *hot);
+store_hot_object_t *store_hot_get(store_hot_t *hot, const store_key_t *key, int64_t generation, uint64_t size);
+const char *store_hot_bytes(const store_hot_object_t *object);
+void store_hot_release(store_hot_object_t *object);
+/* Adds hot's figures to *sum; any thread. */
+void store_hot_stats_add(store_hot_t *hot, store_hot_stats_t *sum);
 /* config.verify_interval_s 0: then each slice read checks the whole chunk, and whole chunks are the cheaper read. */
 bool store_verifies_every_read(const store_t *store);
 

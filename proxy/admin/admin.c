@@ -47,13 +47,18 @@ static h2o_iovec_t stats_json(h2o_req_t *req, worker_t *worker)
     h2o_iovec_t cache = cache_stats_json(worker->cache, &req->pool);
     uint64_t totals[AUTH_DECISIONS];
     auth_decision_totals(worker->auth, totals);
-    size_t cap = cache.len + 256;
+    store_hot_stats_t hot;
+    server_hot_stats(worker->server, &hot);
+    size_t cap = cache.len + 512;
     char *body = h2o_mem_alloc_pool(&req->pool, cap);
     int n = snprintf(body, cap,
-                     "%.*s,\"access_decisions\":{\"owner\":%" PRIu64 ",\"grant\":%" PRIu64 ",\"public\":%" PRIu64
-                     ",\"denied\":%" PRIu64 ",\"unauthenticated\":%" PRIu64 "}}",
-                     (int)(cache.len - 1), cache.base, totals[AUTH_DECISION_OWNER], totals[AUTH_DECISION_GRANT],
-                     totals[AUTH_DECISION_PUBLIC], totals[AUTH_DECISION_DENIED], totals[AUTH_DECISION_UNAUTHENTICATED]);
+                     "%.*s,\"hot_hits\":%" PRIu64 ",\"hot_loads\":%" PRIu64 ",\"hot_evictions\":%" PRIu64
+                     ",\"hot_bytes\":%" PRIu64 ",\"hot_objects\":%" PRIu64 ",\"access_decisions\":{\"owner\":%" PRIu64
+                     ",\"grant\":%" PRIu64 ",\"public\":%" PRIu64 ",\"denied\":%" PRIu64 ",\"unauthenticated\":%" PRIu64
+                     "}}",
+                     (int)(cache.len - 1), cache.base, hot.hits, hot.loads, hot.evictions, hot.bytes, hot.objects,
+                     totals[AUTH_DECISION_OWNER], totals[AUTH_DECISION_GRANT], totals[AUTH_DECISION_PUBLIC],
+                     totals[AUTH_DECISION_DENIED], totals[AUTH_DECISION_UNAUTHENTICATED]);
     return h2o_iovec_init(body, n > 0 && (size_t)n < cap ? (size_t)n : 0);
 }
 

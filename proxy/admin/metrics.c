@@ -138,6 +138,19 @@ static void store_gauges(byte_buffer_t *out, cache_t *cache)
           g.upload_pending_bytes);
 }
 
+static void hot_figures(byte_buffer_t *out, server_t *server)
+{
+    store_hot_stats_t st;
+    server_hot_stats(server, &st);
+    counter(out, "larder_store_hot_hits_total", "Hits served from the workers' copies of small objects in memory.",
+            st.hits);
+    counter(out, "larder_store_hot_loads_total", "Copies of small objects made from the store (store.hot_bytes).",
+            st.loads);
+    counter(out, "larder_store_hot_evictions_total", "Copies dropped to stay within store.hot_bytes.", st.evictions);
+    gauge(out, "larder_store_hot_bytes", "Memory the copies of small objects take.", st.bytes);
+    gauge(out, "larder_store_hot_objects", "Copies of small objects held.", st.objects);
+}
+
 static void prefetch_figures(byte_buffer_t *out, prefetcher_t *prefetch)
 {
     prefetch_stats_t st = {0};
@@ -218,6 +231,7 @@ h2o_iovec_t metrics_exposition(h2o_req_t *req, worker_t *worker)
     cache_results(&out, server);
     upstream_latency(&out, server);
     store_gauges(&out, worker->cache);
+    hot_figures(&out, server);
     prefetch_figures(&out, worker->prefetch);
     auth_figures(&out, worker);
     users(&out, worker);

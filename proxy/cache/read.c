@@ -109,6 +109,7 @@ typedef struct cache_read {
     bool leading;          /* sub is the fetch's leader: it started it */
     fetch_t *entry_fill;   /* the fill the entry came from, retained: the bytes come from it once serving */
     uint64_t next, end;    /* absolute offsets still to send: [next, end); end UINT64_MAX until the body's end */
+    store_hot_object_t *hot; /* a small object's copy in memory, the body's bytes sent from it; NULL: the store's */
     char *buf;
     size_t buf_cap;
     bool buf_small; /* buf is the worker's (worker_small_buffer_take), given back at the end */
@@ -202,6 +203,7 @@ static void on_dispose(void *p)
         worker_small_buffer_give(r->worker, r->buf);
     else
         free(r->buf);
+    store_hot_release(r->hot); /* h2o is done with its bytes: this runs as the request goes */
     forget_entry(r);
 }
 
@@ -570,6 +572,10 @@ static void step(cache_read_t *r)
         send_slice(r, NULL, 0, H2O_SEND_STATE_FINAL);
         return;
     }
+    if (r->hot != NULL) { /* the copy holds the whole object: h2o sends from it, and the request holds it till then */
+        send_bytes(r, store_hot_bytes(r->hot) + r->next, clamp_to_end(r, r->end - r->next));
+        return;
+    }
     if (r->direct_fd >= 0 && !r->head_sent && r->fetch == NULL && r->end - r->next >= DIRECT_MIN_BODY) {
         send_slice(r, NULL, 0, H2O_SEND_STATE_IN_PROGRESS); /* the head alone; on_proceed sends the body */
         return;
@@ -703,6 +709,13 @@ static void serve_media(cache_read_t *r)
         return;
     if (r->creq.head)
         r->end = r->next; /* HEAD: headers only; h2o sends no body of its own */
+    /* A small object from the worker's copy, made on its first read: this very version is the cached one. */
+    if (r->end > r->next && r->end != UINT64_MAX && r->fetch == NULL &&
+        (r->hot = store_hot_get(r->worker->store_hot, &r->key, r->meta.generation, r->meta.size)) != NULL) {
+        start_response(r);
+        step(r);
+        return;
+    }
     /*
      * One slice at a time, so that the socket's copy reads bytes still in the
      * CPU's cache; whole chunks where the store checks every read, which

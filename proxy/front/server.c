@@ -356,6 +356,20 @@ static void init_timeouts(worker_t *worker, const conf_t *conf)
 
 static void on_tls_reloaded(worker_wakeup_t *wakeup);
 
+/*
+ * The worker's share of store.hot_bytes. None while every read must check
+ * the store's checksums (verify_interval 0): a copy in memory is not read
+ * from the store again. True unless memory ran out.
+ */
+static bool hot_copies_init(worker_t *worker)
+{
+    const conf_t *conf = worker->conf;
+    uint64_t share = conf->worker_threads != 0 ? conf->store.hot_bytes / conf->worker_threads : 0;
+    if (worker->store_reader == NULL || share == 0 || conf->store.verify_interval == 0)
+        return true;
+    return (worker->store_hot = store_hot_new(worker->store_reader, share)) != NULL;
+}
+
 static int worker_init(worker_t *worker, server_t *server, unsigned id)
 {
     const conf_t *conf = server->conf;
@@ -372,6 +386,7 @@ static int worker_init(worker_t *worker, server_t *server, unsigned id)
     if ((worker->auth = auth_local_new(server->auth)) == NULL || (worker->key_memo = store_key_memo_new()) == NULL ||
         (worker->cache != NULL && (worker->meta_memo = store_meta_memo_new(cache_store(worker->cache))) == NULL) ||
         (worker->cache != NULL && (worker->store_reader = store_reader_new(cache_store(worker->cache))) == NULL) ||
+        !hot_copies_init(worker) ||
         (worker->metrics = calloc(1, sizeof(*worker->metrics))) == NULL ||
         (worker->usage = malloc(sizeof(*worker->usage))) == NULL)
         return -1;
@@ -522,6 +537,7 @@ static void worker_dispose(worker_t *worker, size_t num_listeners)
     store_meta_memo_free(worker->meta_memo);
     store_reader_free(worker->store_reader); /* before or after the store closed: either ends its transaction */
     record_cache_clear(&worker->records); /* after the loop: the last hits hold references until it ends */
+    store_hot_free(worker->store_hot);    /* likewise: the copies the last hits hold go at their release */
     worker_small_buffers_clear(worker);   /* after the loop too: the last hits give theirs back as they end */
     free(worker->metrics);                /* after the loop too: the last requests count as they end */
     if (worker->usage != NULL)
@@ -544,6 +560,16 @@ worker_t *server_worker_at(server_t *server, size_t i)
 unsigned server_client_connections(server_t *server)
 {
     return atomic_load(&server->connections);
+}
+
+void server_hot_stats(server_t *server, store_hot_stats_t *sum)
+{
+    memset(sum, 0, sizeof(*sum));
+    for (size_t i = 0; i < server_worker_count(server); i++) {
+        worker_t *worker = server_worker_at(server, i);
+        if (worker->store_hot != NULL)
+            store_hot_stats_add(worker->store_hot, sum);
+    }
 }
 
 static void request_stop(worker_t *worker)
