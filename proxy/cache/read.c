@@ -709,9 +709,7 @@ static void serve_media(cache_read_t *r)
         return;
     if (r->creq.head)
         r->end = r->next; /* HEAD: headers only; h2o sends no body of its own */
-    /* A small object from the worker's copy, made on its first read: this very version is the cached one. */
-    if (r->end > r->next && r->end != UINT64_MAX && r->fetch == NULL &&
-        (r->hot = store_hot_get(r->worker->store_hot, &r->key, r->meta.generation, r->meta.size)) != NULL) {
+    if (r->hot != NULL) { /* serve() took the worker's copy of this small object */
         start_response(r);
         step(r);
         return;
@@ -749,6 +747,19 @@ static void serve_media(cache_read_t *r)
 
 static void pin_into_batch(cache_read_t *r);
 
+/*
+ * A small object's copy in memory, made on its first read: this very version
+ * is the cached one. None for answers without its bytes (HEAD, 304, 412), nor
+ * while a fill holds them.
+ */
+static store_hot_object_t *small_copy(cache_read_t *r)
+{
+    if (r->creq.head || r->entry_fill != NULL || r->fetch != NULL || r->meta.size == STORE_SIZE_UNKNOWN ||
+        conditional_evaluate(&r->creq, &r->meta, r->record) != 0)
+        return NULL;
+    return store_hot_get(r->worker->store_hot, &r->key, r->meta.generation, r->meta.size);
+}
+
 static void serve(cache_read_t *r, const char *state)
 {
     r->cache_state = state;
@@ -757,8 +768,11 @@ static void serve(cache_read_t *r, const char *state)
         return;
     }
     batch_use_advertise(&r->batch, r->req);
-    /* Every answer from the entry is a use: HEADs, 304s, metadata. One that may send the object's bytes pins it too. */
-    if (r->creq.kind == CACHE_READ_MEDIA && !r->pinned) {
+    /*
+     * Every answer from the entry is a use: HEADs, 304s, metadata. One that may send the object's bytes pins it
+     * too, unless the worker's copy in memory holds them: then it reads nothing of the store's.
+     */
+    if (r->creq.kind == CACHE_READ_MEDIA && !r->pinned && r->hot == NULL && (r->hot = small_copy(r)) == NULL) {
         store_touch_and_pin(r->cache->store, &r->key);
         r->pinned = true;
     } else {
