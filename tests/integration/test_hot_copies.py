@@ -69,6 +69,13 @@ class HotCopyTest(HotCase):
         st = self.stats()
         self.assertGreaterEqual(st["hot_objects"], 1)
         self.assertGreater(st["hot_bytes"], 3000)
+        # The metrics say the same.
+        status, _, body = self.larder.request("GET", "/_larder/metrics", headers=OWNER)
+        self.assertEqual(status, 200, body[:300])
+        figures = dict(line.split(" ", 1) for line in body.decode().splitlines() if line.startswith("larder_store_hot"))
+        self.assertEqual(int(figures["larder_store_hot_hits_total"]) + int(figures["larder_store_hot_loads_total"]),
+                         st["hot_hits"] + st["hot_loads"])
+        self.assertEqual(int(figures["larder_store_hot_objects"]), st["hot_objects"])
 
     def test_over_http2_and_tls(self):
         if not curlclient.available():
