@@ -690,11 +690,11 @@ static bool set_extent(cache_read_t *r)
     return true;
 }
 
-static void serve_media(cache_read_t *r)
+/* verdict: conditional_evaluate's, which serve() made. */
+static void serve_media(cache_read_t *r, int verdict)
 {
     h2o_req_t *req = r->req;
     const record_view_t *view = record_media_view(r->record, r->creq.flavour);
-    int verdict = conditional_evaluate(&r->creq, &r->meta, r->record);
     if (verdict == 412) {
         send_cache_error(r, GCS_ERROR_PRECONDITION_FAILED);
         return;
@@ -749,13 +749,13 @@ static void pin_into_batch(cache_read_t *r);
 
 /*
  * A small object's copy in memory, made on its first read: this very version
- * is the cached one. None for answers without its bytes (HEAD, 304, 412), nor
- * while a fill holds them.
+ * is the cached one. None for answers without its bytes (HEAD, or a verdict
+ * of 304 or 412), nor while a fill holds them.
  */
-static store_hot_object_t *small_copy(cache_read_t *r)
+static store_hot_object_t *small_copy(cache_read_t *r, int verdict)
 {
-    if (r->creq.head || r->entry_fill != NULL || r->fetch != NULL || r->meta.size == STORE_SIZE_UNKNOWN ||
-        conditional_evaluate(&r->creq, &r->meta, r->record) != 0)
+    if (r->creq.head || verdict != 0 || r->entry_fill != NULL || r->fetch != NULL ||
+        r->meta.size == STORE_SIZE_UNKNOWN)
         return NULL;
     return store_hot_get(r->worker->store_hot, &r->key, r->meta.generation, r->meta.size);
 }
@@ -772,7 +772,9 @@ static void serve(cache_read_t *r, const char *state)
      * Every answer from the entry is a use: HEADs, 304s, metadata. One that may send the object's bytes pins it
      * too, unless the worker's copy in memory holds them: then it reads nothing of the store's.
      */
-    if (r->creq.kind == CACHE_READ_MEDIA && !r->pinned && r->hot == NULL && (r->hot = small_copy(r)) == NULL) {
+    bool media = r->creq.kind == CACHE_READ_MEDIA;
+    int verdict = media ? conditional_evaluate(&r->creq, &r->meta, r->record) : 0;
+    if (media && !r->pinned && r->hot == NULL && (r->hot = small_copy(r, verdict)) == NULL) {
         store_touch_and_pin(r->cache->store, &r->key);
         r->pinned = true;
     } else {
@@ -786,7 +788,7 @@ static void serve(cache_read_t *r, const char *state)
     if (r->creq.kind == CACHE_READ_METADATA)
         serve_metadata(r);
     else
-        serve_media(r);
+        serve_media(r, verdict);
 }
 
 static void on_batch_pinned(batch_use_t *use, int result)

@@ -28,29 +28,12 @@ void user_usage_dispose(user_usage_t *u)
     pthread_mutex_destroy(&u->lock);
 }
 
-/*
- * Eight bytes a step, then MurmurHash3's finalizer, so that the low bits
- * that pick a slot depend on every byte: every request of a known identity
- * comes here, and a byte-at-a-time hash cost a hit 1% of its instructions.
- */
 static uint64_t hash_of(const char *s)
 {
-    size_t len = strlen(s), i = 0;
-    uint64_t h = 1469598103934665603ULL ^ len;
-    for (; i + 8 <= len; i += 8) {
-        uint64_t word;
-        memcpy(&word, s + i, sizeof(word));
-        h = (h ^ word) * 0x9e3779b97f4a7c15ULL;
-        h ^= h >> 29;
-    }
-    uint64_t tail = 0;
-    memcpy(&tail, s + i, len - i);
-    h = (h ^ tail) * 0x9e3779b97f4a7c15ULL;
-    h ^= h >> 33;
-    h *= 0xff51afd7ed558ccdULL;
-    h ^= h >> 33;
-    h *= 0xc4ceb9fe1a85ec53ULL;
-    return h ^ (h >> 33);
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+    for (; *s != '\0'; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+    return h;
 }
 
 /* The slot of user: its entry, or the free slot it would take. Lock held; cap > count. */
