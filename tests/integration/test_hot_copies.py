@@ -14,6 +14,7 @@ guard the copy's match, and with the generation left out of it both fail (checke
 import json
 import os
 import sys
+import threading
 
 sys.path.insert(0, os.path.dirname(__file__))
 import curlclient  # noqa: E402
@@ -36,8 +37,11 @@ class HotCase(tc.CacheTestCase):
         return st["hot_loads"] + st["hot_hits"]
 
     def read(self, path, want, x_cache="HIT", headers=None):
+        """Reads path: 200, whole, with the bytes want; X-Cache x_cache unless that is None."""
         r = self.get(path, dict(OWNER, **(headers or {})))
-        self.assertEqual((r.status, r.x_cache, r.error), (200, x_cache, None), r)
+        self.assertEqual((r.status, r.error), (200, None), r)
+        if x_cache is not None:
+            self.assertEqual(r.x_cache, x_cache, r)
         self.assertTrue(r.body == want, "%s: other bytes than upstream's (%d bytes, X-Cache %s)"
                         % (path, len(r.body), r.x_cache))
         return r
@@ -120,6 +124,49 @@ class HotCopyTest(HotCase):
             for _ in range(3):
                 r = self.get(path, OWNER)
                 self.assertEqual((r.status, r.x_cache, r.body == data), (200, "REVALIDATED", True), (round_, r))
+
+    def test_concurrent_readers_while_generations_change(self):
+        """Four readers on their own connections read one small object while it is overwritten upstream six
+        times (the "always" policy asks upstream on every read, so fills, copies and drops of old copies run
+        under them). Every response must be whole, and carry exactly the bytes of the generation its own
+        x-goog-generation names: a copy answering for another generation, or a short 200, fails it. With the
+        generation left out of the copy's match it failed in 3 runs of 3 (checked by hand); on the code before
+        the copies it fails only for want of the hot_* figures."""
+        self.emulator.create_bucket(ALWAYS_BUCKET)
+        path = self.media("c", bucket=ALWAYS_BUCKET)
+        by_generation = {}
+
+        def overwrite():
+            data = os.urandom(6000)
+            resource = self.put_object("c", data=data, bucket=ALWAYS_BUCKET)
+            by_generation[str(resource["generation"])] = data
+
+        overwrite()
+        done = threading.Event()
+        seen, counts = [], []
+
+        def reader():
+            n = 0
+            while not done.is_set() or n < 5:
+                seen.append(self.get(path, OWNER))  # checked once every generation's bytes are known
+                n += 1
+            counts.append(n)
+
+        threads = [threading.Thread(target=reader) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for _ in range(6):
+            overwrite()
+            self.read(path, by_generation[max(by_generation, key=int)], x_cache=None)
+            self.settle(timeout=1.0)  # meanwhile the readers read the committed generation, from copies
+        done.set()
+        for t in threads:
+            t.join(60)
+        wrong = [(r.status, r.x_cache, r.header("x-goog-generation"), len(r.body), repr(r.error)) for r in seen
+                 if (r.status, r.error) != (200, None) or by_generation.get(r.header("x-goog-generation")) != r.body]
+        self.assertEqual(wrong, [], "(status, X-Cache, x-goog-generation, bytes, error)")
+        self.assertEqual(len(counts), 4)
+        self.assertGreater(self.from_memory(), 0, "no read came from a copy: the test proves nothing about them")
 
     def test_writes_and_purges_are_never_answered_from_an_old_copy(self):
         old = os.urandom(4000)
