@@ -104,8 +104,11 @@ void worker_small_buffer_give(worker_t *worker, char *buf)
         free(buf);
 }
 
-void worker_small_buffers_clear(worker_t *worker)
+void worker_spares_clear(worker_t *worker)
 {
     while (worker->spare_count > 0)
         free(worker->spare_buffers[--worker->spare_count]);
+    /* h2o has no call to empty a recycler; taking from one that is not empty never allocates. */
+    while (worker->spare_read_states.cnt > 0)
+        free(h2o_mem_alloc_recycle(&worker->spare_read_states, 1));
 }

@@ -59,6 +59,16 @@ typedef struct worker_wakeup {
  */
 #define WORKER_SMALL_BUFFER (16 * 1024)
 #define WORKER_SPARE_BUFFERS 32
+/*
+ * Read states kept for the next reads: a hit's read state is too big for
+ * malloc's fast path. None under AddressSanitizer, so that a read state used
+ * after its request ended is still caught there.
+ */
+#if defined(__SANITIZE_ADDRESS__)
+#define WORKER_SPARE_READ_STATES 0
+#else
+#define WORKER_SPARE_READ_STATES 256
+#endif
 
 struct worker {
     unsigned id;
@@ -102,6 +112,8 @@ struct worker {
     /* Send buffers of small hits, kept for the next ones (worker_small_buffer_take). */
     char *spare_buffers[WORKER_SPARE_BUFFERS];
     unsigned spare_count;
+    /* The cache's read states (cache/read.c), of one size, kept likewise; cleared after the loop. */
+    h2o_mem_recycle_t spare_read_states;
 
     /* Wake-ups from other threads (see worker_wake). */
     pthread_mutex_t wake_lock;
@@ -121,8 +133,8 @@ void worker_wake_dispose(worker_t *worker);
 /* A buffer of WORKER_SMALL_BUFFER bytes (NULL without memory), and its return; on the worker's own thread. */
 char *worker_small_buffer_take(worker_t *worker);
 void worker_small_buffer_give(worker_t *worker, char *buf);
-/* Frees the idle ones, once the loop has ended (server.c). */
-void worker_small_buffers_clear(worker_t *worker);
+/* Frees the idle buffers and read states, once the loop has ended (server.c). */
+void worker_spares_clear(worker_t *worker);
 
 /* Reads (and so clears) an eventfd or timerfd the loop found readable; a failure is only worth a warning. */
 void worker_drain_fd(int fd, const char *component);

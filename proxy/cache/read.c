@@ -178,9 +178,15 @@ static const char *identity_for_log(cache_read_t *r)
     return who->name[0] != '\0' ? h2o_strdup(&r->req->pool, who->name, SIZE_MAX).base : "";
 }
 
+/*
+ * The read state comes from the worker's spares, not from the request's pool:
+ * h2o mallocs every shared allocation, and at about 1.4 KB this one missed
+ * malloc's per-thread cache, which cost a hit some 400 instructions. The pool
+ * holds only a pointer to it, whose disposal ends the read.
+ */
 static void on_dispose(void *p)
 {
-    cache_read_t *r = p;
+    cache_read_t *r = *(cache_read_t **)p;
     caller_dispose(&r->caller);
     batch_use_dispose(&r->batch);
     if (r->access.decided && r->state != READ_FORWARDED)
@@ -205,6 +211,7 @@ static void on_dispose(void *p)
         free(r->buf);
     store_hot_release(r->hot); /* h2o is done with its bytes: this runs as the request goes */
     forget_entry(r);
+    h2o_mem_free_recycle(&r->worker->spare_read_states, r);
 }
 
 /* --- passing on --- */
@@ -1183,10 +1190,12 @@ static void on_caller_known(caller_t *caller)
 void cache_read_start(h2o_req_t *req, const target_t *target, const cache_request_t *creq,
                       const request_headers_t *headers)
 {
-    cache_read_t *r = h2o_mem_alloc_shared(&req->pool, sizeof(*r), on_dispose);
+    worker_t *worker = worker_of(req);
+    cache_read_t *r = h2o_mem_alloc_recycle(&worker->spare_read_states, sizeof(*r));
     memset(r, 0, sizeof(*r));
+    *(cache_read_t **)h2o_mem_alloc_shared(&req->pool, sizeof(r), on_dispose) = r;
     r->req = req;
-    r->worker = worker_of(req);
+    r->worker = worker;
     r->cache = r->worker->cache;
     r->target = target;
     r->creq = *creq;

@@ -382,6 +382,7 @@ static int worker_init(worker_t *worker, server_t *server, unsigned id)
     worker->prefetch = server->prefetch;
     worker->buffers = &server->buffers;
     worker->stop_fd = -1;
+    worker->spare_read_states.max = WORKER_SPARE_READ_STATES;
     worker->tls_reload.cb = on_tls_reloaded;
     if ((worker->auth = auth_local_new(server->auth)) == NULL || (worker->key_memo = store_key_memo_new()) == NULL ||
         (worker->cache != NULL && (worker->meta_memo = store_meta_memo_new(cache_store(worker->cache))) == NULL) ||
@@ -538,7 +539,7 @@ static void worker_dispose(worker_t *worker, size_t num_listeners)
     store_reader_free(worker->store_reader); /* before or after the store closed: either ends its transaction */
     record_cache_clear(&worker->records); /* after the loop: the last hits hold references until it ends */
     store_hot_free(worker->store_hot);    /* likewise: the copies the last hits hold go at their release */
-    worker_small_buffers_clear(worker);   /* after the loop too: the last hits give theirs back as they end */
+    worker_spares_clear(worker);          /* after the loop too: the last hits give theirs back as they end */
     free(worker->metrics);                /* after the loop too: the last requests count as they end */
     if (worker->usage != NULL)
         user_usage_dispose(worker->usage);
