@@ -12,10 +12,15 @@
 
 #include "auth_internal.h"
 
+/*
+ * The coarse clock: tokens expire and grants lapse on a scale of seconds, so a
+ * clock tick (a few ms) late is nothing, while a precise read cost 46 ns on a
+ * KVM guest against 9 ns, and a hit reads the clock twice here.
+ */
 int64_t auth_now_ms(void)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
+    clock_gettime(CLOCK_REALTIME_COARSE, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 

@@ -147,6 +147,18 @@ static inline uint64_t worker_now_ms(void)
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
+/*
+ * Monotonic milliseconds to the clock's tick (a few ms), for orderings and
+ * windows of seconds on every request: a precise read costs 46 ns on a KVM
+ * guest, this one 9-11 ns.
+ */
+static inline uint64_t worker_coarse_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
 /* Wall-clock milliseconds, for fill times that outlive the process. */
 static inline int64_t worker_unix_ms(void)
 {

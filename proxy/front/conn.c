@@ -149,7 +149,7 @@ void conn_register(conn_table_t *t, h2o_socket_t *sock, bool refused, bool guest
     c->refs = 1;
     c->refused = refused;
     c->guest = guest;
-    c->idle_since_ms = worker_now_ms();
+    c->idle_since_ms = worker_coarse_ms();
     sock->on_close.cb = on_socket_close;
     sock->on_close.data = c;
     h2o_linklist_insert(&t->conns, &c->link);
@@ -238,7 +238,7 @@ static void on_request_dispose(void *p)
         c->resets++;
     c->active--;
     if (c->active == 0) {
-        c->idle_since_ms = worker_now_ms();
+        c->idle_since_ms = worker_coarse_ms();
         if (c->sock != NULL && !c->refused && !c->abusive)
             set_idle(c, true);
         if (c->refused || c->abusive || c->guest)
@@ -256,7 +256,7 @@ static conn_t *conn_of(h2o_req_t *req)
 /* HTTP/2 only: HTTP/1 answers one request at a time, so its rate is the client's round trips. */
 static bool over_rate(conn_t *c, const conf_t *conf)
 {
-    uint64_t now = worker_now_ms();
+    uint64_t now = worker_coarse_ms();
     if (now - c->window_ms >= 1000) {
         c->window_ms = now;
         c->requests = 0;
