@@ -120,10 +120,17 @@ struct worker {
     h2o_linklist_t wake_pending;
     int wake_fd;
     h2o_socket_t *wake_sock;
+    h2o_timeout_entry_t wake_soon; /* on asap: runs wake-ups queued from this worker's own thread */
 };
 
-/* Queues wakeup->cb to run on worker's loop; any thread. A wake-up already queued is not queued twice. */
+/*
+ * Queues wakeup->cb to run on worker's loop; any thread. A wake-up already
+ * queued is not queued twice. The callback never runs inside worker_wake: on
+ * the worker's own thread it runs at the end of the current loop pass.
+ */
 void worker_wake(worker_t *worker, worker_wakeup_t *wakeup);
+/* Tells worker_wake which worker's loop the calling thread runs (NULL: none); worker_main. */
+void worker_bind_thread(worker_t *worker);
 /* Unqueues a wake-up that has not run; on the worker's own thread. */
 void worker_wake_cancel(worker_t *worker, worker_wakeup_t *wakeup);
 /* Sets up and tears down the wake queue (server.c). */

@@ -492,9 +492,11 @@ static void drain(worker_t *worker)
 static void *worker_main(void *arg)
 {
     worker_t *worker = arg;
+    worker_bind_thread(worker);
     while (!worker->stopping)
         h2o_evloop_run(worker->loop, INT32_MAX);
     drain(worker);
+    worker_bind_thread(NULL);
     return NULL;
 }
 
