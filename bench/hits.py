@@ -120,7 +120,7 @@ SIZES = {"4KiB": 4 * 1024, "1MiB": 1024 * 1024, "64MiB": 64 * 1024 * 1024}
 SERVERS = ("larder-immutable", "larder-always", "larder-users", "larder-users-off", "nginx-proxy_cache",
            "nginx-static", "nginx-static-copy", "varnish", "h2o-floor")
 USER_SERVERS = ("larder-users", "larder-users-off")
-FOUR_KIB_ONLY = USER_SERVERS + ("h2o-floor",)
+FOUR_KIB_ONLY = USER_SERVERS
 EXPECTED_STATE = {"larder-immutable": ("x-cache", "HIT"), "larder-always": ("x-cache", "REVALIDATED"),
                   "larder-users": ("x-cache", "HIT"), "larder-users-off": ("x-cache", "HIT"),
                   "nginx-proxy_cache": ("x-cache-status", "HIT"), "nginx-static": (None, None),
@@ -1110,7 +1110,7 @@ def measure(servers, emulator, opts, lua):
                     t0=time.monotonic())
     for size_label in opts.sizes:
         path = "/%s/%s" % (BUCKET, object_name(size_label))
-        servers = in_size(size_label)  # the 64-identity servers and the floor have 4 KiB cells only
+        servers = in_size(size_label)  # the 64-identity servers have 4 KiB cells only
         for server in servers:  # settle: not reported
             run_wrk(server.port, path, 16, 1, opts.threads, getattr(server, "lua", lua), opts.client_cpus)
         for conns in opts.conns:
@@ -1208,8 +1208,9 @@ def report(results, fixed, opts, notes, tls=(), misses=None):
         w("larder-users-off   4KiB only, the baseline: the same wrk script and object, auth.enabled false (no")
         w("                   validation, the old exact-credential rule); all 64 slots carry tok-bench-00, the filler")
     if "h2o-floor" in opts.servers:
-        w("h2o-floor          4KiB only: bench/h2o_floor.c, the object's bytes from memory under a larder hit's")
-        w("                   headers on the same h2o, and nothing else: the least a server on this h2o spends")
+        w("h2o-floor          bench/h2o_floor.c, the object's bytes from memory (one copy, into the socket) under")
+        w("                   a larder hit's headers on the same h2o, and nothing else: the least a server on this")
+        w("                   h2o spends")
     w("")
     w("%-6s %5s  %-18s %9s %9s %5s %9s %8s %9s %9s %7s  %s" % (
         "size", "conns", "server", "req/s", "MB/s", "cores", "req/s/c", "MB/s/c", "p50 ms", "p99 ms", "n", "range"))
@@ -1346,6 +1347,7 @@ def report(results, fixed, opts, notes, tls=(), misses=None):
         for name, ok, detail in hit_path:
             w("  %-4s %-47s %s" % ("PASS" if ok else "MISS", name, detail))
         floor_budget(results, w)
+        copy_floor(results, opts, w)
         w("")
     for note in notes:
         w(note)
@@ -1369,6 +1371,25 @@ def floor_budget(results, w):
 
 def plural(conns):
     return "%d conn%s" % (conns, "s" if conns > 1 else "")
+
+
+def copy_floor(results, opts, w):
+    """Big hits against h2o-floor, which sends from memory with one copy: how close larder and Varnish come
+    to the least a server must spend per byte here."""
+    for size in ("1MiB", "64MiB"):
+        for conns in opts.conns:
+            floor = find(results, "h2o-floor", size, conns)
+            if not floor or not floor.get("mbps_core"):
+                continue
+            shares = []
+            for server in ("larder-immutable", "varnish"):
+                c = find(results, server, size, conns)
+                if c:
+                    paired = paired_ratios(c, floor, "mbps_core")
+                    shares.append("%s %.2f (paired %.2f)" % (server.replace("-immutable", ""), ratio(
+                        c, floor, "mbps_core"), median(paired) if paired else ratio(c, floor, "mbps_core")))
+            w("  info %s, %s: MB/s per core / h2o-floor's (%.0f, one copy from memory): %s" % (
+                size, plural(conns), floor["mbps_core"], ", ".join(shares)))
 
 
 def hit_path_verdicts(results, fixed, tls, misses, opts):
