@@ -91,16 +91,27 @@ static int write_recency(apply_ctx_t *a, void *arg)
     return MDB_SUCCESS;
 }
 
-/* Persists the recency of every object touched since the last call. */
+/*
+ * Persists the recency of the objects touched before this call. Only those:
+ * hits touch objects again while a transaction commits, and taking until
+ * none was left kept the writer committing for as long as the hits went on
+ * whenever a commit took longer than the gap between touches. Each commit
+ * rewrote the hot objects' records, and so also emptied the workers' record
+ * memos (meta_memo.c) over and over. Later touches wait for the next call.
+ */
 void persist_recency(store_t *s, apply_ctx_t *a)
 {
     recency_batch_t b;
+    size_t left = index_dirty_count(&s->index);
     int rc;
 
+    if (left == 0)
+        return;
     b.items = malloc(RECENCY_BATCH * sizeof(*b.items));
     if (b.items == NULL)
         return; /* the touches still order eviction; only a restart would forget them */
-    while ((b.n = index_take_dirty(&s->index, b.items, RECENCY_BATCH)) > 0) {
+    while (left > 0 && (b.n = index_take_dirty(&s->index, b.items, left < RECENCY_BATCH ? left : RECENCY_BATCH)) > 0) {
+        left -= b.n;
         if ((rc = apply_txn(a, write_recency, &b)) != MDB_SUCCESS) {
             store_log_msg(s, STORE_LOG_WARN, "store %s: persisting recency failed: %s", s->path, mdb_strerror(rc));
             break;

@@ -357,6 +357,15 @@ size_t index_take_dirty(store_index_t *ix, recency_t *out, size_t max)
     return n;
 }
 
+/* Touched objects whose recency is not persisted yet (an upper bound: some may have gone since). */
+size_t index_dirty_count(store_index_t *ix)
+{
+    pthread_mutex_lock(&ix->lock);
+    size_t n = ix->ndirty;
+    pthread_mutex_unlock(&ix->lock);
+    return n;
+}
+
 void index_usage(store_index_t *ix, uint64_t *used, uint64_t *objects, uint64_t *chunks)
 {
     pthread_mutex_lock(&ix->lock);

@@ -102,6 +102,8 @@ static int configure(store_t *s, const store_config_t *config)
     }
     if (s->config.verify_interval_s > VERIFY_INTERVAL_MAX)
         s->config.verify_interval_s = VERIFY_INTERVAL_MAX; /* verified.c keeps 20 bits of time */
+    if (s->config.recency_persist_ms == 0)
+        s->config.recency_persist_ms = RECENCY_PERSIST_MS;
     if (s->config.high_water == 0)
         s->config.high_water = DEFAULT_HIGH_WATER;
     if (s->config.low_water == 0)

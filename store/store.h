@@ -89,6 +89,8 @@ typedef struct store_config {
      * (verified.c says what that gives up); 0: on every read. At most 7 days.
      */
     unsigned verify_interval_s;
+    /* How often the writer writes touched objects' recency to the file, in ms; 0: every 10 s. */
+    unsigned recency_persist_ms;
 } store_config_t;
 
 /* Identity of a cached object: a hash of bucket and name (LMDB keys are <= 511 bytes). */

@@ -62,7 +62,7 @@ enum { STORE_LOG_ERROR, STORE_LOG_WARN, STORE_LOG_INFO, STORE_LOG_DEBUG };
 
 /* A write transaction commits once its ops hold this many bytes (or the interval passes). */
 #define WRITER_BATCH_MAX ((size_t)32 << 20)
-/* How often the writer persists recency and flushes the file (MDB_NOSYNC leaves that to us). */
+/* How often the writer persists recency (store_config_t.recency_persist_ms 0) and flushes the file (MDB_NOSYNC leaves that to us). */
 #define RECENCY_PERSIST_MS 10000
 #define ENV_SYNC_MS 5000
 
@@ -153,6 +153,7 @@ void index_apply(store_index_t *ix, index_delta_t *deltas, size_t n);
 void index_load(store_index_t *ix, index_entry_t **entries, size_t n);
 size_t index_victims(store_index_t *ix, uint64_t want_bytes, store_key_t *out, size_t max);
 size_t index_take_dirty(store_index_t *ix, recency_t *out, size_t max);
+size_t index_dirty_count(store_index_t *ix);
 void index_usage(store_index_t *ix, uint64_t *used, uint64_t *objects, uint64_t *chunks);
 void index_pin(store_index_t *ix, const store_key_t *key);
 /* index_touch and index_pin under one lock. */

@@ -474,7 +474,7 @@ static bool writer_round(store_t *s, writer_local_t *wl)
     if (last || now >= wl->next_persist) {
         lease_sweep(s, &wl->a); /* expired leases pin nothing already: this only reclaims their records */
         persist_recency(s, &wl->a);
-        wl->next_persist = now + RECENCY_PERSIST_MS;
+        wl->next_persist = now + s->config.recency_persist_ms;
     }
     if (last || now >= wl->next_flush) {
         flush(s, &wl->flushed_commits);
@@ -497,7 +497,7 @@ static void *writer_main(void *arg)
     apply_init(&wl.a, s);
     if (start_up(s, &wl.a)) {
         keep_within_budget(s, &wl.a); /* the budget may have shrunk since the last run */
-        wl.next_persist = store_now_ms() + RECENCY_PERSIST_MS;
+        wl.next_persist = store_now_ms() + s->config.recency_persist_ms;
         wl.next_flush = store_now_ms() + ENV_SYNC_MS;
         while (writer_round(s, &wl))
             ;

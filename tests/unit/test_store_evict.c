@@ -2,10 +2,11 @@
  * test_store_evict.c - staying within the budget: least recently used
  * objects go first, a touch changes the order (also across a restart), a
  * pinned object is skipped, eviction is by size down to the low-water mark,
- * and a workload three times the budget leaves both the accounting and the
- * file bounded.
+ * a workload three times the budget leaves both the accounting and the
+ * file bounded, and persisting recency ends while hits go on touching.
  */
 #include <lmdb.h>
+#include <stdatomic.h>
 #include <sys/wait.h>
 
 #include "test_store_util.h"
@@ -353,6 +354,75 @@ static void test_map_full(void)
     free(want);
 }
 
+typedef struct toucher {
+    store_t *store;
+    store_key_t key;
+    atomic_bool stop;
+    uint64_t touches;
+} toucher_t;
+
+static void *touch_until_stopped(void *arg)
+{
+    toucher_t *t = arg;
+    while (!atomic_load(&t->stop)) {
+        store_touch(t->store, &t->key);
+        t->touches++;
+    }
+    return NULL;
+}
+
+/*
+ * One hot object touched without a pause, as a busy cache's hits do, while
+ * the writer persists recency every 50 ms: each round writes what was
+ * touched before it and ends. The old writer took touched objects until none
+ * was left, so it went on committing for as long as the touches did: this
+ * test failed on it with 22,207 commits in 1,001 ms, against the 22 rounds
+ * allowed. The bound follows from the elapsed time, whatever the machine's
+ * speed.
+ */
+static void test_recency_persist_ends_under_touches(void)
+{
+    const unsigned persist_ms = 50;
+    void *buf = test_alloc_chunk();
+    test_dir_t d;
+    test_dir_make(&d, "test_store_evict");
+    store_config_t c = test_config(&d, 16 * TEST_MiB, &evict_log);
+    c.recency_persist_ms = persist_ms;
+    store_t *s = NULL;
+    CHECK(store_open(&s, &c) == STORE_OK);
+    fill_objects(s, 0, 1, 4096, buf);
+
+    toucher_t t = {.store = s};
+    test_key(&t.key, "obj/0");
+    atomic_init(&t.stop, false);
+    store_stats_t before, after;
+    store_stats_get(s, &before);
+    double start = test_seconds();
+    pthread_t thread;
+    CHECK(pthread_create(&thread, NULL, touch_until_stopped, &t) == 0);
+    /* Long enough for several rounds; the bound below counts the time it really took. */
+    while ((test_seconds() - start) * 1000 < 20.0 * persist_ms) {
+        struct timespec nap = {0, 10 * 1000 * 1000};
+        nanosleep(&nap, NULL);
+    }
+    store_stats_get(s, &after);
+    int64_t elapsed = (int64_t)((test_seconds() - start) * 1000);
+    atomic_store(&t.stop, true);
+    CHECK(pthread_join(thread, NULL) == 0);
+
+    uint64_t commits = after.commits - before.commits;
+    uint64_t rounds_allowed = (uint64_t)(elapsed / persist_ms) + 2; /* one transaction a round for one object */
+    CHECK(t.touches > 1000); /* the touches did run alongside the rounds */
+    CHECK(commits >= 1);     /* and the rounds did persist them */
+    CHECK(commits <= rounds_allowed);
+    if (commits > rounds_allowed)
+        fprintf(stderr, "recency: %llu commits in %lld ms, at most %llu rounds\n", (unsigned long long)commits,
+                (long long)elapsed, (unsigned long long)rounds_allowed);
+    store_close(s);
+    test_dir_remove(&d);
+    free(buf);
+}
+
 int main(void)
 {
     test_log_init(&evict_log);
@@ -362,6 +432,8 @@ int main(void)
     test_three_times_budget();
     CHECK(evict_log.lines[0] == 0 && evict_log.lines[1] == 0);
     test_map_full();
+    CHECK(evict_log.lines[0] == 0 && evict_log.lines[1] == 0);
+    test_recency_persist_ends_under_touches();
     CHECK(evict_log.lines[0] == 0 && evict_log.lines[1] == 0);
     UNIT_DONE();
 }
