@@ -92,12 +92,13 @@ static int write_recency(apply_ctx_t *a, void *arg)
 }
 
 /*
- * Persists the recency of the objects touched before this call. Only those:
- * hits touch objects again while a transaction commits, and taking until
- * none was left kept the writer committing for as long as the hits went on
- * whenever a commit took longer than the gap between touches. Each commit
- * rewrote the hot objects' records, and so also emptied the workers' record
- * memos (meta_memo.c) over and over. Later touches wait for the next call.
+ * Persists the recency of as many touched objects as were waiting when it
+ * was called, then stops. Hits touch objects again while a transaction
+ * commits: taking until none was left kept the writer committing for as
+ * long as the hits went on, whenever a commit took longer than the gap
+ * between touches, and each commit rewrote the hot objects' records and so
+ * emptied the workers' record memos (meta_memo.c) over and over. What is
+ * still waiting goes at the next call.
  */
 void persist_recency(store_t *s, apply_ctx_t *a)
 {
@@ -110,7 +111,9 @@ void persist_recency(store_t *s, apply_ctx_t *a)
     b.items = malloc(RECENCY_BATCH * sizeof(*b.items));
     if (b.items == NULL)
         return; /* the touches still order eviction; only a restart would forget them */
-    while (left > 0 && (b.n = index_take_dirty(&s->index, b.items, left < RECENCY_BATCH ? left : RECENCY_BATCH)) > 0) {
+    while (left > 0) {
+        if ((b.n = index_take_dirty(&s->index, b.items, left < RECENCY_BATCH ? left : RECENCY_BATCH)) == 0)
+            break; /* the rest went (evicted, refilled) since they were touched */
         left -= b.n;
         if ((rc = apply_txn(a, write_recency, &b)) != MDB_SUCCESS) {
             store_log_msg(s, STORE_LOG_WARN, "store %s: persisting recency failed: %s", s->path, mdb_strerror(rc));

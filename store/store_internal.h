@@ -62,7 +62,10 @@ enum { STORE_LOG_ERROR, STORE_LOG_WARN, STORE_LOG_INFO, STORE_LOG_DEBUG };
 
 /* A write transaction commits once its ops hold this many bytes (or the interval passes). */
 #define WRITER_BATCH_MAX ((size_t)32 << 20)
-/* How often the writer persists recency (store_config_t.recency_persist_ms 0) and flushes the file (MDB_NOSYNC leaves that to us). */
+/*
+ * How often the writer persists recency (when store_config_t.recency_persist_ms
+ * is 0) and flushes the file (MDB_NOSYNC leaves that to us).
+ */
 #define RECENCY_PERSIST_MS 10000
 #define ENV_SYNC_MS 5000
 
