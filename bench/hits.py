@@ -1139,7 +1139,7 @@ def measure(servers, emulator, opts, lua):
                 merged["n"] = sum(c["requests"] for c in cells)
                 merged["noisy"] = sum(c["foreign"] >= opts.max_foreign for c in cells)
                 merged["foreign"] = max(c["foreign"] for c in cells)
-                merged["runs"] = [c["rps"] for c in cells]  # in rep order: for paired ratios
+                # In rep order: for paired ratios (paired_ratios).
                 merged["per_rep"] = {k: [c[k] for c in cells] for k in ("rps", "mbps", "rps_core", "mbps_core")}
                 merged["upstream"] = sum(c["upstream"] for c in cells)
                 merged["tokeninfo"] = sum(c["tokeninfo"] for c in cells)
@@ -1448,7 +1448,10 @@ def hit_path_verdicts(results, fixed, tls, misses, opts):
 
 
 def paired_ratios(a, b, key):
-    """a's key / b's in each rep, where both cells kept their reps (wrk cells; see paired_ratio)."""
+    """a's key / b's in each rep, where both cells kept their reps (wrk cells).
+
+    The runs of one rep are seconds apart, those of different reps up to minutes: a drift in the
+    machine's speed between reps moves both runs of a rep alike and cancels out of their ratio."""
     if "per_rep" not in a or "per_rep" not in b:
         return []
     return [x / y for x, y in zip(a["per_rep"][key], b["per_rep"][key]) if y > 0]
@@ -1603,11 +1606,8 @@ def varnish_version():
 
 
 def paired_ratio(a, b):
-    """The median over reps of a's req/s / b's in the same rep, and those ratios.
-
-    The runs of one rep are seconds apart, those of different reps up to minutes: a drift in the
-    machine's speed between reps moves both runs of a rep alike and cancels out of their ratio."""
-    ratios = [x / y for x, y in zip(a["runs"], b["runs"]) if y > 0]
+    """The median over reps of a's req/s / b's in the same rep, and those ratios (paired_ratios)."""
+    ratios = paired_ratios(a, b, "rps")
     return (median(ratios) if ratios else 0.0), ratios
 
 
